@@ -50,8 +50,12 @@ def _open(path: Union[str, Path], mode: str) -> IO[bytes]:
     return open(path, mode + "b")
 
 
-def read_capture(path: Union[str, Path]) -> Iterator[CaptureFrame]:
-    """Yield the frames of a capture in file order; the header line is checked."""
+def frame_lines(path: Union[str, Path]) -> Iterator[bytes]:
+    """The undecoded frame lines of a capture, after checking its header.
+
+    Readers that only want some streams look at a line's head before paying for
+    decoding all of it (a deep-book snapshot line is several MB).
+    """
     with _open(path, "r") as f:
         header = orjson.loads(f.readline() or b"{}")
         if header.get("lobstream_capture") != FORMAT_VERSION:
@@ -61,11 +65,16 @@ def read_capture(path: Union[str, Path]) -> Iterator[CaptureFrame]:
                 "python -m sources.convert"
             )
         for line in f:
-            if not line.strip():
-                continue
-            d = orjson.loads(line)
-            yield CaptureFrame(d["ts"], d["venue"], d["stream"], d.get("dir", "recv"),
-                               d.get("msg"), d.get("raw"))
+            if line.strip():
+                yield line
+
+
+def read_capture(path: Union[str, Path]) -> Iterator[CaptureFrame]:
+    """Yield the frames of a capture in file order."""
+    for line in frame_lines(path):
+        d = orjson.loads(line)
+        yield CaptureFrame(d["ts"], d["venue"], d["stream"], d.get("dir", "recv"),
+                           d.get("msg"), d.get("raw"))
 
 
 class CaptureWriter:

@@ -20,7 +20,7 @@ tens of thousands of levels. Counters do survive a restart.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from state.book import OrderBook
 from state.events import SNAPSHOT, BookEvent, BookStatus
@@ -35,7 +35,7 @@ INVALID = "invalid"
 class ProductState:
     """Book, validity, alert latch and counters of one product."""
 
-    __slots__ = ("book", "valid", "top", "wide", "counts", "restored")
+    __slots__ = ("book", "valid", "top", "wide", "counts", "restored", "resync")
 
     def __init__(self) -> None:
         self.book = OrderBook()
@@ -44,6 +44,9 @@ class ProductState:
         self.wide = False
         self.counts: Counter = Counter()
         self.restored = False
+        #: ``(reason, detail)`` when the book step found the book crossed or locked and
+        #: the source should resubscribe; the caller clears it once passed on.
+        self.resync: Optional[Tuple[str, str]] = None
 
     # Bytewax's per-epoch snapshot and recovery go through these two.
     def __deepcopy__(self, memo: Dict[int, Any]) -> "ProductState":
@@ -86,6 +89,7 @@ class ProductState:
             detail = f"bid {bid_px} {'>' if reason == 'crossed' else '='} ask {ask_px}"
             out.append(_alert(item.venue, item.product, item.ts_recv, reason, detail, None))
             out.extend(self._invalidate(item.venue, item.product, item.ts_recv, reason, detail))
+            self.resync = (reason, detail)
             return out
         if not self.valid:
             self.valid = True

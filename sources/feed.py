@@ -1,0 +1,199 @@
+"""One connection's inbound logic: parse, check sequences, decide what to resync.
+
+A :class:`Feed` sits between a transport (websocket, file replay) and the dataflow.
+It takes decoded frames and produces keyed items for the book step, either
+:class:`~state.events.BookEvent` to apply or :class:`~state.events.BookStatus`
+when a book must not be trusted any more. Messages the connection should send
+(answers to heartbeat test requests, resubscriptions after a gap) collect in
+:attr:`Feed.outbox`; a live transport sends them, a replay has no one to send them
+to and drops them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+from sources.frames import (BOOK, ERROR, REPLY, TEST_REQUEST, BadInput, FrameError, decode)
+from sources.venues import Message, Venue
+from state.events import SNAPSHOT, BookEvent, BookStatus, book_key
+from state.sync import DUPLICATE, GAP, OK, UNSYNCED, BookSync, ConnectionSequence
+
+log = logging.getLogger("lobstream.feed")
+
+Item = Union[BookEvent, BookStatus]
+Keyed = Tuple[str, Item]
+
+INVALID = "invalid"
+
+#: What to tell the operator when the exchange refuses a subscription.
+_HINTS = (
+    ("13778", "raw books need authentication; use the 100ms interval (deribit.interval = \"100ms\")"),
+    ("raw_subscriptions_not_available", "raw books need authentication; use the 100ms interval"),
+    ("authentication", "this channel needs credentials; use a public channel or configure keys"),
+    ("auth", "this channel needs credentials; use a public channel or configure keys"),
+    ("Invalid params", "check the product names in the configuration"),
+    ("not a valid product", "check the product names in the configuration"),
+)
+
+
+class Feed:
+    """Sequence-checked decoding of one connection.
+
+    ``products`` are the products subscribed on the connection; None accepts any
+    product that appears (file replay, where the recording decides).
+    """
+
+    def __init__(self, venue: Venue, products: Optional[Iterable[str]], bad: BadInput,
+                 stream: str = "") -> None:
+        self.venue = venue
+        self.stream = stream or venue.name
+        self.fixed = products is not None
+        self.books: Dict[str, BookSync] = {p: BookSync() for p in (products or ())}
+        self.conn_seq = ConnectionSequence()
+        self.bad = bad
+        self.counts: Counter = Counter()
+        self.outbox: List[Message] = []
+        self.refused: Dict[str, str] = {}
+        self._requests: Dict[Any, List[str]] = {}
+
+    # -- connection lifecycle ---------------------------------------------------
+    def connected(self) -> List[Message]:
+        """A new connection: counters restart, and every book waits for a snapshot."""
+        self.conn_seq.reset()
+        for sync in self.books.values():
+            sync.invalidate()
+        self.counts["connects"] += 1
+        wanted = [p for p in self.books if p not in self.refused]
+        return self._track(self.venue.subscribe(wanted)) if wanted else []
+
+    def disconnected(self, ts: float, reason: str) -> List[Keyed]:
+        """The connection is gone: every book on it is stale until resubscribed."""
+        out: List[Keyed] = []
+        for product, sync in self.books.items():
+            if sync.synced:
+                sync.invalidate()
+                out.append(self._status(product, ts, "disconnected", reason))
+        return out
+
+    # -- inbound ---------------------------------------------------------------
+    def on_message(self, msg: Any, ts: float, out: List[Keyed]) -> None:
+        """Handle one decoded frame, appending what the dataflow should see to ``out``."""
+        self.counts["frames"] += 1
+        try:
+            parsed = self.venue.parse(msg, ts)
+        except FrameError as ex:
+            self._reject(ex, msg, ts, out)
+            return
+        if parsed.seq is not None and not self._connection_seq(parsed.seq, ts, out):
+            return
+        kind = parsed.kind
+        if kind == BOOK:
+            for ev in parsed.events:
+                self._book_event(ev, out)
+        elif kind == TEST_REQUEST:
+            if self.venue.answer_test_request is not None:
+                self.outbox.append(self.venue.answer_test_request())
+        elif kind == ERROR:
+            self._refused(parsed.ref, parsed.detail, ts, out)
+        elif kind == REPLY:
+            self._requests.pop(parsed.ref, None)
+
+    def on_raw(self, raw: Union[bytes, str], ts: float, out: List[Keyed]) -> None:
+        """Like :meth:`on_message` for an undecoded frame."""
+        try:
+            msg = decode(raw)
+        except FrameError as ex:
+            self.counts["frames"] += 1
+            self._reject(ex, raw, ts, out)
+            return
+        self.on_message(msg, ts, out)
+
+    def _book_event(self, ev: BookEvent, out: List[Keyed]) -> None:
+        sync = self.books.get(ev.product)
+        if sync is None:
+            if self.fixed:
+                self.counts["unexpected_product"] += 1
+                return
+            sync = self.books[ev.product] = BookSync()
+        verdict = sync.check(ev)
+        if verdict == OK:
+            out.append((book_key(ev.venue, ev.product), ev))
+            self.counts["snapshots" if ev.kind == SNAPSHOT else "updates"] += 1
+        elif verdict == DUPLICATE:
+            self.counts["duplicates"] += 1
+        elif verdict == UNSYNCED:
+            self.counts["dropped_unsynced"] += 1
+        else:
+            self._gap(ev.product, ev.ts_recv, "gap",
+                      f"prev_change_id {ev.prev_seq} does not follow {sync.last}", out)
+
+    def _connection_seq(self, seq: int, ts: float, out: List[Keyed]) -> bool:
+        """Check the connection counter; False means drop the frame (a duplicate)."""
+        last = self.conn_seq.last
+        verdict = self.conn_seq.check(seq)
+        if verdict == OK:
+            return True
+        if verdict == DUPLICATE:
+            self.counts["duplicates"] += 1
+            return False
+        detail = f"sequence_num jumped from {last} to {seq}"
+        for product in list(self.books):
+            self._gap(product, ts, "gap", detail, out)
+        return True
+
+    def _gap(self, product: str, ts: float, reason: str, detail: str, out: List[Keyed]) -> None:
+        """Invalidate one book, tell the dataflow, and ask the exchange for a new snapshot."""
+        sync = self.books[product]
+        sync.invalidate()
+        self.counts["gaps"] += 1
+        out.append(self._status(product, ts, reason, detail))
+        if product not in self.refused:
+            self.counts["resyncs"] += 1
+            self.outbox.extend(self._track(self.venue.resubscribe(product)))
+
+    def resync(self, product: str, ts: float, reason: str, detail: str, out: List[Keyed]) -> None:
+        """Resynchronise ``product`` on request (the book step found it crossed)."""
+        if product in self.books:
+            self._gap(product, ts, reason, detail, out)
+
+    def _reject(self, ex: FrameError, sample: Any, ts: float, out: List[Keyed]) -> None:
+        self.bad.report(self.venue.name, ex.kind, str(ex), sample)
+        if ex.seq is not None and not self._connection_seq(ex.seq, ts, out):
+            return
+        for product in ex.products:
+            if product in self.books and self.books[product].synced:
+                self._gap(product, ts, "bad_input", f"{ex.kind}: {ex}", out)
+
+    def _refused(self, ref: Any, detail: str, ts: float, out: List[Keyed]) -> None:
+        """An error reply: the products it concerns stay down until restart.
+
+        Retrying a refused subscription cannot succeed without a configuration
+        change, and retrying in a loop is how clients get rate-limited or banned.
+        An error that names no request (Coinbase) concerns the whole connection.
+        """
+        products = self._requests.pop(ref, None)
+        if products is None:
+            products = list(self.books)
+        hint = next((h for needle, h in _HINTS if needle in detail), "")
+        self.counts["errors"] += 1
+        log.error("%s refused %s: %s%s", self.venue.name, ", ".join(products) or "a request",
+                  detail, f" -> {hint}" if hint else "")
+        for product in products:
+            if product in self.books and product not in self.refused:
+                self.refused[product] = detail
+                self.books[product].invalidate()
+                out.append(self._status(product, ts, "refused", detail))
+
+    def _track(self, messages: List[Message]) -> List[Message]:
+        """Remember which products each request is about, to attribute error replies."""
+        for m in messages:
+            if "id" in m:
+                channels = (m.get("params") or {}).get("channels") or []
+                self._requests[m["id"]] = [c.split(".")[1] for c in channels if c.count(".") >= 2]
+        return messages
+
+    def _status(self, product: str, ts: float, reason: str, detail: str) -> Keyed:
+        return (book_key(self.venue.name, product),
+                BookStatus(self.venue.name, product, ts, INVALID, reason, detail))
