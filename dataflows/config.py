@@ -47,6 +47,7 @@ class Config:
     record_dir: Optional[str] = None
     exit_on_close: bool = False
     silence_timeout: float = 30.0
+    status_interval: float = 60.0
 
 
 _DEFAULT_PRODUCTS = {coinbase.VENUE: ["BTC-USD", "ETH-USD"],
@@ -54,7 +55,7 @@ _DEFAULT_PRODUCTS = {coinbase.VENUE: ["BTC-USD", "ETH-USD"],
 _DEFAULT_URLS = {coinbase.VENUE: coinbase.DEFAULT_URL, deribit.VENUE: deribit.DEFAULT_URL}
 
 _RUN_KEYS = ("venues", "depth", "alert_bps", "sinks", "jsonl_dir", "record_dir",
-             "exit_on_close", "silence_timeout")
+             "exit_on_close", "silence_timeout", "status_interval")
 _VENUE_KEYS = {coinbase.VENUE: ("products", "url"), deribit.VENUE: ("products", "url", "interval")}
 _REPLAY_KEYS = ("paths", "speed")
 _TABLES = ("run", "replay") + VENUE_NAMES
@@ -88,7 +89,8 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
     for name, key in (("LOBSTREAM_DEPTH", "depth"), ("LOBSTREAM_ALERT_BPS", "alert_bps"),
                       ("LOBSTREAM_JSONL_DIR", "jsonl_dir"), ("LOBSTREAM_RECORD_DIR", "record_dir"),
                       ("LOBSTREAM_EXIT_ON_CLOSE", "exit_on_close"),
-                      ("LOBSTREAM_SILENCE_TIMEOUT", "silence_timeout")):
+                      ("LOBSTREAM_SILENCE_TIMEOUT", "silence_timeout"),
+                      ("LOBSTREAM_STATUS_INTERVAL", "status_interval")):
         if name in env:
             run[key] = env[name]
     if "LOBSTREAM_REPLAY" in env:
@@ -110,6 +112,8 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         exit_on_close=_boolean("exit_on_close", run.get("exit_on_close", False)),
         silence_timeout=_number("silence_timeout", run.get("silence_timeout", 30.0), float,
                                 minimum=1.0),
+        status_interval=_number("status_interval", run.get("status_interval", 60.0), float,
+                                minimum=0.0),
         replay=[str(p) for p in _list("replay.paths", replay.get("paths", []))],
         replay_speed=_number("replay.speed", replay.get("speed", 0.0), float, minimum=0.0),
     )

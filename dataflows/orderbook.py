@@ -26,7 +26,8 @@ from bytewax.dataflow import Dataflow
 from dataflows.config import Config, ConfigError, load_config
 from sinks import SINKS
 from sinks.console import ConsoleSink
-from sources import control
+from dataflows.monitoring import Books, register_collector, start_status_log
+from sources import control, shutdown
 from sources.feed import Item
 from sources.replay import ReplaySource
 from sources.venues import get_venue
@@ -47,11 +48,16 @@ class BookStep:
     def __init__(self, depth: int, alert_bps: float) -> None:
         self.depth = depth
         self.alert_bps = alert_bps
+        #: Every product's current state, for the metrics exporter and status log.
+        self.books: Books = {}
 
     def __call__(self, state: Optional[ProductState],
                  item: Item) -> Tuple[ProductState, List[Record]]:
-        if state is None:
-            state = ProductState()
+        if state is None or state.restored:
+            # New, or resumed from a recovery snapshot (which Bytewax hands to the
+            # mapper as a different object than the one it snapshotted).
+            state = state or ProductState()
+            self.books[(item.venue, item.product)] = state
         records = state.on_item(item, self.depth, self.alert_bps)
         if state.resync is not None:
             control.request_resync(book_key(item.venue, item.product), *state.resync)
@@ -72,12 +78,14 @@ def _inputs(flow: Dataflow, cfg: Config) -> List[op.Stream[Tuple[str, Item]]]:
     return streams
 
 
-def build_flow(cfg: Config) -> Dataflow:
-    """The dataflow for ``cfg``."""
+def build_flow(cfg: Config, step: Optional[BookStep] = None) -> Dataflow:
+    """The dataflow for ``cfg``; ``step`` lets the caller keep the book step (and so
+    the live book states) for monitoring."""
     flow = Dataflow("lobstream")
     inputs = _inputs(flow, cfg)
     events = inputs[0] if len(inputs) == 1 else op.merge("events", *inputs)
-    records = op.stateful_flat_map("book", events, BookStep(cfg.depth, cfg.alert_bps))
+    step = step or BookStep(cfg.depth, cfg.alert_bps)
+    records = op.stateful_flat_map("book", events, step)
     data = op.filter("data", records, lambda kv: kv[1]["type"] != "alert")
     console = op.filter("console", records, lambda kv: kv[1]["type"] != "summary")
     op.output("console_out", console, ConsoleSink())
@@ -88,12 +96,21 @@ def build_flow(cfg: Config) -> Dataflow:
 
 
 def _flow_from_environment() -> Dataflow:
+    """The flow ``python -m bytewax.run`` runs: configured from the environment,
+    with clean shutdown on signals, metrics and the periodic status line."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return build_flow(load_config())
+        cfg = load_config()
+        step = BookStep(cfg.depth, cfg.alert_bps)
+        dataflow = build_flow(cfg, step)
     except (ConfigError, ValueError, FileNotFoundError) as ex:
         raise SystemExit(f"lobstream: configuration error: {ex}") from None
+    shutdown.install_signal_handlers()
+    register_collector(step.books)
+    if cfg.status_interval > 0:
+        start_status_log(step.books, cfg.status_interval)
+    return dataflow
 
 
 flow = _flow_from_environment()

@@ -12,6 +12,7 @@ to and drops them.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -26,6 +27,9 @@ Item = Union[BookEvent, BookStatus]
 Keyed = Tuple[str, Item]
 
 INVALID = "invalid"
+
+#: Every live Feed in this process, for the metrics exporter and the status log.
+FEEDS: "weakref.WeakSet[Feed]" = weakref.WeakSet()
 
 #: What to tell the operator when the exchange refuses a subscription.
 _HINTS = (
@@ -57,6 +61,7 @@ class Feed:
         self.outbox: List[Message] = []
         self.refused: Dict[str, str] = {}
         self._requests: Dict[Any, List[str]] = {}
+        FEEDS.add(self)
 
     # -- connection lifecycle ---------------------------------------------------
     def connected(self) -> List[Message]:
@@ -159,6 +164,7 @@ class Feed:
             self._gap(product, ts, reason, detail, out)
 
     def _reject(self, ex: FrameError, sample: Any, ts: float, out: List[Keyed]) -> None:
+        self.counts[f"bad_{ex.kind}"] += 1
         self.bad.report(self.venue.name, ex.kind, str(ex), sample)
         if ex.seq is not None and not self._connection_seq(ex.seq, ts, out):
             return

@@ -20,6 +20,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from sources import shutdown
 from sources.capture import frame_lines
 from sources.feed import Feed, Keyed
 from sources.frames import BadInput
@@ -108,6 +109,8 @@ class _ReplayPartition(StatefulSourcePartition[Keyed, None]):
             yield d["ts"], d.get("msg"), d.get("raw")
 
     def next_batch(self) -> List[Keyed]:
+        if shutdown.requested():
+            raise StopIteration()
         out: List[Keyed] = []
         feed = self._feed
         limit = self._batch_size

@@ -17,14 +17,14 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
-from sources import control
+from sources import control, shutdown
 from sources.backoff import Backoff
 from sources.capture import CaptureWriter
 from sources.feed import Feed, Keyed
@@ -40,7 +40,7 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 _FRAME, _CONNECTED, _DISCONNECTED, _EOF = range(4)
 
 
-class WebsocketSource(FixedPartitionedSource[Keyed, None]):
+class WebsocketSource(FixedPartitionedSource[Keyed, Dict[str, int]]):
     """Order-book events for ``products`` of ``venue``, one partition per product.
 
     ``exit_on_close``: end the partition when the server closes the connection
@@ -66,8 +66,8 @@ class WebsocketSource(FixedPartitionedSource[Keyed, None]):
         return [book_key(self.venue.name, p) for p in self.products]
 
     def build_part(self, step_id: str, for_part: str,
-                   resume_state: Optional[None]) -> "_WebsocketPartition":
-        # A live feed has no replayable position: resume_state is always None and
+                   resume_state: Optional[Dict[str, int]]) -> "_WebsocketPartition":
+        # A live feed has no replayable position: only the counters resume, and
         # the book waits for the fresh snapshot every (re)subscription brings.
         product = for_part.split(":", 1)[1]
         recorder = None
@@ -75,16 +75,17 @@ class WebsocketSource(FixedPartitionedSource[Keyed, None]):
             self.record_dir.mkdir(parents=True, exist_ok=True)
             recorder = CaptureWriter(self.record_dir / f"{self.venue.name}_{product}.jsonl",
                                      source=f"lobstream recorder {self.url}")
-        return _WebsocketPartition(self, product, recorder)
+        return _WebsocketPartition(self, product, recorder, resume_state)
 
 
-class _WebsocketPartition(StatefulSourcePartition[Keyed, None]):
+class _WebsocketPartition(StatefulSourcePartition[Keyed, Dict[str, int]]):
     def __init__(self, source: WebsocketSource, product: str,
-                 recorder: Optional[CaptureWriter]) -> None:
+                 recorder: Optional[CaptureWriter], counts: Optional[Dict[str, int]]) -> None:
         self._key = book_key(source.venue.name, product)
         self._product = product
         self._batch_size = source.batch_size
         self._feed = Feed(source.venue, [product], source.bad, stream=self._key)
+        self._feed.counts.update(counts or {})
         self._inbox: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
         self._conn = _Connection(source.url, self._inbox, self._key, source.venue.name,
                                  exit_on_close=source.exit_on_close, recorder=recorder,
@@ -92,7 +93,7 @@ class _WebsocketPartition(StatefulSourcePartition[Keyed, None]):
         self._eof = False
 
     def next_batch(self) -> List[Keyed]:
-        if self._eof:
+        if self._eof or shutdown.requested():
             raise StopIteration()
         if not self._conn.is_alive() and not self._conn.started:
             self._conn.start()  # lazily: Bytewax may build a partition it then discards
@@ -125,8 +126,9 @@ class _WebsocketPartition(StatefulSourcePartition[Keyed, None]):
     def next_awake(self) -> Optional[datetime]:
         return None
 
-    def snapshot(self) -> None:
-        return None
+    def snapshot(self) -> Dict[str, int]:
+        # Only the counters: a socket has no position to resume from.
+        return dict(self._feed.counts)
 
     def close(self) -> None:
         self._conn.stop()
