@@ -75,11 +75,11 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         except tomllib.TOMLDecodeError as ex:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: invalid TOML ({ex})") from None
     _check_keys("config file", raw, _TABLES)
-    run = dict(raw.get("run", {}))
+    run = _table(raw, "run")
     _check_keys("[run]", run, _RUN_KEYS)
-    replay = dict(raw.get("replay", {}))
+    replay = _table(raw, "replay")
     _check_keys("[replay]", replay, _REPLAY_KEYS)
-    tables = {v: dict(raw.get(v, {})) for v in VENUE_NAMES}
+    tables = {v: _table(raw, v) for v in VENUE_NAMES}
     for venue, table in tables.items():
         _check_keys(f"[{venue}]", table, _VENUE_KEYS[venue])
 
@@ -150,6 +150,13 @@ def _venue(venue: str, table: Dict[str, Any]) -> VenueConfig:
     return VenueConfig(products, url, interval)
 
 
+def _table(raw: Mapping[str, Any], name: str) -> Dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}={value!r}: expected a [{name}] table")
+    return dict(value)
+
+
 def _check_keys(where: str, table: Mapping[str, Any], valid: Tuple[str, ...]) -> None:
     for key in table:
         if key not in valid:
@@ -180,6 +187,8 @@ def _choices(name: str, value: Any, valid: Tuple[str, ...]) -> List[str]:
 
 def _number(name: str, value: Any, kind: type, minimum: float) -> Any:
     try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise TypeError(value)  # true is not 1, and 2.5 levels is not 2
         number = kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}={value!r}: expected {'an integer' if kind is int else 'a number'}"

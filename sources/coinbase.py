@@ -53,7 +53,8 @@ def parse(msg: Any, ts_recv: float) -> Parsed:
         reason = msg.get("reason")
         text = str(msg.get("message", "error"))
         return Parsed(ERROR, seq, [], detail=f"{text}: {reason}" if reason else text)
-    raise FrameError("unknown_type", f"unknown channel {channel!r}")
+    # The frame still used up a sequence_num: pass it on so it is not taken for a gap.
+    raise FrameError("unknown_type", f"unknown channel {channel!r}", seq)
 
 
 def _book_events(msg: Dict[str, Any], seq: Optional[int], ts_recv: float) -> List[BookEvent]:
@@ -61,7 +62,7 @@ def _book_events(msg: Dict[str, Any], seq: Optional[int], ts_recv: float) -> Lis
         return [_book_event(ev, msg, seq, ts_recv) for ev in msg["events"]]
     except FrameError as ex:
         raise FrameError(ex.kind, str(ex), seq, _products(msg)) from None
-    except (KeyError, TypeError, ValueError) as ex:
+    except (KeyError, TypeError, ValueError, AttributeError) as ex:
         raise FrameError("bad_level", f"unreadable l2_data: {type(ex).__name__}: {ex}",
                          seq, _products(msg)) from None
 
@@ -96,7 +97,8 @@ def _book_event(ev: Dict[str, Any], msg: Dict[str, Any], seq: Optional[int],
 def _products(msg: Dict[str, Any]) -> List[str]:
     """The products a (possibly broken) l2_data message was about."""
     try:
-        return [ev["product_id"] for ev in msg["events"] if isinstance(ev.get("product_id"), str)]
+        return [ev["product_id"] for ev in msg["events"]
+                if isinstance(ev, dict) and isinstance(ev.get("product_id"), str)]
     except (KeyError, TypeError, AttributeError):
         return []
 

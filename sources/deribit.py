@@ -38,14 +38,16 @@ def parse(msg: Any, ts_recv: float) -> Parsed:
     if not isinstance(msg, dict):
         raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}")
     method = msg.get("method")
+    params = msg.get("params") or {}
+    if not isinstance(params, dict):
+        raise FrameError("unknown_type", f"params is a {type(params).__name__}, not an object")
     if method == "subscription":
-        params = msg.get("params") or {}
         channel = params.get("channel")
         if isinstance(channel, str) and channel.startswith("book."):
             return Parsed(BOOK, None, [_book_event(params.get("data"), ts_recv)])
         return Parsed(IGNORED, None, [])
     if method == "heartbeat":
-        kind = TEST_REQUEST if (msg.get("params") or {}).get("type") == "test_request" else HEARTBEAT
+        kind = TEST_REQUEST if params.get("type") == "test_request" else HEARTBEAT
         return Parsed(kind, None, [])
     if "id" in msg:
         err = msg.get("error")

@@ -99,7 +99,7 @@ class Feed:
                 self._book_event(ev, out)
         elif kind == TEST_REQUEST:
             if self.venue.answer_test_request is not None:
-                self.outbox.append(self.venue.answer_test_request())
+                self.outbox.extend(self._track([self.venue.answer_test_request()]))
         elif kind == ERROR:
             self._refused(parsed.ref, parsed.detail, ts, out)
         elif kind == REPLY:
@@ -177,11 +177,11 @@ class Feed:
 
         Retrying a refused subscription cannot succeed without a configuration
         change, and retrying in a loop is how clients get rate-limited or banned.
-        An error that names no request (Coinbase) concerns the whole connection.
+        An error that names no request (Coinbase) concerns the whole connection;
+        one for a request that named no product (a heartbeat setting, a test
+        answer) or that this connection never sent only gets logged.
         """
-        products = self._requests.pop(ref, None)
-        if products is None:
-            products = list(self.books)
+        products = list(self.books) if ref is None else self._requests.pop(ref, [])
         hint = next((h for needle, h in _HINTS if needle in detail), "")
         self.counts["errors"] += 1
         log.error("%s refused %s: %s%s", self.venue.name, ", ".join(products) or "a request",
