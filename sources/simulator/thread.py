@@ -1,0 +1,96 @@
+"""Run a simulator server in a background thread, for synchronous callers.
+
+Tests and benchmarks drive clients (or whole Bytewax dataflows) from ordinary
+blocking code; they need the server on its own event loop, started and stopped
+with plain calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from sources.simulator.context import SimulatorConfig
+from sources.simulator.market import Recording, load_recording
+from sources.simulator.outbox import FilterFactory, SendLog
+from sources.simulator.server import SimulatorServer
+
+
+class SimulatorThread:
+    """A :class:`~sources.simulator.server.SimulatorServer` on a daemon thread.
+
+    ``captures`` is a list of capture paths or an already loaded
+    :class:`~sources.simulator.market.Recording` (load once, serve many times).
+    Keyword arguments other than ``host``, ``port``, ``send_log`` and
+    ``frame_filters`` are :class:`~sources.simulator.context.SimulatorConfig`
+    fields. To collect the send log in memory pass ``send_log=records.append``.
+
+    Usage::
+
+        with SimulatorThread(paths, speed=0) as sim:
+            connect(sim.url + "/coinbase")
+    """
+
+    def __init__(self, captures: Union[Recording, Sequence[Union[str, Path]]], *,
+                 host: str = "127.0.0.1", port: int = 0,
+                 send_log: Optional[SendLog] = None,
+                 frame_filters: Optional[FilterFactory] = None,
+                 **config: Any) -> None:
+        recording = captures if isinstance(captures, Recording) else load_recording(captures)
+        self.server = SimulatorServer(recording, host=host, port=port,
+                                      config=SimulatorConfig(**config),
+                                      send_log=send_log, frame_filters=frame_filters)
+        self._thread: Optional[threading.Thread] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stop: Optional[asyncio.Event] = None
+        self._ready = threading.Event()
+        self._error: Optional[BaseException] = None
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port``; append ``/coinbase`` or ``/deribit``."""
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start listening and return :attr:`url`; raises what the server raised."""
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),),
+                                        name="lobstream-simulator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("simulator did not start")
+        if self._error is not None:
+            raise self._error
+        return self.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close all connections and stop the thread."""
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout)
+        self._thread = self._loop = self._stop = None
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as exc:  # handed to start()'s caller
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await self.server.stop()
+
+    def __enter__(self) -> "SimulatorThread":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
