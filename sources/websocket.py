@@ -121,6 +121,10 @@ class _WebsocketPartition(StatefulSourcePartition[Keyed, Dict[str, int]]):
         if feed.outbox:
             self._conn.send(feed.outbox)
             feed.outbox = []
+        if feed.refused and len(feed.refused) == len(feed.books):
+            # The exchange refused everything this connection is for; retrying can
+            # only end in a reconnect loop, so this partition ends (others go on).
+            self._eof = True
         return out
 
     def next_awake(self) -> Optional[datetime]:
