@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from sinks import SINKS
-from sources import coinbase, deribit
+from sources import coinbase, coinbase_exchange, deribit
 from sources.venues import VENUE_NAMES
 
 DERIBIT_INTERVALS = ("100ms", "agg2")
@@ -33,6 +33,8 @@ class VenueConfig:
     products: List[str]
     url: str
     interval: str = ""
+    #: The Coinbase Exchange book channel (empty for other venues).
+    channel: str = ""
 
 
 @dataclass
@@ -51,12 +53,18 @@ class Config:
 
 
 _DEFAULT_PRODUCTS = {coinbase.VENUE: ["BTC-USD", "ETH-USD"],
-                     deribit.VENUE: ["BTC-PERPETUAL", "ETH-PERPETUAL"]}
-_DEFAULT_URLS = {coinbase.VENUE: coinbase.DEFAULT_URL, deribit.VENUE: deribit.DEFAULT_URL}
+                     deribit.VENUE: ["BTC-PERPETUAL", "ETH-PERPETUAL"],
+                     coinbase_exchange.VENUE: ["BTC-USD", "ETH-USD"]}
+_DEFAULT_URLS = {coinbase.VENUE: coinbase.DEFAULT_URL, deribit.VENUE: deribit.DEFAULT_URL,
+                 coinbase_exchange.VENUE: coinbase_exchange.DEFAULT_URL}
+#: Venues run when neither ``run.venues`` nor any venue table says otherwise;
+#: Coinbase Exchange only runs when asked for.
+_DEFAULT_VENUES = (coinbase.VENUE, deribit.VENUE)
 
 _RUN_KEYS = ("venues", "depth", "alert_bps", "sinks", "jsonl_dir", "record_dir",
              "exit_on_close", "silence_timeout", "status_interval")
-_VENUE_KEYS = {coinbase.VENUE: ("products", "url"), deribit.VENUE: ("products", "url", "interval")}
+_VENUE_KEYS = {coinbase.VENUE: ("products", "url"), deribit.VENUE: ("products", "url", "interval"),
+               coinbase_exchange.VENUE: ("products", "url", "channel")}
 _REPLAY_KEYS = ("paths", "speed")
 _TABLES = ("run", "replay") + VENUE_NAMES
 
@@ -124,7 +132,7 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         return cfg
     names = run.get("venues")
     if names is None:
-        names = [v for v in VENUE_NAMES if tables[v]] or list(VENUE_NAMES)
+        names = [v for v in VENUE_NAMES if tables[v]] or list(_DEFAULT_VENUES)
     for venue in _choices("venues", names, VENUE_NAMES):
         cfg.venues[venue] = _venue(venue, tables[venue])
     return cfg
@@ -139,7 +147,7 @@ def _venue(venue: str, table: Dict[str, Any]) -> VenueConfig:
     url = str(table.get("url", _DEFAULT_URLS[venue]))
     if not url.startswith(("ws://", "wss://")):
         raise ConfigError(f"{venue}.url={url!r}: expected a ws:// or wss:// URL")
-    interval = ""
+    interval = channel = ""
     if venue == deribit.VENUE:
         interval = str(table.get("interval", deribit.DEFAULT_INTERVAL))
         if interval not in DERIBIT_INTERVALS:
@@ -147,7 +155,14 @@ def _venue(venue: str, table: Dict[str, Any]) -> VenueConfig:
                 if interval == "raw" else ""
             raise ConfigError(f"deribit.interval={interval!r}{hint}; valid choices: "
                               + ", ".join(DERIBIT_INTERVALS))
-    return VenueConfig(products, url, interval)
+    if venue == coinbase_exchange.VENUE:
+        channel = str(table.get("channel", coinbase_exchange.DEFAULT_CHANNEL))
+        if channel not in coinbase_exchange.PUBLIC_CHANNELS:
+            hint = " (level2 needs authentication, which lobstream does not do)" \
+                if channel == "level2" else ""
+            raise ConfigError(f"coinbase_exchange.channel={channel!r}{hint}; valid choices: "
+                              + ", ".join(coinbase_exchange.PUBLIC_CHANNELS))
+    return VenueConfig(products, url, interval, channel)
 
 
 def _table(raw: Mapping[str, Any], name: str) -> Dict[str, Any]:

@@ -70,7 +70,8 @@ def _inputs(flow: Dataflow, cfg: Config) -> List[op.Stream[Tuple[str, Item]]]:
         return [op.input("replay", flow, ReplaySource(cfg.replay, speed=cfg.replay_speed))]
     streams = []
     for name, venue_cfg in cfg.venues.items():
-        venue = get_venue(name, deribit_interval=venue_cfg.interval or "100ms")
+        venue = get_venue(name, deribit_interval=venue_cfg.interval or "100ms",
+                          coinbase_exchange_channel=venue_cfg.channel or "level2_batch")
         source = WebsocketSource(venue, venue_cfg.products, venue_cfg.url,
                                  exit_on_close=cfg.exit_on_close, record_dir=cfg.record_dir,
                                  silence_timeout=cfg.silence_timeout)

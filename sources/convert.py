@@ -3,7 +3,7 @@
 Usage::
 
     python -m sources.convert INPUT OUTPUT [--format auto|cryptofeed-v1|cryptofeed-v2|ssc2ce]
-                              [--venue coinbase|deribit|binance] [--products A,B]
+                              [--venue coinbase|coinbase_exchange|deribit|binance] [--products A,B]
 
 Every frame is handed to :class:`~sources.capture.CaptureWriter` exactly as it was
 recorded, so a converted capture replays the exchange's own bytes; the converter only
@@ -60,7 +60,11 @@ import orjson
 
 from sources.capture import CaptureWriter
 
-VENUES = ("coinbase", "deribit", "binance")
+#: Longest names first: "coinbase_exchange" must not be taken for "coinbase".
+VENUES = ("coinbase_exchange", "coinbase", "deribit", "binance")
+#: Host names that tell the two Coinbase feeds apart (Exchange, formerly Pro, vs
+#: Advanced Trade); recorders label both "COINBASE".
+_EXCHANGE_HOSTS = ("ws-feed.pro.coinbase.com", "ws-feed.exchange.coinbase.com", "ws-feed.")
 FORMATS = ("cryptofeed-v1", "cryptofeed-v2", "ssc2ce")
 V2_KINDS = frozenset({"header", "http", "connect", "send", "recv"})
 V2_SKIPPED = frozenset({"header", "http", "connect"})
@@ -162,6 +166,8 @@ def sniff_format(first_line: str) -> str:
 
 def _venue_in(text: str) -> Optional[str]:
     low = text.lower()
+    if any(host in low for host in _EXCHANGE_HOSTS):
+        return "coinbase_exchange"
     return next((v for v in VENUES if v in low), None)
 
 
@@ -173,14 +179,17 @@ def _venue_of_frame(msg: Any) -> Optional[str]:
         return "deribit"
     if "stream" in msg or "e" in msg or "lastUpdateId" in msg:
         return "binance"
-    if "type" in msg or "channel" in msg:
+    if "channel" in msg:  # Advanced Trade wraps everything in a channel envelope
         return "coinbase"
+    if "type" in msg:
+        return "coinbase_exchange"
     return None
 
 
 def detect(path: Path) -> tuple[str, Optional[str]]:
     """Sniff (format, venue-or-None) from the first lines of ``path``."""
     fmt: Optional[str] = None
+    header_venue: Optional[str] = None
     for line in islice(_lines(path), SNIFF_LINES):
         if not line.strip():
             continue
@@ -189,9 +198,10 @@ def detect(path: Path) -> tuple[str, Optional[str]]:
         if fmt == "cryptofeed-v2":
             obj = _loads(line) or {}
             if obj.get("t") == "header":
-                return fmt, _venue_in(str(obj.get("exchange", "")))
-            if obj.get("t") in ("connect", "send", "recv"):
-                return fmt, _venue_in(str(obj.get("addr") or obj.get("conn") or ""))
+                header_venue = _venue_in(str(obj.get("exchange", "")))
+            elif obj.get("t") in ("connect", "send", "recv"):
+                # The address tells the two Coinbase feeds apart; the header cannot.
+                return fmt, _venue_in(str(obj.get("addr") or "")) or header_venue
         elif fmt == "cryptofeed-v1":
             if line.startswith(("wss://", "ws://")):
                 return fmt, _venue_in(line.split(" ", 1)[0])
@@ -199,7 +209,7 @@ def detect(path: Path) -> tuple[str, Optional[str]]:
             venue = _venue_of_frame(_loads(line))
             if venue:
                 return fmt, venue
-    return fmt or "ssc2ce", None
+    return fmt or "ssc2ce", header_venue
 
 
 # --------------------------------------------------------------------------- readers
@@ -271,7 +281,7 @@ def exchange_stamp(venue: str, msg: Any) -> Optional[float]:
         if isinstance(msg.get("usOut"), int):
             return msg["usOut"] / 1000.0
         return None
-    if venue == "coinbase":
+    if venue in ("coinbase", "coinbase_exchange"):
         return _iso_ms(msg.get("time")) or _iso_ms(msg.get("timestamp"))
     data = msg.get("data", msg)
     stamp = data.get("E") if isinstance(data, dict) else None
@@ -339,6 +349,10 @@ def products_named(venue: str, msg: Any) -> Set[str]:
         for item in data if isinstance(data, list) else [data]:
             if isinstance(item, dict) and isinstance(item.get("instrument_name"), str):
                 found.add(item["instrument_name"])
+    elif venue == "coinbase_exchange":
+        if isinstance(msg.get("product_id"), str):
+            found.add(msg["product_id"])
+        found |= {p for p in msg.get("product_ids") or [] if isinstance(p, str)}
     elif venue == "binance":
         found |= _binance_symbol(msg.get("stream"))
         params = msg.get("params")

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 from sources.frames import (BOOK, ERROR, REPLY, TEST_REQUEST, BadInput, FrameError, decode)
 from sources.venues import Message, Venue
 from state.events import SNAPSHOT, BookEvent, BookStatus, book_key
-from state.sync import DUPLICATE, GAP, OK, UNSYNCED, BookSync, ConnectionSequence
+from state.sync import DUPLICATE, OK, UNSYNCED, BookSync, ConnectionSequence
 
 log = logging.getLogger("lobstream.feed")
 
@@ -35,6 +35,8 @@ FEEDS: "weakref.WeakSet[Feed]" = weakref.WeakSet()
 _HINTS = (
     ("13778", "raw books need authentication; use the 100ms interval (deribit.interval = \"100ms\")"),
     ("raw_subscriptions_not_available", "raw books need authentication; use the 100ms interval"),
+    ("channels now require authentication", "level2 needs credentials, which lobstream does not "
+     "use; use level2_batch (coinbase_exchange.channel = \"level2_batch\")"),
     ("authentication", "this channel needs credentials; use a public channel or configure keys"),
     ("auth", "this channel needs credentials; use a public channel or configure keys"),
     ("Invalid params", "check the product names in the configuration"),

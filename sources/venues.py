@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
-from sources import coinbase, deribit
+from sources import coinbase, coinbase_exchange, deribit
 from sources.frames import Parsed
 
 Message = Dict[str, Any]
@@ -25,11 +25,17 @@ class Venue:
     answer_test_request: Optional[Callable[[], Message]] = None
 
 
-def get_venue(name: str, *, deribit_interval: str = deribit.DEFAULT_INTERVAL) -> Venue:
+def get_venue(name: str, *, deribit_interval: str = deribit.DEFAULT_INTERVAL,
+              coinbase_exchange_channel: str = coinbase_exchange.DEFAULT_CHANNEL) -> Venue:
     """The venue called ``name``; raises ValueError naming the valid choices."""
     if name == coinbase.VENUE:
         return Venue(coinbase.VENUE, coinbase.DEFAULT_URL, coinbase.parse,
                      coinbase.subscribe, coinbase.resubscribe)
+    if name == coinbase_exchange.VENUE:
+        return Venue(coinbase_exchange.VENUE, coinbase_exchange.DEFAULT_URL,
+                     coinbase_exchange.parse,
+                     partial(coinbase_exchange.subscribe, channel=coinbase_exchange_channel),
+                     partial(coinbase_exchange.resubscribe, channel=coinbase_exchange_channel))
     if name == deribit.VENUE:
         return Venue(deribit.VENUE, deribit.DEFAULT_URL, deribit.parse,
                      partial(deribit.subscribe, interval=deribit_interval),
@@ -38,4 +44,4 @@ def get_venue(name: str, *, deribit_interval: str = deribit.DEFAULT_INTERVAL) ->
     raise ValueError(f"unknown venue {name!r}; valid choices: {', '.join(VENUE_NAMES)}")
 
 
-VENUE_NAMES = (coinbase.VENUE, deribit.VENUE)
+VENUE_NAMES = (coinbase.VENUE, deribit.VENUE, coinbase_exchange.VENUE)

@@ -73,7 +73,7 @@ def test_venue_table_alone_selects_that_venue(tmp_path):
 
 @pytest.mark.parametrize("env,expected", [
     ({"LOBSTREAM_VENUES": "coinbase,kraken"},
-     "venues: unknown value 'kraken'; valid choices: coinbase, deribit"),
+     "venues: unknown value 'kraken'; valid choices: coinbase, deribit, coinbase_exchange"),
     ({"LOBSTREAM_SINKS": "jsonl,parquet"},
      "sinks: unknown value 'parquet'; valid choices: jsonl, stdout"),
     ({"LOBSTREAM_DERIBIT_INTERVAL": "1s"},
@@ -85,7 +85,7 @@ def test_venue_table_alone_selects_that_venue(tmp_path):
     ({"LOBSTREAM_COINBASE_URL": "https://advanced-trade-ws.coinbase.com"},
      "coinbase.url='https://advanced-trade-ws.coinbase.com': expected a ws:// or wss:// URL"),
     ({"LOBSTREAM_EXIT_ON_CLOSE": "maybe"}, "exit_on_close='maybe': expected true or false"),
-    ({"LOBSTREAM_VENUES": " , "}, "venues is empty; valid choices: coinbase, deribit"),
+    ({"LOBSTREAM_VENUES": " , "}, "venues is empty; valid choices: coinbase, deribit, coinbase_exchange"),
 ], ids=["venue", "sink", "interval_1s", "depth_abc", "depth_0", "alert_negative", "alert_nan",
         "url", "boolean", "no_venues"])
 def test_env_errors(env, expected):
@@ -108,7 +108,7 @@ def test_raw_interval_explains_why(tmp_path):
      "[coinbase]: unknown key 'interval'; valid keys: products, url"),
     ("[replay]\npath = 'x'\n", "[replay]: unknown key 'path'; valid keys: paths, speed"),
     ("[kraken]\nproducts = ['XBT/USD']\n",
-     "config file: unknown key 'kraken'; valid keys: run, replay, coinbase, deribit"),
+     "config file: unknown key 'kraken'; valid keys: run, replay, coinbase, deribit, coinbase_exchange"),
     ("[run]\ndepth = 0\n", "depth=0: must be >= 1"),
     ('[run]\nsinks = ["console"]\n', "sinks: unknown value 'console'; valid choices: jsonl, stdout"),
     ('[deribit]\nurl = "deribit.com"\n', "deribit.url='deribit.com': expected a ws:// or wss:// URL"),

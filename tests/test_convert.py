@@ -204,12 +204,23 @@ def test_cryptofeed_v1_reconnect_starts_a_new_stream(tmp_path: Path) -> None:
 
 def test_products_refused_for_coinbase(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "dump.jsonl"
-    src.write_text('{"type":"heartbeat","product_id":"BTC-USD"}\n')
+    # An Advanced Trade frame: its sequence_num counts every frame on the connection.
+    src.write_text('{"channel":"heartbeats","sequence_num":0,"events":[]}\n')
     dst = tmp_path / "out.jsonl"
     assert main([str(src), str(dst), "--products", "BTC-USD"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "coinbase" in err
     assert not dst.exists()
+
+
+def test_products_filter_allowed_for_coinbase_exchange(tmp_path: Path) -> None:
+    """The Exchange feed has no connection-level counter, so filtering loses nothing."""
+    src = tmp_path / "dump.jsonl"
+    src.write_text('{"type":"heartbeat","product_id":"BTC-USD","sequence":1}\n'
+                   '{"type":"heartbeat","product_id":"ETH-USD","sequence":2}\n')
+    dst = tmp_path / "out.jsonl"
+    assert main([str(src), str(dst), "--products", "ETH-USD"]) == 0
+    assert [f.msg["product_id"] for f in frames(dst)] == ["ETH-USD"]
 
 
 def test_zst_without_zstandard_is_a_clear_error(tmp_path: Path,
@@ -281,7 +292,7 @@ def test_cryptofeed_v1_rest_lines_are_counted(shared: Path, tmp_path: Path) -> N
 
 def test_ssc2ce_dumps(shared: Path, tmp_path: Path) -> None:
     for name, venue in (("deribit/deribit_dump.jsonl", "deribit"),
-                        ("coinbase/coinbase_dump.jsonl", "coinbase")):
+                        ("coinbase/coinbase_dump.jsonl", "coinbase_exchange")):
         src = shared / name
         summary = convert(src, tmp_path / "out.jsonl")
         assert (summary.fmt, summary.venue) == ("ssc2ce", venue)
@@ -291,7 +302,7 @@ def test_ssc2ce_dumps(shared: Path, tmp_path: Path) -> None:
         assert ts == sorted(ts) and ts[0] > 1.5e12
     # The Coinbase snapshot has no time of its own; it borrows the first l2update's.
     assert out[1].msg["type"] == "snapshot"
-    assert out[1].ts == out[2].ts == exchange_stamp("coinbase", out[2].msg)
+    assert out[1].ts == out[2].ts == exchange_stamp("coinbase_exchange", out[2].msg)
 
 
 @pytest.mark.parametrize("name, source", [

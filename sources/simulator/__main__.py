@@ -3,6 +3,12 @@
 Prints exactly one line, ``lobstream simulator listening on ws://HOST:PORT``, once
 the port is open (scripts wait for it; with ``--port 0`` it is the only way to
 learn the port), and exits 0 on SIGTERM or SIGINT.
+
+Faults (see ``sources/simulator/faults.py`` for kinds and keys)::
+
+    --fault gap:venue=coinbase,product=BTC-USD,after=100,frames=3
+    --fault abort:connection=0,after=500 --fault refuse:after=500,duration=5
+    --random-faults 0.01 --seed 7 --fault-log faults.jsonl
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import signal
 import sys
 from typing import IO, List, Optional
 
+import orjson
+
 from sources.simulator.context import SimulatorConfig
+from sources.simulator.faults import RANDOM_KINDS, Fault, FaultPlan, FaultRecord, random_faults
 from sources.simulator.market import load_recording
 from sources.simulator.outbox import SendRecord
-from sources.simulator.server import SimulatorServer
+from sources.simulator.server import SimulatorServer, check_fault_venues
 
 
 class SendLogFile:
@@ -30,6 +39,21 @@ class SendLogFile:
     def __call__(self, record: SendRecord) -> None:
         seq = "" if record.seq is None else record.seq
         self._f.write(f"{record.venue},{record.product},{seq},{record.t_send_ms:.3f}\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class FaultLogFile:
+    """The injection log as JSON lines, flushed as faults happen so a soak run can
+    be checked while it goes on."""
+
+    def __init__(self, path: str) -> None:
+        self._f: IO[bytes] = open(path, "wb")
+
+    def __call__(self, record: FaultRecord) -> None:
+        self._f.write(orjson.dumps(record._asdict()) + b"\n")
+        self._f.flush()
 
     def close(self) -> None:
         self._f.close()
@@ -53,13 +77,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-heartbeat", type=float, default=10.0,
                    help="Deribit: smallest public/set_heartbeat interval accepted")
     p.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
+    p.add_argument("--fault", action="append", default=[], metavar="KIND[:key=value,...]",
+                   help="inject a fault (repeatable), e.g. close:code=1001,after=50")
+    p.add_argument("--random-faults", type=float, metavar="RATE",
+                   help="inject a random fault into about RATE of the book frames")
+    p.add_argument("--random-kinds", default=",".join(RANDOM_KINDS), metavar="KIND,...",
+                   help="fault kinds --random-faults picks from (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random faults")
+    p.add_argument("--fault-log", metavar="PATH",
+                   help="write every injected fault as a JSON line")
     return p
 
 
-async def serve(args: argparse.Namespace, config: SimulatorConfig) -> None:
+def fault_list(args: argparse.Namespace) -> List[Fault]:
+    """The faults the flags ask for; raises ValueError on a bad one."""
+    faults = [Fault.parse(spec) for spec in args.fault]
+    if args.random_faults is not None:
+        kinds = [k.strip() for k in args.random_kinds.split(",") if k.strip()]
+        faults += random_faults(args.random_faults, kinds)
+    check_fault_venues(faults)
+    return faults
+
+
+async def serve(args: argparse.Namespace, config: SimulatorConfig, faults: List[Fault]) -> None:
     send_log = SendLogFile(args.send_log) if args.send_log else None
+    fault_log = FaultLogFile(args.fault_log) if args.fault_log else None
+    plan = FaultPlan(faults, seed=args.seed, on_inject=fault_log) if faults else None
     server = SimulatorServer(load_recording(args.capture), host=args.host, port=args.port,
-                             config=config, send_log=send_log)
+                             config=config, send_log=send_log, faults=plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,6 +117,8 @@ async def serve(args: argparse.Namespace, config: SimulatorConfig) -> None:
         await server.stop()
         if send_log is not None:
             send_log.close()
+        if fault_log is not None:
+            fault_log.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -81,9 +128,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         config = SimulatorConfig(speed=args.speed, rate=args.rate,
                                  subscribe_timeout=args.subscribe_timeout,
                                  min_heartbeat=args.min_heartbeat, compression=args.deflate)
+        faults = fault_list(args)
     except ValueError as exc:
         cli.error(str(exc))
-    asyncio.run(serve(args, config))
+    asyncio.run(serve(args, config, faults))
     return 0
 
 

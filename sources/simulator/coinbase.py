@@ -172,6 +172,11 @@ class CoinbaseSession(Session):
                 await self._error(f"Failed to subscribe: unknown product_ids {unknown}"
                                   if unknown else f"Failed to subscribe: {channel} needs product_ids")
                 return
+            refused = [e for e in map(self.subscribe_error, dict.fromkeys(products))
+                       if e is not None]
+            if refused:
+                await self._error(refused[0].message)
+                return
             subscribed = self._subs.setdefault(channel, [])
             for product in dict.fromkeys(products):
                 if product not in subscribed:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from sources.simulator.market import Recording
 from sources.simulator.outbox import FilterFactory, SendLog
+
+if TYPE_CHECKING:
+    from sources.simulator.faults import FaultPlan
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,13 @@ class SimulatorConfig:
 class ServerContext:
     """One server's recording, settings and hooks; ``started`` is the event-loop
     time the server started, the origin of server-wide clocks (Coinbase's
-    heartbeat counter)."""
+    heartbeat counter). ``faults`` answers the sessions' subscribe-time question
+    (:meth:`~sources.simulator.session.Session.subscribe_error`); its frame faults
+    come in through ``frame_filters``."""
 
     recording: Recording
     config: SimulatorConfig
     started: float
     send_log: Optional[SendLog] = None
     frame_filters: Optional[FilterFactory] = None
+    faults: Optional["FaultPlan"] = None

@@ -158,6 +158,9 @@ class DeribitSession(Session):
             raise RpcError(13778, "raw_subscriptions_not_available_for_unauthorized")
         if parts[1] not in self.ctx.recording.deribit:
             raise invalid_params(f"unknown instrument {parts[1]!r} in {channel!r}", "channels")
+        refused = self.subscribe_error(parts[1])
+        if refused is not None:
+            raise RpcError(refused.code, refused.message)
         return parts[1]
 
     def _subscribe(self, params: Dict[str, Any]) -> List[str]:

@@ -6,7 +6,7 @@ product's recording. So the captures are split here into one ordered list of
 frames per product, each keeping its recorded receive time for pacing.
 
 Frames are recognised by shape, not by the capture's ``venue`` label, so any capture
-holding Coinbase Advanced Trade or Deribit frames can be served.
+holding Coinbase Advanced Trade, Coinbase Exchange or Deribit frames can be served.
 """
 
 from __future__ import annotations
@@ -29,10 +29,16 @@ COINBASE_CHANNELS: Dict[str, str] = {
 #: For the non-book Coinbase channels, the event key holding per-product items.
 _ITEM_KEYS = {"ticker": "tickers", "market_trades": "trades"}
 
+#: Coinbase Exchange message types: book data, and the trade-stamped messages whose
+#: ``sequence``/``trade_id`` the simulated heartbeats report.
+EXCHANGE_BOOK_TYPES = frozenset(("snapshot", "l2update"))
+EXCHANGE_TRADE_TYPES = frozenset(("ticker", "match", "last_match"))
+
 
 class RecordedFrame(NamedTuple):
-    """One recorded payload for one product: a Coinbase event or a Deribit
-    ``params.data``, as decoded from the capture (prices stay as recorded)."""
+    """One recorded payload for one product: a Coinbase Advanced Trade event, a
+    Coinbase Exchange message or a Deribit ``params.data``, as decoded from the
+    capture (prices stay as recorded)."""
 
     ts: float  # recorded receive time, epoch ms
     payload: Dict[str, Any]
@@ -42,14 +48,18 @@ class RecordedFrame(NamedTuple):
 class Recording:
     """All servable data from a set of captures.
 
-    ``coinbase[message_channel][product]`` and ``deribit[instrument]`` are frame
-    lists in recorded order. A product is taken from the first connection
+    ``coinbase[message_channel][product]``, ``coinbase_exchange[product]`` (book
+    messages), ``coinbase_exchange_trades[product]`` (ticker and match messages) and
+    ``deribit[instrument]`` are frame lists in recorded order. A product is taken
+    from the first connection
     (capture file and stream) that carried it: two recordings of one product
     interleaved would not form one consistent book.
     """
 
     coinbase: Dict[str, Dict[str, List[RecordedFrame]]] = field(default_factory=dict)
     deribit: Dict[str, List[RecordedFrame]] = field(default_factory=dict)
+    coinbase_exchange: Dict[str, List[RecordedFrame]] = field(default_factory=dict)
+    coinbase_exchange_trades: Dict[str, List[RecordedFrame]] = field(default_factory=dict)
 
     def coinbase_products(self) -> set[str]:
         """Every product any Coinbase channel has data for."""
@@ -58,7 +68,8 @@ class Recording:
     def book_start(self, venue: str) -> Optional[float]:
         """Recorded time of the venue's first book frame: time zero for pacing, so
         all products of a venue keep their recorded spacing relative to each other."""
-        books = self.coinbase.get("l2_data", {}) if venue == "coinbase" else self.deribit
+        books = {"coinbase": self.coinbase.get("l2_data", {}),
+                 "coinbase_exchange": self.coinbase_exchange}.get(venue, self.deribit)
         firsts = [frames[0].ts for frames in books.values() if frames]
         return min(firsts) if firsts else None
 
@@ -97,6 +108,19 @@ class _Indexer:
         self.add(("book", instrument), owner,
                  self.recording.deribit.setdefault(instrument, []), RecordedFrame(ts, data))
 
+    def coinbase_exchange(self, owner: Tuple[int, str], ts: float, msg: Dict[str, Any]) -> None:
+        product = msg.get("product_id")
+        kind = msg.get("type")
+        if not isinstance(product, str):
+            return
+        if kind in EXCHANGE_BOOK_TYPES:
+            target = self.recording.coinbase_exchange.setdefault(product, [])
+        elif kind in EXCHANGE_TRADE_TYPES:
+            target = self.recording.coinbase_exchange_trades.setdefault(product, [])
+        else:
+            return
+        self.add(("coinbase_exchange", product), owner, target, RecordedFrame(ts, msg))
+
 
 def _split_event(channel: str, event: Dict[str, Any]) -> Iterable[Tuple[str, Dict[str, Any]]]:
     """Yield ``(product, event)`` pairs: l2_data events name one product already;
@@ -126,4 +150,6 @@ def load_recording(paths: Iterable[Union[str, Path]]) -> Recording:
                 indexer.coinbase(owner, frame.ts, msg)
             elif msg.get("method") == "subscription":
                 indexer.deribit(owner, frame.ts, msg)
+            elif "type" in msg and "channel" not in msg:
+                indexer.coinbase_exchange(owner, frame.ts, msg)
     return indexer.recording

@@ -9,7 +9,7 @@ connection's lifetime. Venues subclass it and implement :meth:`handle`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, Dict, Set, Union
+from typing import TYPE_CHECKING, Any, Coroutine, Dict, Optional, Set, Union
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -18,6 +18,9 @@ from sources.simulator.context import ServerContext
 from sources.simulator.outbox import OutFrame, Outbox
 from sources.simulator.pacing import Pacer
 from sources.simulator.stream import Replay
+
+if TYPE_CHECKING:
+    from sources.simulator.faults import SubscribeError
 
 
 class Session:
@@ -29,6 +32,7 @@ class Session:
     def __init__(self, ws: ServerConnection, ctx: ServerContext, number: int) -> None:
         self.ws = ws
         self.ctx = ctx
+        self.number = number
         factory = ctx.frame_filters
         self.outbox = Outbox(ws, self.venue, stamp=self.stamp,
                              frame_filter=factory(self.venue, number) if factory else None,
@@ -74,6 +78,12 @@ class Session:
 
     async def send(self, kind: str, msg: Dict[str, Any]) -> None:
         await self.outbox.send(OutFrame(kind, msg))
+
+    def subscribe_error(self, product: str) -> Optional["SubscribeError"]:
+        """The error a fault plan wants this subscribe of ``product`` refused with;
+        venues call it for every product a subscribe request names."""
+        faults = self.ctx.faults
+        return None if faults is None else faults.subscribe_error(self.venue, self.number, product)
 
     def opened(self) -> None:
         """Hook: the connection is open and the replay task started."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from sources.simulator.context import SimulatorConfig
+from sources.simulator.faults import FaultPlan
 from sources.simulator.market import Recording, load_recording
 from sources.simulator.outbox import FilterFactory, SendLog
 from sources.simulator.server import SimulatorServer
@@ -23,9 +24,10 @@ class SimulatorThread:
 
     ``captures`` is a list of capture paths or an already loaded
     :class:`~sources.simulator.market.Recording` (load once, serve many times).
-    Keyword arguments other than ``host``, ``port``, ``send_log`` and
-    ``frame_filters`` are :class:`~sources.simulator.context.SimulatorConfig`
-    fields. To collect the send log in memory pass ``send_log=records.append``.
+    Keyword arguments other than ``host``, ``port``, ``send_log``,
+    ``frame_filters`` and ``faults`` are
+    :class:`~sources.simulator.context.SimulatorConfig` fields. To collect the
+    send log in memory pass ``send_log=records.append``.
 
     Usage::
 
@@ -37,11 +39,13 @@ class SimulatorThread:
                  host: str = "127.0.0.1", port: int = 0,
                  send_log: Optional[SendLog] = None,
                  frame_filters: Optional[FilterFactory] = None,
+                 faults: Optional[FaultPlan] = None,
                  **config: Any) -> None:
         recording = captures if isinstance(captures, Recording) else load_recording(captures)
         self.server = SimulatorServer(recording, host=host, port=port,
                                       config=SimulatorConfig(**config),
-                                      send_log=send_log, frame_filters=frame_filters)
+                                      send_log=send_log, frame_filters=frame_filters,
+                                      faults=faults)
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None

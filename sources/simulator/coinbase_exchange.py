@@ -1,0 +1,255 @@
+"""Coinbase Exchange, as served on ``/coinbase-exchange``.
+
+What a client can rely on, as on the real feed (``ws-feed.exchange.coinbase.com``):
+flat messages with a ``type``; ``subscribe``/``unsubscribe`` name several channels
+at once, as strings (using the root ``product_ids``) or as
+``{"name", "product_ids"}`` objects (root products apply to them too); every
+accepted (un)subscribe is answered with a ``subscriptions`` message listing all of
+the connection's subscriptions; no subscription within the deadline closes the
+connection. Book channels (``level2_batch``, its old name ``level2_50``,
+and ``level2`` with credentials) start with a ``snapshot`` and go on with the
+recorded ``l2update`` messages, unchanged and unbatched. ``heartbeat`` sends one
+message per subscribed product per second.
+
+``level2`` (like ``level3`` and ``full``) needs credentials since 2023-08-01;
+without ``signature``/``key``/``passphrase``/``timestamp`` (any values pass here:
+the point is to make clients that forget them fail as they would live) the
+request gets the error the real server sends, and the other channels of the same
+request are still subscribed, as live probes observed for ``heartbeat``. An
+unknown product, or one a fault plan refuses, fails the whole request. Channels
+the simulator does not serve (``ticker``, ``matches``...) are refused as invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import bisect_right
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
+
+import orjson
+
+from sources.simulator.market import RecordedFrame
+from sources.simulator.outbox import BOOK, HEARTBEAT, REPLY, OutFrame
+from sources.simulator.session import Session
+from sources.simulator.stream import ProductStream, SentBook
+
+BOOK_CHANNELS = ("level2", "level2_batch", "level2_50")
+HEARTBEAT_CHANNEL = "heartbeat"
+#: Channels that need credentials on the real feed.
+AUTH_CHANNELS = frozenset(("level2", "level3", "full"))
+AUTH_FIELDS = ("signature", "key", "passphrase", "timestamp")
+#: The real server's answer to an unauthenticated ``level2``/``level3``/``full``.
+AUTH_REASON = ("level2, level3, and full channels now require authentication. "
+               "https://docs.cloud.coinbase.com/exchange/docs/websocket-auth")
+
+
+def feed_time() -> str:
+    """The feed's ``time``: RFC 3339 UTC with microseconds."""
+    return f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S.%f}Z"
+
+
+class ExchangeBookStream(ProductStream):
+    """A book channel for one product; tracks the book to answer resubscribes and
+    the recorded time reached, which dates the heartbeats' trade marks."""
+
+    resyncs = True
+
+    def __init__(self, product: str, frames: Sequence[RecordedFrame]) -> None:
+        super().__init__(product, frames)
+        self._book = SentBook()
+        self.recorded_ts = float("-inf")
+
+    def take(self) -> OutFrame:
+        ts = self.next_ts()
+        if ts is not None:
+            self.recorded_ts = ts
+        return super().take()
+
+    def apply(self, msg: Dict[str, Any]) -> None:
+        book = self._book
+        if msg.get("type") == "snapshot":
+            book.clear()
+            book.bids.update((price, size) for price, size in msg["bids"])
+            book.asks.update((price, size) for price, size in msg["asks"])
+            return
+        for side, price, size in msg.get("changes") or ():
+            levels = book.bids if side == "buy" else book.asks
+            if float(size) == 0.0:
+                levels.pop(price, None)
+            else:
+                levels[price] = size
+
+    def snapshot(self) -> Dict[str, Any]:
+        """As the real server's first message: the whole book, best prices first,
+        and no time or sequence of its own."""
+        bids, asks = self._book.bids, self._book.asks
+        return {"type": "snapshot", "product_id": self.product,
+                "bids": [[p, bids[p]] for p in sorted(bids, key=Decimal, reverse=True)],
+                "asks": [[p, asks[p]] for p in sorted(asks, key=Decimal)]}
+
+    def render(self, msg: Dict[str, Any]) -> OutFrame:
+        return OutFrame(BOOK, msg, product=self.product)
+
+
+class RequestError(Exception):
+    """A request the real server would refuse; the message is its ``reason``."""
+
+
+class CoinbaseExchangeSession(Session):
+    """One ``/coinbase-exchange`` connection."""
+
+    venue = "coinbase_exchange"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        recording = self.ctx.recording
+        self._products = set(recording.coinbase_exchange) | set(recording.coinbase_exchange_trades)
+        #: channel -> products, in the order they were subscribed.
+        self._subs: Dict[str, List[str]] = {}
+        self._books: Dict[str, ExchangeBookStream] = {}
+        self._subscribed = asyncio.Event()
+        self._heartbeats: Optional["asyncio.Task[None]"] = None
+
+    def opened(self) -> None:
+        self.spawn(self._subscribe_deadline())
+
+    async def _subscribe_deadline(self) -> None:
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), self.ctx.config.subscribe_timeout)
+        except TimeoutError:
+            await self.ws.close(1008, "no subscribe message received in time")
+
+    async def _error(self, message: str, reason: str = "") -> None:
+        msg = {"type": "error", "message": message}
+        if reason:
+            msg["reason"] = reason
+        await self.send(REPLY, msg)
+
+    async def handle(self, message: Union[str, bytes]) -> None:
+        try:
+            request = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            await self._error("Malformed JSON")
+            return
+        kind = request.get("type") if isinstance(request, dict) else None
+        if kind not in ("subscribe", "unsubscribe"):
+            await self._error(f"unknown message type {kind!r}",
+                              "expected subscribe or unsubscribe")
+            return
+        try:
+            wanted = self._channels(request)
+            if kind == "unsubscribe":
+                self._unsubscribe(wanted)
+            elif not await self._subscribe(wanted, all(request.get(f) for f in AUTH_FIELDS)):
+                return
+        except RequestError as exc:
+            await self._error(f"Failed to {kind}", str(exc))
+            return
+        self._sync_books()
+        # Sent before the replay task runs again, so it precedes the new data.
+        await self.send(REPLY, {"type": "subscriptions",
+                                "channels": [{"name": name, "product_ids": list(products)}
+                                             for name, products in self._subs.items()]})
+
+    @staticmethod
+    def _channels(request: Dict[str, Any]) -> Dict[str, List[str]]:
+        """channel -> products named by a request (root products apply to all)."""
+        root = request.get("product_ids") or []
+        channels = request.get("channels")
+        if not isinstance(channels, list) or not channels:
+            raise RequestError("channels must be a non-empty list")
+        wanted: Dict[str, List[str]] = {}
+        for entry in channels:
+            if isinstance(entry, str):
+                name, own = entry, []
+            elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                name, own = entry["name"], entry.get("product_ids") or []
+            else:
+                raise RequestError(f"{entry!r} is not a valid channel")
+            products = [*root, *own] if isinstance(own, list) and isinstance(root, list) else None
+            if products is None or not all(isinstance(p, str) for p in products):
+                raise RequestError("product_ids must be a list of strings")
+            wanted.setdefault(name, []).extend(products)
+        return wanted
+
+    async def _subscribe(self, wanted: Dict[str, List[str]], authenticated: bool) -> bool:
+        """Subscribe what may be; False if nothing was (an error went out instead)."""
+        for name, products in wanted.items():
+            if name not in BOOK_CHANNELS and name != HEARTBEAT_CHANNEL \
+                    and (authenticated or name not in AUTH_CHANNELS):
+                raise RequestError(f"{name} is not a valid channel")
+            if not products:
+                raise RequestError(f"{name} needs product_ids")
+            unknown = next((p for p in products if p not in self._products), None)
+            if unknown is not None:
+                raise RequestError(f"{unknown} is not a valid product")
+        for product in dict.fromkeys(p for products in wanted.values() for p in products):
+            refused = self.subscribe_error(product)
+            if refused is not None:  # a fault plan's refusal, worded as it says
+                await self._error(refused.message)
+                return False
+        if not authenticated and AUTH_CHANNELS & set(wanted):
+            await self._error("Failed to subscribe", AUTH_REASON)
+            wanted = {n: p for n, p in wanted.items() if n not in AUTH_CHANNELS}
+            if not wanted:
+                return False
+        for name, products in wanted.items():
+            subscribed = self._subs.setdefault(name, [])
+            subscribed.extend(p for p in dict.fromkeys(products) if p not in subscribed)
+        if HEARTBEAT_CHANNEL in wanted and self._heartbeats is None:
+            self._heartbeats = self.spawn(self._send_heartbeats())
+        self._subscribed.set()
+        return True
+
+    def _unsubscribe(self, wanted: Dict[str, List[str]]) -> None:
+        """A channel named without products goes entirely."""
+        for name, products in wanted.items():
+            subscribed = self._subs.get(name, [])
+            for product in products or list(subscribed):
+                if product in subscribed:
+                    subscribed.remove(product)
+            if not subscribed:
+                self._subs.pop(name, None)
+
+    def _sync_books(self) -> None:
+        """One book stream per product, active while any book channel has it:
+        ``level2_batch`` and its aliases are the same data."""
+        wanted: Set[str] = {p for name in BOOK_CHANNELS for p in self._subs.get(name, ())}
+        for product in wanted:
+            stream = self._books.get(product)
+            if stream is None:
+                stream = ExchangeBookStream(
+                    product, self.ctx.recording.coinbase_exchange.get(product, []))
+                self._books[product] = stream
+                self.replay.add(stream)
+            elif not stream.active:
+                stream.resume()
+        for product, stream in self._books.items():
+            if product not in wanted and stream.active:
+                stream.pause()
+        self.replay.wake()
+
+    def _heartbeat(self, product: str) -> Dict[str, Any]:
+        """``sequence`` and ``last_trade_id`` are the product's, as recorded (ticker and
+        match messages) up to where its book replay has got: the L2 recording has
+        no sequence of its own."""
+        trades = self.ctx.recording.coinbase_exchange_trades.get(product, [])
+        stream = self._books.get(product)
+        reached = stream.recorded_ts if stream is not None else float("-inf")
+        i = bisect_right(trades, reached, key=lambda frame: frame.ts)
+        mark = trades[max(i - 1, 0)].payload if trades else {}
+        return {"type": "heartbeat", "sequence": mark.get("sequence", 0),
+                "last_trade_id": mark.get("trade_id", 0), "product_id": product,
+                "time": feed_time()}
+
+    async def _send_heartbeats(self) -> None:
+        """Once a second on the server's clock, one per product subscribed then."""
+        loop = asyncio.get_running_loop()
+        tick = 0
+        while True:
+            tick = max(tick + 1, int(loop.time() - self.ctx.started) + 1)
+            await asyncio.sleep(self.ctx.started + tick - loop.time())
+            for product in list(self._subs.get(HEARTBEAT_CHANNEL, ())):
+                await self.send(HEARTBEAT, self._heartbeat(product))
