@@ -114,4 +114,16 @@ def _flow_from_environment() -> Dataflow:
     return dataflow
 
 
-flow = _flow_from_environment()
+_flow: Optional[Dataflow] = None
+
+
+def __getattr__(name: str) -> Dataflow:
+    """``flow`` is built on first access (PEP 562), when ``bytewax.run`` looks it up,
+    so importing this module for :func:`build_flow` has no side effects: no
+    configuration read, no signal handlers, no status thread."""
+    global _flow
+    if name != "flow":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _flow is None:
+        _flow = _flow_from_environment()
+    return _flow

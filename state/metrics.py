@@ -61,15 +61,18 @@ def order_flow_imbalance(before: Top, after: Top) -> Optional[float]:
 
 
 def summarize(
-    book: OrderBook, event: BookEvent, before: Optional[Top], top: Top, depth_n: int
+    book: OrderBook, event: BookEvent, before: Optional[Top], top: Top, depth_n: int,
+    depth: Optional[Tuple[float, float]] = None,
 ) -> Dict[str, Any]:
     """Summarise ``book`` right after ``event`` was applied.
 
     ``top`` is the book's current :func:`top_of_book` (the caller has it already,
     from its crossed-book check). ``before`` is the top of book before the event,
     or None when the event replaced the book: a snapshot has no meaningful
-    "before", so its OFI is null. Every two-sided figure is None while either side
-    is empty.
+    "before", so its OFI is null. ``depth`` is the ``(bid, ask)`` size over the
+    ``depth_n`` best levels when the caller keeps it (:class:`state.top.TopWindow`);
+    otherwise it is read from the book. Every two-sided figure is None while either
+    side is empty.
     """
     bid_px, bid_sz, ask_px, ask_sz = top
     spread = spread_bps = mid = micro = imbalance = depth_imbalance = None
@@ -80,7 +83,7 @@ def summarize(
         vol = bid_sz + ask_sz
         micro = (bid_px * ask_sz + ask_px * bid_sz) / vol
         imbalance = (bid_sz - ask_sz) / vol
-        vb, va = book.depth(depth_n)
+        vb, va = depth if depth is not None else book.depth(depth_n)
         depth_imbalance = (vb - va) / (vb + va)
     return {
         "type": "summary",

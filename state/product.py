@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from state.book import OrderBook
 from state.events import SNAPSHOT, BookEvent, BookStatus
-from state.metrics import EMPTY_TOP, Top, summarize, top_of_book
+from state.metrics import EMPTY_TOP, Top, summarize
+from state.top import TopWindow
 
 Record = Dict[str, Any]
 
@@ -35,10 +36,11 @@ INVALID = "invalid"
 class ProductState:
     """Book, validity, alert latch and counters of one product."""
 
-    __slots__ = ("book", "valid", "top", "wide", "counts", "restored", "resync")
+    __slots__ = ("book", "window", "valid", "top", "wide", "counts", "restored", "resync")
 
     def __init__(self) -> None:
         self.book = OrderBook()
+        self.window: Optional[TopWindow] = None
         self.valid = False
         self.top: Top = EMPTY_TOP
         self.wide = False
@@ -70,9 +72,14 @@ class ProductState:
         if isinstance(item, BookStatus):
             return self._on_status(item)
         counts = self.counts
+        window = self.window
+        if window is None or window.n != depth_n:
+            window = self.window = TopWindow(depth_n)
+            window.reset(self.book)
         if item.kind == SNAPSHOT:
             counts["snapshots"] += 1
             self.book.replace(item.bids, item.asks)
+            window.reset(self.book)
             before: Optional[Top] = None
         elif not self.valid:
             counts["dropped_invalid"] += 1
@@ -80,8 +87,9 @@ class ProductState:
         else:
             before = self.top
             counts["level_changes"] += self.book.apply(item.bids, item.asks)
+            window.update(self.book, item.bids, item.asks)
         counts["updates"] += 1
-        top = top_of_book(self.book)
+        top = window.top
         bid_px, ask_px = top[0], top[2]
         out: List[Record] = []
         if bid_px is not None and ask_px is not None and bid_px >= ask_px:
@@ -96,7 +104,8 @@ class ProductState:
             self.restored = False
             out.append(_status(item.venue, item.product, item.ts_recv, VALID, "snapshot",
                                f"{len(self.book.bids)} bids, {len(self.book.asks)} asks"))
-        summary = summarize(self.book, item, before, top, depth_n)
+        summary = summarize(self.book, item, before, top, depth_n,
+                            (window.bid_depth, window.ask_depth))
         self.top = top
         out.append(summary)
         spread_bps = summary["spread_bps"]
