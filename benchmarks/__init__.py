@@ -1,0 +1,1 @@
+"""lobstream benchmarks: ``python benchmarks/run.py [--quick] [--json PATH]``."""
