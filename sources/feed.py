@@ -42,6 +42,10 @@ _HINTS = (
     ("Invalid params", "check the product names in the configuration"),
     ("not a valid product", "check the product names in the configuration"),
 )
+#: The hint for a refused product when no specific one applies: the operator must
+#: know that lobstream gave up on it and what to look at.
+_DEFAULT_HINT = ("lobstream does not retry a refused subscription; check the product "
+                 "names and the channel settings in the configuration, then restart")
 
 
 class Feed:
@@ -171,7 +175,9 @@ class Feed:
         if ex.seq is not None and not self._connection_seq(ex.seq, ts, out):
             return
         for product in ex.products:
-            if product in self.books and self.books[product].synced:
+            # Resync even a book that is waiting for its snapshot: the broken frame
+            # may be that snapshot, and no other would come.
+            if product in self.books:
                 self._gap(product, ts, "bad_input", f"{ex.kind}: {ex}", out)
 
     def _refused(self, ref: Any, detail: str, ts: float, out: List[Keyed]) -> None:
@@ -184,7 +190,8 @@ class Feed:
         answer) or that this connection never sent only gets logged.
         """
         products = list(self.books) if ref is None else self._requests.pop(ref, [])
-        hint = next((h for needle, h in _HINTS if needle in detail), "")
+        hint = next((h for needle, h in _HINTS if needle in detail),
+                    _DEFAULT_HINT if products else "")
         self.counts["errors"] += 1
         log.error("%s refused %s: %s%s", self.venue.name, ", ".join(products) or "a request",
                   detail, f" -> {hint}" if hint else "")

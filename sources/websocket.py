@@ -170,7 +170,10 @@ class _Connection(threading.Thread):
         a new connection resubscribes everything anyway)."""
         if messages and self._loop is not None:
             texts = [orjson.dumps(m).decode() for m in messages]
-            self._loop.call_soon_threadsafe(self._send_now, texts)
+            try:
+                self._loop.call_soon_threadsafe(self._send_now, texts)
+            except RuntimeError:
+                pass  # the loop is closed: the connection ended for good (end of input)
 
     def stop(self) -> None:
         self._stopping.set()

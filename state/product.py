@@ -31,6 +31,8 @@ Record = Dict[str, Any]
 
 VALID = "synced"
 INVALID = "invalid"
+#: The source's reason when the exchange refused the product's subscription.
+REFUSED = "refused"
 
 
 class ProductState:
@@ -96,7 +98,8 @@ class ProductState:
             reason = "crossed" if bid_px > ask_px else "locked"
             detail = f"bid {bid_px} {'>' if reason == 'crossed' else '='} ask {ask_px}"
             out.append(_alert(item.venue, item.product, item.ts_recv, reason, detail, None))
-            out.extend(self._invalidate(item.venue, item.product, item.ts_recv, reason, detail))
+            out.extend(self._invalidate(item.venue, item.product, item.ts_recv, reason, detail,
+                                        always=True))
             self.resync = (reason, detail)
             return out
         if not self.valid:
@@ -118,22 +121,28 @@ class ProductState:
         return out
 
     def _on_status(self, status: BookStatus) -> List[Record]:
-        """A status from the source (gap, disconnect, refusal) invalidates the book."""
+        """A status from the source (gap, disconnect, refusal) invalidates the book.
+
+        While the book is invalid already, a further gap or disconnect adds nothing,
+        and neither does the source's own status for a resync this step asked for
+        (a crossed book, reported when found). A refusal is always reported: it is
+        final, and typically comes before the book was ever synced."""
         if status.state != INVALID:
             return [status._asdict() | {"type": "status"}]
         return self._invalidate(status.venue, status.product, status.ts_recv,
-                                status.reason, status.detail)
+                                status.reason, status.detail, always=status.reason == REFUSED)
 
     def _invalidate(self, venue: str, product: str, ts: float, reason: str,
-                    detail: str) -> List[Record]:
-        """Mark the book untrusted, free it, and report it once per outage."""
+                    detail: str, always: bool = False) -> List[Record]:
+        """Mark the book untrusted, free it, and report it once per outage (or
+        ``always``: a book found crossed, a refused subscription)."""
         self.counts[f"invalid_{reason}"] += 1
         was_valid = self.valid
         self.valid = False
         self.wide = False
         self.top = EMPTY_TOP
         self.book = OrderBook()
-        if not was_valid and reason != "crossed" and reason != "locked":
+        if not was_valid and not always:
             return []
         return [_status(venue, product, ts, INVALID, reason, detail)]
 

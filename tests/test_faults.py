@@ -1,0 +1,624 @@
+"""Each way an exchange connection goes wrong, against the real dataflow.
+
+Every test runs lobstream as it runs live (``build_flow`` + ``run_main``, one
+websocket per product) against the local simulator with a :class:`FaultPlan` that
+injects one kind of fault, then checks exactly what lobstream wrote: which product
+went invalid and why, that it resynced, what it emitted and what it did not.
+
+"Correct" is defined by a clean reference: the same recordings replayed from file,
+which the websocket path matches exactly when nothing goes wrong
+(``test_websocket_flow``). A *valid run* is what a product emits from one
+``synced`` status to the next ``invalid`` one; every valid run must be a contiguous
+slice of the reference: its snapshot has the book the reference had after some
+recorded update, and each following summary equals the reference's for the very
+next recorded update. A summary from a stale or corrupted book cannot pass that.
+
+Positions are 0-based indexes into a product's recorded book frames (the snapshot
+is index 0); ``after=N`` hits index N. Each venue has its own simulator, paced so
+that a resubscription is answered well before the recording (and so the
+connection) ends, even while lobstream is busy with a 46,000-level snapshot: a
+paced server that fell behind catches up in a burst, so the Deribit options, which
+have only 66-70 frames each, get a slower pace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import bytewax.operators as op
+import orjson
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, run_main
+
+import dataflows.monitoring
+import sources.feed
+from dataflows.config import Config, VenueConfig
+from dataflows.monitoring import LobstreamCollector
+from dataflows.orderbook import BookStep, build_flow
+from sources.simulator import (Fault, FaultPlan, FaultRecord, FrameFilter, OutFrame,
+                               Recording, SimulatorThread, load_recording)
+from sources.venues import get_venue
+from sources.websocket import WebsocketSource
+from state.events import BookEvent, BookStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+CAPTURES = [ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz",
+            ROOT / "recordings" / "deribit_options.jsonl.gz"]
+BTC, ETH = "BTC-USD", "ETH-USD"
+#: The two Deribit options with the longest change chains (70 and 66 frames).
+OPT, OPT2 = "ETH-9APR21-1950-C", "ETH-30APR21-2240-P"
+PRODUCTS = (BTC, ETH, OPT, OPT2)
+#: Connections each simulator gets at start, one per product of its venue.
+INITIAL = 2
+VENUE = {BTC: "coinbase", ETH: "coinbase", OPT: "deribit", OPT2: "deribit"}
+#: Book frames per second per connection: BTC-USD's 400 frames take 1.3 s, the
+#: options' 70 take 1.4 s.
+COINBASE_RATE = 300
+DERIBIT_RATE = 50
+
+#: A summary's fields that describe the book, whatever update produced it.
+BOOK_FIELDS = ("bid_px", "bid_sz", "ask_px", "ask_sz", "spread", "spread_bps", "mid",
+               "microprice", "imbalance", "depth_imbalance", "bid_levels", "ask_levels")
+#: ... and those that also depend on the update itself (a snapshot has no OFI;
+#: a Coinbase snapshot's ts_exchange is the time the server sent it).
+UPDATE_FIELDS = BOOK_FIELDS + ("ofi", "ts_exchange")
+
+Records = Dict[str, List[Dict[str, Any]]]
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def recording() -> Recording:
+    return load_recording(CAPTURES)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Records:
+    """Every product's summaries from a clean replay of the recordings."""
+    out = tmp_path_factory.mktemp("reference")
+    run_main(build_flow(Config(replay=[str(p) for p in CAPTURES], jsonl_dir=str(out))))
+    return {p: summaries(recs) for p, recs in read_records(out).items()}
+
+
+@pytest.fixture
+def feeds(monkeypatch: pytest.MonkeyPatch) -> set:
+    """The run's :class:`~sources.feed.Feed` objects, kept alive after the run so
+    their counters can be read (``FEEDS`` only holds them weakly)."""
+    kept: set = set()
+    monkeypatch.setattr(sources.feed, "FEEDS", kept)
+    monkeypatch.setattr(dataflows.monitoring, "FEEDS", kept)
+    return kept
+
+
+def feed_counts(feeds: Iterable[sources.feed.Feed], product: str) -> Counter:
+    total: Counter = Counter()
+    for feed in feeds:
+        if feed.stream == f"{VENUE[product]}:{product}":
+            total.update(feed.counts)
+    return total
+
+
+def read_records(directory: Path) -> Records:
+    """Per product, what the jsonl sink wrote (``{venue}_{product}.jsonl``)."""
+    return {f.stem.split("_", 1)[1]: [orjson.loads(line) for line in f.read_bytes().splitlines()]
+            for f in sorted(directory.glob("*.jsonl"))}
+
+
+def summaries(recs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [r for r in recs if r["type"] == "summary"]
+
+
+def statuses(recs: Sequence[Dict[str, Any]]) -> List[Tuple[str, str]]:
+    return [(r["state"], r["reason"]) for r in recs if r["type"] == "status"]
+
+
+def status_records(recs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [r for r in recs if r["type"] == "status"]
+
+
+def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = None,
+             deribit: Optional[FaultPlan] = None, *, step: Optional[BookStep] = None,
+             coinbase_filters: Any = None, **kw: Any) -> Records:
+    """Run lobstream on all of ``PRODUCTS`` until the recordings end; one simulator
+    (with its own fault plan: connection numbers are per server) per venue."""
+    with SimulatorThread(recording, rate=COINBASE_RATE, faults=coinbase,
+                         frame_filters=coinbase_filters) as cb, \
+            SimulatorThread(recording, rate=DERIBIT_RATE, faults=deribit) as db:
+        cfg = Config(venues={"coinbase": VenueConfig([BTC, ETH], cb.url + "/coinbase"),
+                             "deribit": VenueConfig([OPT, OPT2], db.url + "/deribit", "100ms")},
+                     exit_on_close=True, jsonl_dir=str(tmp), status_interval=0, **kw)
+        run_main(build_flow(cfg, step))
+    recs = read_records(tmp)
+    assert sorted(recs) == sorted(PRODUCTS), "every product wrote output"
+    return recs
+
+
+def injected(*plans: FaultPlan) -> List[FaultRecord]:
+    return [r for plan in plans for r in plan.injected]
+
+
+def valid_runs(recs: Sequence[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """The summaries of each valid run, checking on the way that a summary only
+    ever follows a ``synced`` status, never an ``invalid`` one."""
+    runs: List[List[Dict[str, Any]]] = []
+    valid = False
+    for r in recs:
+        if r["type"] == "status":
+            valid = r["state"] == "synced"
+            if valid:
+                runs.append([])
+        else:
+            assert valid, f"summary emitted while the book was invalid: {r}"
+            runs[-1].append(r)
+    return runs
+
+
+def pick(summary: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    return {k: summary[k] for k in names}
+
+
+def align(run: Sequence[Dict[str, Any]], ref: Sequence[Dict[str, Any]]) -> int:
+    """The index j such that ``run`` is the reference from j on: the run's snapshot
+    has the book of ``ref[j]`` and its updates are ``ref[j+1:]`` exactly. Deribit
+    runs must also carry the reference's ``change_id``."""
+    deribit = run[0]["venue"] == "deribit"
+    book_fields = BOOK_FIELDS + (("seq",) if deribit else ())
+    update_fields = UPDATE_FIELDS + (("seq",) if deribit else ())
+    for j, candidate in enumerate(ref):
+        if pick(candidate, book_fields) != pick(run[0], book_fields):
+            continue
+        rest = ref[j + 1:j + len(run)]
+        if len(rest) == len(run) - 1 and all(
+                pick(a, update_fields) == pick(b, update_fields) for a, b in zip(run[1:], rest)):
+            return j
+    raise AssertionError(f"{run[0]['product']}: a valid run of {len(run)} summaries from "
+                         f"{pick(run[0], book_fields)} matches no stretch of the reference")
+
+
+def assert_clean(recs: Sequence[Dict[str, Any]], ref: Sequence[Dict[str, Any]]) -> None:
+    """An unaffected product: synced once, then every reference summary."""
+    assert statuses(recs) == [("synced", "snapshot")]
+    runs = valid_runs(recs)
+    assert align(runs[0], ref) == 0 and len(runs[0]) == len(ref)
+
+
+def assert_resynced(recs: Sequence[Dict[str, Any]], ref: Sequence[Dict[str, Any]],
+                    lost_from: int) -> int:
+    """One outage: the first valid run is the reference up to index ``lost_from``
+    (excluded), the second continues correctly from a fresh snapshot taken later
+    and runs to the end of the recording. Returns the new snapshot's index."""
+    first, second = valid_runs(recs)
+    assert align(first, ref) == 0 and len(first) == lost_from
+    j = align(second, ref)
+    assert j >= lost_from and j + len(second) == len(ref)
+    return j
+
+
+class RecordingPlan(FaultPlan):
+    """A fault plan that also notes when each connection opened (epoch ms)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.opened: List[Tuple[float, str, int]] = []
+
+    def frame_filter(self, venue: str, number: int) -> Optional[FrameFilter]:
+        self.opened.append((time.time() * 1000.0, venue, number))
+        return super().frame_filter(venue, number)
+
+
+def initial(kind: str, product: str, **kw: Any) -> List[Fault]:
+    """``kind`` on ``product``'s first connection only, whichever number it gets:
+    a server numbers connections in connect order across products (two initial
+    ones per venue here), and a fault scoped to the product alone would fire again
+    on every reconnect (each connection replays the recording from its start)."""
+    return [Fault(kind, product=product, connection=n, **kw) for n in range(INITIAL)]
+
+
+# ------------------------------------------------------------------- stream faults
+
+
+def test_drop_gaps_and_resyncs_only_that_product(recording, reference, tmp_path, feeds):
+    plan = FaultPlan([Fault("drop", product=BTC, after=100)])
+    recs = run_flow(recording, tmp_path, plan)
+    (fault,) = plan.injected
+    assert (fault.venue, fault.product, fault.kind) == ("coinbase", BTC, "drop")
+    btc = status_records(recs[BTC])
+    assert [(s["state"], s["reason"]) for s in btc] == [
+        ("synced", "snapshot"), ("invalid", "gap"), ("synced", "snapshot")]
+    assert btc[1]["detail"] == f"sequence_num jumped from {fault.seq - 1} to {fault.seq + 1}"
+    # Nothing from the book between the gap and the new snapshot; everything
+    # after it equals the clean run for the same recorded update.
+    assert assert_resynced(recs[BTC], reference[BTC], lost_from=100) > 100
+    assert summaries(recs[BTC])[-1] | {"ts_recv": 0, "seq": 0} == \
+        reference[BTC][-1] | {"ts_recv": 0, "seq": 0}
+    for product in (ETH, OPT, OPT2):
+        assert_clean(recs[product], reference[product])
+    btc_counts = feed_counts(feeds, BTC)
+    assert (btc_counts["gaps"], btc_counts["resyncs"], btc_counts["connects"]) == (1, 1, 1)
+    assert feed_counts(feeds, ETH)["gaps"] == 0
+
+
+def test_duplicate_is_dropped_and_counted(recording, reference, tmp_path, feeds):
+    cb, db = FaultPlan([Fault("duplicate", product=BTC, after=100)]), \
+        FaultPlan([Fault("duplicate", product=OPT, after=20)])
+    step = BookStep(10, 10.0)
+    recs = run_flow(recording, tmp_path, cb, db, step=step)
+    assert sorted((r.product, r.kind) for r in injected(cb, db)) == [
+        (BTC, "duplicate"), (OPT, "duplicate")]
+    for product in PRODUCTS:
+        assert_clean(recs[product], reference[product])
+    # Counted, as the Prometheus exporter shows it.
+    exported = {(s.labels["stream"], s.labels["event"]): s.value
+                for family in LobstreamCollector(step.books).collect()
+                if family.name == "lobstream_feed_events" for s in family.samples}
+    assert exported[(BTC, "duplicates")] == 1 and exported[(OPT, "duplicates")] == 1
+    assert (ETH, "duplicates") not in exported and (OPT2, "duplicates") not in exported
+    assert not any(event == "gaps" for _, event in exported)
+
+
+def test_swap_is_a_gap_and_the_late_frame_is_not_applied(recording, reference, tmp_path, feeds):
+    """Coinbase: the held-back frame's sequence_num is skipped, then comes late (a
+    duplicate by then). Deribit: the next frame's prev_change_id does not chain,
+    then the late frame arrives while the book waits for its snapshot."""
+    cb, db = FaultPlan([Fault("swap", product=BTC, after=100)]), \
+        FaultPlan([Fault("swap", product=OPT2, after=20)])
+    recs = run_flow(recording, tmp_path, cb, db)
+    faults = {r.product: r for r in injected(cb, db)}
+    assert sorted(faults) == [BTC, OPT2]
+    change_ids = [f.payload["change_id"] for f in recording.deribit[OPT2]]
+    assert faults[OPT2].seq == change_ids[20]
+    for product, detail in (
+            (BTC, f"sequence_num jumped from {faults[BTC].seq - 1} to {faults[BTC].seq + 1}"),
+            (OPT2, f"prev_change_id {change_ids[20]} does not follow {change_ids[19]}")):
+        st = status_records(recs[product])
+        assert [(s["state"], s["reason"]) for s in st] == [
+            ("synced", "snapshot"), ("invalid", "gap"), ("synced", "snapshot")]
+        assert st[1]["detail"] == detail
+        assert_resynced(recs[product], reference[product],
+                        lost_from=20 if product == OPT2 else 100)
+    for product in (ETH, OPT):
+        assert_clean(recs[product], reference[product])
+    btc, opt2 = feed_counts(feeds, BTC), feed_counts(feeds, OPT2)
+    assert (btc["gaps"], btc["resyncs"]) == (1, 1)
+    assert btc["duplicates"] == 1  # the late frame, below the counter by then
+    assert (opt2["gaps"], opt2["resyncs"]) == (1, 1)
+    assert opt2["dropped_unsynced"] >= 1  # the late frame, before the new snapshot
+
+
+def test_deribit_change_id_gap_resyncs_that_instrument_only(recording, reference, tmp_path, feeds):
+    plan = FaultPlan([Fault("gap", product=OPT, after=20, frames=3)])
+    recs = run_flow(recording, tmp_path, deribit=plan)
+    change_ids = [f.payload["change_id"] for f in recording.deribit[OPT]]
+    assert [(r.product, r.kind, r.seq) for r in plan.injected] == [
+        (OPT, "gap", change_ids[i]) for i in (20, 21, 22)]
+    st = status_records(recs[OPT])
+    assert [(s["state"], s["reason"]) for s in st] == [
+        ("synced", "snapshot"), ("invalid", "gap"), ("synced", "snapshot")]
+    assert st[1]["detail"] == f"prev_change_id {change_ids[22]} does not follow {change_ids[19]}"
+    j = assert_resynced(recs[OPT], reference[OPT], lost_from=20)
+    assert summaries(recs[OPT])[-1]["seq"] == change_ids[-1] and j >= 23
+    for product in (BTC, ETH, OPT2):
+        assert_clean(recs[product], reference[product])
+    counts = feed_counts(feeds, OPT)
+    assert (counts["gaps"], counts["resyncs"], counts["connects"]) == (1, 1, 1)
+
+
+# ------------------------------------------------------------- connection faults
+
+
+@pytest.mark.parametrize("kind", ["close", "abort"])
+def test_lost_connection_reconnects_quickly(recording, reference, tmp_path, feeds, caplog, kind):
+    """A clean close (1011) or a dropped TCP connection on BTC-USD and on one Deribit
+    option: each goes invalid "disconnected", reconnects within a second, and its
+    new connection (which replays the recording from its start) resyncs."""
+    plans = {BTC: RecordingPlan(initial(kind, BTC, after=100)),
+             OPT: RecordingPlan(initial(kind, OPT, after=20))}
+    with caplog.at_level(logging.WARNING, logger="lobstream.websocket"):
+        recs = run_flow(recording, tmp_path, plans[BTC], plans[OPT])
+    faults = {r.product: r for r in injected(*plans.values())}
+    assert sorted(faults) == [BTC, OPT] and len(injected(*plans.values())) == 2
+    for product, cut in ((BTC, 100), (OPT, 20)):
+        st = status_records(recs[product])
+        assert [(s["state"], s["reason"]) for s in st] == [
+            ("synced", "snapshot"), ("invalid", "disconnected"), ("synced", "snapshot")]
+        detail = st[1]["detail"]
+        assert detail.startswith("connection lost")
+        assert ("1011" in detail) if kind == "close" else ("no close frame" in detail)
+        first, second = valid_runs(recs[product])
+        # Everything up to and including the frame the fault followed, then the
+        # whole recording again on the new connection.
+        assert align(first, reference[product]) == 0 and len(first) == cut + 1
+        assert align(second, reference[product]) == 0 and len(second) == len(reference[product])
+        # The first retry: the new connection opened well within a second.
+        fault = faults[product]
+        reconnects = [t for t, venue, n in plans[product].opened if n >= INITIAL]
+        assert len(reconnects) == 1
+        assert 0 < reconnects[0] - fault.t_ms < 1000
+        delays = [r.args[2] for r in caplog.records if r.args and r.args[0].endswith(product)]
+        assert len(delays) == 1 and 0.125 <= delays[0] <= 0.25
+        assert feed_counts(feeds, product)["connects"] == 2
+    for product in (ETH, OPT2):
+        assert_clean(recs[product], reference[product])
+        assert feed_counts(feeds, product)["connects"] == 1
+
+
+def test_stall_without_pings_trips_the_silence_watchdog(recording, reference, tmp_path, feeds):
+    """The server goes silent (no data, no heartbeats, pings unanswered) for 3 s; with
+    a 2 s silence timeout lobstream gives up on the connection and reconnects."""
+    cb = FaultPlan(initial("stall", BTC, after=100, duration=3.0, pings=False))
+    db = FaultPlan(initial("stall", OPT, after=20, duration=3.0, pings=False))
+    recs = run_flow(recording, tmp_path, cb, db, silence_timeout=2.0)
+    assert sorted(r.product for r in injected(cb, db)) == [BTC, OPT]
+    for product, cut in ((BTC, 100), (OPT, 20)):
+        st = status_records(recs[product])
+        assert [(s["state"], s["reason"]) for s in st] == [
+            ("synced", "snapshot"), ("invalid", "disconnected"), ("synced", "snapshot")]
+        assert st[1]["detail"] == "no traffic for 2 s"
+        first, second = valid_runs(recs[product])
+        assert align(first, reference[product]) == 0 and len(first) == cut + 1
+        assert align(second, reference[product]) == 0 and len(second) == len(reference[product])
+        assert feed_counts(feeds, product)["connects"] == 2
+    for product in (ETH, OPT2):
+        assert_clean(recs[product], reference[product])
+
+
+def test_refused_handshakes_are_retried_with_backoff(recording, reference, tmp_path, feeds,
+                                                    caplog):
+    """For the first 1.5 s every handshake fails: HTTP 503 on Coinbase, a TCP reset on
+    Deribit. lobstream retries with growing delays, connects once the server takes
+    connections again, and streams as if nothing had happened."""
+    cb, db = FaultPlan(), FaultPlan()
+    started = time.time() * 1000.0
+    cb.refuse("coinbase", 1.5, "http")
+    db.refuse("deribit", 1.5, "reset")
+    with caplog.at_level(logging.WARNING, logger="lobstream.websocket"):
+        recs = run_flow(recording, tmp_path, cb, db)
+    refused = Counter(r.venue for r in injected(cb, db) if r.kind == "refuse")
+    assert refused["coinbase"] >= 2 * 3 and refused["deribit"] >= 2 * 3
+    assert max(r.t_ms for r in injected(cb, db)) - started < 1500 + 100
+    for product in PRODUCTS:
+        assert_clean(recs[product], reference[product])  # no "disconnected": never synced
+        assert feed_counts(feeds, product)["connects"] == 1
+        retries = [r.args for r in caplog.records if r.args and r.args[0].endswith(product)]
+        reasons = {args[1] for args in retries}
+        if VENUE[product] == "coinbase":
+            assert all("HTTP 503" in reason for reason in reasons), reasons
+        delays = [args[2] for args in retries]
+        # 1.5 s of refusals take at least three retries, each after a delay drawn
+        # from the upper half of a ceiling that doubles from 0.25 s.
+        assert len(delays) >= 3
+        for k, delay in enumerate(delays):
+            assert 0.125 * 2 ** k <= delay <= 0.25 * 2 ** k
+        assert sum(delays) >= 1.5 - 0.5
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_counted_logged_once_and_never_crashes(recording, reference, tmp_path, feeds,
+                                                           caplog):
+    """Malformed frames and unknown message types are skipped (three of each per
+    venue, each kind logged once with a sample); a frame with a broken size (negative,
+    NaN, text) invalidates only its product, which resyncs each time."""
+    cb = FaultPlan([
+        Fault("malformed", product=BTC, after=30, every=100, count=3),
+        Fault("unknown_type", product=BTC, after=60, every=100, count=3),
+        Fault("bad_size", product=ETH, after=75, value="negative"),
+        Fault("bad_size", product=ETH, after=150, value="nan"),
+        Fault("bad_size", product=ETH, after=225, value="text"),
+    ])
+    db = FaultPlan([
+        Fault("malformed", product=OPT, after=5, every=15, count=3),
+        Fault("unknown_type", product=OPT, after=10, every=15, count=3),
+        Fault("bad_size", product=OPT2, after=10, value="nan"),
+        Fault("bad_size", product=OPT2, after=30, value="text"),
+    ])
+    with caplog.at_level(logging.WARNING, logger="lobstream.input"):
+        recs = run_flow(recording, tmp_path, cb, db)
+    assert Counter((r.product, r.kind) for r in injected(cb, db)) == {
+        (BTC, "malformed"): 3, (BTC, "unknown_type"): 3, (OPT, "malformed"): 3,
+        (OPT, "unknown_type"): 3, (ETH, "bad_size"): 3, (OPT2, "bad_size"): 2}
+
+    # Skipped frames cost nothing: no status, no lost update, no false gap (on
+    # Coinbase the unknown message took a sequence_num, the truncated copy none).
+    for product in (BTC, OPT):
+        assert_clean(recs[product], reference[product])
+        counts = feed_counts(feeds, product)
+        assert (counts["bad_malformed"], counts["bad_unknown_type"]) == (3, 3)
+        assert counts["gaps"] == 0 and counts["resyncs"] == 0
+
+    # A broken size: the product goes invalid "bad_input" and resyncs, every time.
+    for product, n in ((ETH, 3), (OPT2, 2)):
+        st = status_records(recs[product])
+        assert [(s["state"], s["reason"]) for s in st] == \
+            [("synced", "snapshot")] + [("invalid", "bad_input"), ("synced", "snapshot")] * n
+        assert all(s["detail"].startswith("bad_level: ") for s in st[1::2])
+        runs = valid_runs(recs[product])
+        starts = [align(run, reference[product]) for run in runs]
+        assert starts[0] == 0 and starts == sorted(starts)
+        assert starts[-1] + len(runs[-1]) == len(reference[product])
+        counts = feed_counts(feeds, product)
+        assert (counts["bad_bad_level"], counts["gaps"], counts["resyncs"]) == (n, n, n)
+    assert "invalid level" in status_records(recs[ETH])[1]["detail"]  # negative
+    assert "unreadable" in status_records(recs[ETH])[5]["detail"]  # text
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "lobstream.input"]
+    kinds = Counter(re.match(r"(\w+): skipped (\w+) frame ", m).groups() for m in warnings)
+    assert kinds == {("coinbase", "malformed"): 1, ("coinbase", "unknown_type"): 1,
+                     ("coinbase", "bad_level"): 1, ("deribit", "malformed"): 1,
+                     ("deribit", "unknown_type"): 1, ("deribit", "bad_level"): 1}
+    assert all("; sample: " in m for m in warnings)
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "lobstream.input")
+
+
+def test_oversized_frame_is_accepted(recording, reference, tmp_path, feeds):
+    """2 MiB frames (websockets' default limit is 1 MiB; lobstream allows 64 MiB)."""
+    cb, db = FaultPlan([Fault("oversized", product=BTC, after=100)]), \
+        FaultPlan([Fault("oversized", product=OPT, after=20, size=3 * 2**20)])
+    recs = run_flow(recording, tmp_path, cb, db)
+    assert sorted(r.product for r in injected(cb, db)) == [BTC, OPT]
+    for product in PRODUCTS:
+        assert_clean(recs[product], reference[product])
+        counts = feed_counts(feeds, product)
+        assert counts["connects"] == 1
+        assert not any(k.startswith("bad_") for k in counts)
+
+
+# ---------------------------------------------------------------- error replies
+
+
+def test_refused_subscription_stops_that_product_only(recording, reference, tmp_path, feeds,
+                                                      caplog):
+    cb, db = FaultPlan([Fault("error", product=BTC)]), FaultPlan([Fault("error", product=OPT)])
+    with caplog.at_level(logging.WARNING):
+        recs = run_flow(recording, tmp_path, cb, db)
+    assert sorted((r.product, r.kind) for r in injected(cb, db)) == [(BTC, "error"), (OPT, "error")]
+    for product, detail in ((BTC, f"Failed to subscribe: {BTC} is not available"),
+                            (OPT, "11050 bad_request")):
+        assert [(r["type"], r["state"], r["reason"], r["detail"]) for r in recs[product]] == [
+            ("status", "invalid", "refused", detail)]
+        errors = [r.getMessage() for r in caplog.records
+                  if r.levelno == logging.ERROR and product in r.getMessage()]
+        assert len(errors) == 1
+        assert errors[0].startswith(f"{VENUE[product]} refused {product}: {detail} -> ")
+        # No reconnect loop: the partition ended after its one connection.
+        counts = feed_counts(feeds, product)
+        assert (counts["connects"], counts["errors"]) == (1, 1)
+    for product in (ETH, OPT2):
+        assert_clean(recs[product], reference[product])
+    assert not [r for r in caplog.records if r.name == "lobstream.websocket"]  # no reconnects
+
+
+def test_deribit_raw_without_auth_is_refused_with_a_hint(recording, caplog, feeds):
+    """The configuration refuses ``raw``; a source built directly shows what the
+    server says: 13778 for the whole request, and lobstream points to 100ms."""
+    got: List[Any] = []
+    with SimulatorThread(recording, rate=DERIBIT_RATE) as sim:
+        source = WebsocketSource(get_venue("deribit", deribit_interval="raw"), [OPT, OPT2],
+                                 sim.url + "/deribit", exit_on_close=True)
+        flow = Dataflow("raw")
+        books = op.stateful_flat_map("book", op.input("in", flow, source), BookStep(10, 10.0))
+        op.output("out", books, TestingSink(got))
+        with caplog.at_level(logging.WARNING):
+            run_main(flow)
+    detail = "13778 raw_subscriptions_not_available_for_unauthorized"
+    assert sorted((k, r["type"], r["state"], r["reason"], r["detail"]) for k, r in got) == [
+        (f"deribit:{p}", "status", "invalid", "refused", detail) for p in sorted((OPT, OPT2))]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2
+    for product in (OPT, OPT2):
+        (line,) = [m for m in errors if product in m]
+        assert f"deribit refused {product}: {detail} -> " in line and "100ms" in line
+        assert feed_counts(feeds, product)["connects"] == 1
+
+
+# ------------------------------------------------------------------ crossed book
+
+
+def crossing_filters(reference: Records, index: int, sent: List[str]) -> Any:
+    """A :data:`FilterFactory` that adds, to BTC-USD's recorded update ``index``, a bid
+    one dollar above the best ask the book has after that update. It also notes
+    each BTC-USD snapshot sent (the recorded one, then generated ones)."""
+    ask = reference[BTC][index]["ask_px"]
+    seen = [0]
+
+    async def cross(frame: OutFrame) -> Sequence[OutFrame]:
+        if frame.product != BTC or frame.kind != "book":
+            return [frame]
+        event = frame.msg["events"][0]
+        if event["type"] == "snapshot":
+            sent.append(event["updates"][0]["event_time"])
+        seen[0] += 1
+        if seen[0] - 1 != index:
+            return [frame]
+        msg = orjson.loads(orjson.dumps(frame.msg))  # the payload is the recording's own
+        msg["events"][0]["updates"].append({
+            "side": "bid", "event_time": event["updates"][0]["event_time"],
+            "price_level": repr(ask + 1.0), "new_quantity": "0.5"})
+        frame.msg = msg
+        return [frame]
+
+    return lambda venue, number: cross if venue == "coinbase" else None
+
+
+def test_crossed_book_alerts_invalidates_and_resyncs(recording, reference, tmp_path, feeds,
+                                                     capsys):
+    index = 150
+    ask = reference[BTC][index]["ask_px"]
+    snapshots: List[str] = []
+    recs = run_flow(recording, tmp_path,
+                    coinbase_filters=crossing_filters(reference, index, snapshots))
+    detail = f"bid {ask + 1.0} > ask {ask}"
+    st = status_records(recs[BTC])
+    assert [(s["state"], s["reason"], s["detail"]) for s in st[1:]] == [
+        ("invalid", "crossed", detail), ("synced", "snapshot", st[2]["detail"])]
+    # No summary from the crossed book (the crossing update produced none) nor
+    # after it until the new snapshot; then the book is the clean one again.
+    assert_resynced(recs[BTC], reference[BTC], lost_from=index)
+    assert all(s["bid_px"] < s["ask_px"] for s in summaries(recs[BTC]))
+    console = capsys.readouterr().out.splitlines()
+    crossed = [line for line in console if "CROSSED" in line]
+    assert len(crossed) == 1 and f"coinbase:{BTC}  {detail}" in crossed[0]
+    # The resync went through the control bus to the source, which resubscribed:
+    # the server sent a second snapshot.
+    assert len(snapshots) == 2
+    counts = feed_counts(feeds, BTC)
+    assert (counts["resyncs"], counts["connects"], counts["snapshots"]) == (1, 1, 2)
+    for product in (ETH, OPT, OPT2):
+        assert_clean(recs[product], reference[product])
+
+
+# ------------------------------------------------------------- regressions (soak)
+
+
+def test_broken_snapshot_is_requested_again(recording, reference, tmp_path, feeds):
+    """The snapshot itself has a broken size: lobstream rejects it and subscribes
+    again (it used to wait for a snapshot that never came, the product silently
+    dead, because only a synced book was resubscribed on bad input)."""
+    cb, db = FaultPlan([Fault("bad_size", product=BTC)]), FaultPlan([Fault("bad_size", product=OPT)])
+    recs = run_flow(recording, tmp_path, cb, db)
+    assert sorted((r.product, r.kind) for r in injected(cb, db)) == [
+        (BTC, "bad_size"), (OPT, "bad_size")]
+    for product in (BTC, OPT):
+        # Never valid before, so no "invalid" status: the first record is the
+        # "synced" from the new snapshot, and the book is right from there on.
+        assert statuses(recs[product]) == [("synced", "snapshot")]
+        (run,) = valid_runs(recs[product])
+        assert align(run, reference[product]) + len(run) == len(reference[product])
+        counts = feed_counts(feeds, product)
+        assert (counts["bad_bad_level"], counts["resyncs"], counts["snapshots"]) == (1, 1, 1)
+    for product in (ETH, OPT2):
+        assert_clean(recs[product], reference[product])
+
+
+def test_gap_found_as_the_connection_ends_does_not_crash(recording):
+    """A gap shows in the last frames before the server closes at the end of input:
+    the resubscription has no connection left and is dropped. Sending it on the
+    finished connection's closed event loop used to raise in ``next_batch`` and
+    take the whole dataflow down."""
+    plan = FaultPlan([Fault("drop", product=OPT2, after=len(recording.deribit[OPT2]) - 2)])
+    with SimulatorThread(recording, speed=0, faults=plan) as sim:
+        source = WebsocketSource(get_venue("deribit"), [OPT2], sim.url + "/deribit",
+                                 exit_on_close=True, batch_size=1)
+        part = source.build_part("in", f"deribit:{OPT2}", None)
+        out: List[Any] = []
+        while not any(isinstance(item, BookEvent) for _, item in out):
+            out += part.next_batch()  # subscribe, then wait for the snapshot
+            time.sleep(0.01)
+        part._conn.join(10)  # the server sent the rest and closed; the loop is gone
+        assert not part._conn.is_alive()
+        with pytest.raises(StopIteration):
+            for _ in range(1000):
+                out += part.next_batch()  # the gap, then the end of input
+        part.close()
+    assert [(s.state, s.reason) for _, s in out if isinstance(s, BookStatus)] == \
+        [("invalid", "gap")]
+    assert part._feed.counts["resyncs"] == 1
