@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from sources.frames import (BOOK, ERROR, REPLY, TEST_REQUEST, BadInput, FrameError, decode)
 from sources.venues import Message, Venue
@@ -66,7 +66,13 @@ class Feed:
         self.counts: Counter = Counter()
         self.outbox: List[Message] = []
         self.refused: Dict[str, str] = {}
+        #: Products (re)subscribed on this connection that have had no snapshot since.
+        self.awaiting: Set[str] = set()
+        #: Products whose subscribe the exchange confirmed before any snapshot came:
+        #: their next book message must be the snapshot (JSON-RPC venues answer first).
+        self._snapshot_next: Set[str] = set()
         self._requests: Dict[Any, List[str]] = {}
+        self._subscribes: Set[Any] = set()
         FEEDS.add(self)
 
     # -- connection lifecycle ---------------------------------------------------
@@ -77,6 +83,9 @@ class Feed:
             sync.invalidate()
         self.counts["connects"] += 1
         wanted = [p for p in self.books if p not in self.refused]
+        self.awaiting = set(wanted)
+        self._snapshot_next.clear()
+        self._subscribes.clear()  # requests of a lost connection get no answer
         return self._track(self.venue.subscribe(wanted)) if wanted else []
 
     def disconnected(self, ts: float, reason: str) -> List[Keyed]:
@@ -109,7 +118,11 @@ class Feed:
         elif kind == ERROR:
             self._refused(parsed.ref, parsed.detail, ts, out)
         elif kind == REPLY:
-            self._requests.pop(parsed.ref, None)
+            products = self._requests.pop(parsed.ref, [])
+            if parsed.ref in self._subscribes:
+                self._subscribes.discard(parsed.ref)
+                self._snapshot_next.update(p for p in products
+                                           if p in self.books and not self.books[p].synced)
 
     def on_raw(self, raw: Union[bytes, str], ts: float, out: List[Keyed]) -> None:
         """Like :meth:`on_message` for an undecoded frame."""
@@ -131,11 +144,22 @@ class Feed:
         verdict = sync.check(ev)
         if verdict == OK:
             out.append((book_key(ev.venue, ev.product), ev))
-            self.counts["snapshots" if ev.kind == SNAPSHOT else "updates"] += 1
+            if ev.kind == SNAPSHOT:
+                self.counts["snapshots"] += 1
+                self.awaiting.discard(ev.product)
+                self._snapshot_next.discard(ev.product)
+            else:
+                self.counts["updates"] += 1
         elif verdict == DUPLICATE:
             self.counts["duplicates"] += 1
         elif verdict == UNSYNCED:
             self.counts["dropped_unsynced"] += 1
+            if ev.product in self._snapshot_next:
+                # Subscribed, yet an update came first: the snapshot was lost, and
+                # without this the book would wait for it forever.
+                self._snapshot_next.discard(ev.product)
+                self._gap(ev.product, ev.ts_recv, "gap",
+                          f"change {ev.seq} arrived where the snapshot should have", out)
         else:
             self._gap(ev.product, ev.ts_recv, "gap",
                       f"prev_change_id {ev.prev_seq} does not follow {sync.last}", out)
@@ -163,6 +187,7 @@ class Feed:
         if product not in self.refused:
             self.counts["resyncs"] += 1
             self.outbox.extend(self._track(self.venue.resubscribe(product)))
+            self.awaiting.add(product)
 
     def resync(self, product: str, ts: float, reason: str, detail: str, out: List[Keyed]) -> None:
         """Resynchronise ``product`` on request (the book step found it crossed)."""
@@ -175,9 +200,9 @@ class Feed:
         if ex.seq is not None and not self._connection_seq(ex.seq, ts, out):
             return
         for product in ex.products:
-            # Resync even a book that is waiting for its snapshot: the broken frame
-            # may be that snapshot, and no other would come.
-            if product in self.books:
+            # A book waiting for the snapshot its (re)subscription brings is resynced
+            # too: the broken frame may be that snapshot, and no other would come.
+            if product in self.books and (self.books[product].synced or product in self.awaiting):
                 self._gap(product, ts, "bad_input", f"{ex.kind}: {ex}", out)
 
     def _refused(self, ref: Any, detail: str, ts: float, out: List[Keyed]) -> None:
@@ -190,6 +215,7 @@ class Feed:
         answer) or that this connection never sent only gets logged.
         """
         products = list(self.books) if ref is None else self._requests.pop(ref, [])
+        self._subscribes.discard(ref)
         hint = next((h for needle, h in _HINTS if needle in detail),
                     _DEFAULT_HINT if products else "")
         self.counts["errors"] += 1
@@ -207,6 +233,8 @@ class Feed:
             if "id" in m:
                 channels = (m.get("params") or {}).get("channels") or []
                 self._requests[m["id"]] = [c.split(".")[1] for c in channels if c.count(".") >= 2]
+                if str(m.get("method", "")).endswith("/subscribe"):
+                    self._subscribes.add(m["id"])
         return messages
 
     def _status(self, product: str, ts: float, reason: str, detail: str) -> Keyed:

@@ -599,6 +599,24 @@ def test_broken_snapshot_is_requested_again(recording, reference, tmp_path, feed
         assert_clean(recs[product], reference[product])
 
 
+def test_lost_snapshot_is_requested_again(recording, reference, tmp_path, feeds):
+    """The first frame, the snapshot, never arrives. Coinbase shows it in
+    sequence_num; on Deribit the subscribe was confirmed, so an update arriving
+    first means the snapshot was lost (the book used to wait for it forever,
+    dropping every update, while the stream went on)."""
+    cb, db = FaultPlan([Fault("drop", product=BTC)]), FaultPlan([Fault("drop", product=OPT)])
+    recs = run_flow(recording, tmp_path, cb, db)
+    assert sorted((r.product, r.kind) for r in injected(cb, db)) == [(BTC, "drop"), (OPT, "drop")]
+    for product in (BTC, OPT):
+        assert statuses(recs[product]) == [("synced", "snapshot")]
+        (run,) = valid_runs(recs[product])
+        assert align(run, reference[product]) + len(run) == len(reference[product])
+        counts = feed_counts(feeds, product)
+        assert (counts["gaps"], counts["resyncs"], counts["snapshots"]) == (1, 1, 1)
+    for product in (ETH, OPT2):
+        assert_clean(recs[product], reference[product])
+
+
 def test_gap_found_as_the_connection_ends_does_not_crash(recording):
     """A gap shows in the last frames before the server closes at the end of input:
     the resubscription has no connection left and is dropped. Sending it on the
