@@ -188,6 +188,9 @@ class Feed:
             self.counts["resyncs"] += 1
             self.outbox.extend(self._track(self.venue.resubscribe(product)))
             self.awaiting.add(product)
+            # Updates the server sent before it saw this resubscription are still on
+            # the way; only the new subscription's confirmation says the snapshot is next.
+            self._snapshot_next.discard(product)
 
     def resync(self, product: str, ts: float, reason: str, detail: str, out: List[Keyed]) -> None:
         """Resynchronise ``product`` on request (the book step found it crossed)."""

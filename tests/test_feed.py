@@ -384,3 +384,36 @@ def test_refused_initial_subscribe_refuses_all_its_products(caplog):
     assert "check the product names" in logs[1].getMessage()
     assert "100ms" not in logs[1].getMessage()
     assert feed.connected() == []
+
+
+def _deribit_book(change_id, prev=None, bid_size=1.0):
+    data = {"instrument_name": "BTC-PERPETUAL", "timestamp": 1, "change_id": change_id,
+            "bids": [["new", 100.0, bid_size]], "asks": [["new", 101.0, 1.0]]}
+    if prev is not None:
+        data["prev_change_id"] = prev
+    return {"jsonrpc": "2.0", "method": "subscription",
+            "params": {"channel": "book.BTC-PERPETUAL.100ms", "data": data}}
+
+
+def test_broken_snapshot_resubscribes_once_despite_updates_in_flight():
+    """The confirmed subscription's snapshot is broken, so the feed resubscribes.
+    Updates the server sent before it saw that are not a second lost snapshot:
+    only the new confirmation says the snapshot comes next."""
+    feed = Feed(get_venue("deribit"), ["BTC-PERPETUAL"], BadInput())
+    subscribe = [m for m in feed.connected() if m["method"] == "public/subscribe"][0]
+    out = []
+    feed.on_message({"jsonrpc": "2.0", "id": subscribe["id"], "result": ["book.BTC-PERPETUAL.100ms"]},
+                    1.0, out)
+    feed.on_message(_deribit_book(10, bid_size=-1.0), 2.0, out)  # broken snapshot
+    assert [s.reason for _, s in _statuses(out)] == ["bad_input"]
+    resubscribe = feed.outbox
+    assert [m["method"] for m in resubscribe] == ["public/unsubscribe", "public/subscribe"]
+    feed.outbox = []
+    feed.on_message(_deribit_book(11, prev=10), 3.0, out)  # already on the wire
+    assert feed.outbox == [] and feed.counts["resyncs"] == 1
+    feed.on_message({"jsonrpc": "2.0", "id": resubscribe[1]["id"],
+                     "result": ["book.BTC-PERPETUAL.100ms"]}, 4.0, out)
+    feed.on_message(_deribit_book(11), 5.0, out)  # the fresh snapshot
+    feed.on_message(_deribit_book(12, prev=11), 6.0, out)
+    assert [e.kind for _, e in _events(out)] == [SNAPSHOT, UPDATE]
+    assert feed.counts["resyncs"] == 1 and feed.outbox == []
