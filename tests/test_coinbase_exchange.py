@@ -31,6 +31,7 @@ from sources.simulator.coinbase_exchange import AUTH_REASON
 from sources.venues import VENUE_NAMES, get_venue
 from sources.websocket import WebsocketSource
 from state.events import SNAPSHOT, UPDATE, BookStatus
+from tests.helpers import comparable as _comparable, read_dir, recv, run, send
 
 REC = Path(__file__).resolve().parent.parent / "recordings" / "coinbase_exchange_level2.jsonl.gz"
 UPDATES = {"SKL-USD": 2592, "DASH-BTC": 1925, "SKL-BTC": 1539, "BAND-BTC": 1005,
@@ -63,6 +64,10 @@ def capture() -> Path:
 @pytest.fixture(scope="module")
 def recording() -> Recording:
     return load_recording([REC])
+
+
+def comparable(files: Dict[str, List[dict]]) -> Dict[str, List[dict]]:
+    return _comparable(files, LIVE_ONLY)
 
 
 def _update(changes: Any, product: str = "SKL-USD") -> Dict[str, Any]:
@@ -194,16 +199,6 @@ def test_subscribe_messages_and_venue():
 # ------------------------------------------------------------------ replay through the flow
 
 
-def read_dir(path: Path) -> Dict[str, List[dict]]:
-    return {f.name: [orjson.loads(line) for line in f.read_bytes().splitlines()]
-            for f in sorted(path.glob("*.jsonl"))}
-
-
-def comparable(files: Dict[str, List[dict]]) -> Dict[str, List[dict]]:
-    return {name: [{k: v for k, v in r.items() if k not in LIVE_ONLY} for r in recs]
-            for name, recs in files.items()}
-
-
 @pytest.fixture(scope="module")
 def replayed(capture, tmp_path_factory) -> Dict[str, List[dict]]:
     out = tmp_path_factory.mktemp("replay")
@@ -281,21 +276,6 @@ def test_config_file_level2_and_unknown_key(tmp_path):
 
 
 # ------------------------------------------------------------------ simulator protocol
-
-
-def run(coro: Any, timeout: float = 15.0) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(timeout):
-            return await coro
-    return asyncio.run(bounded())
-
-
-async def send(ws: ClientConnection, msg: Dict[str, Any]) -> None:
-    await ws.send(orjson.dumps(msg).decode())
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> Dict[str, Any]:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
 def sub(*channels: Any, products: Optional[List[str]] = None,

@@ -21,11 +21,11 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Awaitable, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Dict, List, Optional, Sequence
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sources.simulator import (
@@ -35,6 +35,7 @@ from sources.simulator import (
     SimulatorThread,
     load_recording,
 )
+from tests.helpers import recv, run, send
 
 ROOT = Path(__file__).resolve().parent.parent
 COINBASE_CAPTURE = ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz"
@@ -44,27 +45,9 @@ MAX_SIZE = 16 * 2**20
 #: An option with a long, contiguous change chain in the Deribit recording.
 DERIBIT_INSTRUMENT = "ETH-9APR21-1950-C"
 
-T = TypeVar("T")
-
-
 @pytest.fixture(scope="module")
 def recording() -> Recording:
     return load_recording([COINBASE_CAPTURE, DERIBIT_CAPTURE])
-
-
-def run(coro: Awaitable[T], timeout: float = 15.0) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-    return asyncio.run(bounded())
-
-
-async def send(ws: ClientConnection, msg: Dict[str, Any]) -> None:
-    await ws.send(orjson.dumps(msg).decode())
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> Dict[str, Any]:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
 def sub(channel: str, *products: str, kind: str = "subscribe") -> Dict[str, Any]:

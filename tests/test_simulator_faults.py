@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Dict, List, Sequence, Tuple, TypeVar
+from typing import Any, Dict, List, Sequence, Tuple
 
 import orjson
 import pytest
@@ -36,6 +36,7 @@ from sources.simulator import (
     load_recording,
     random_faults,
 )
+from tests.helpers import run, send
 
 ROOT = Path(__file__).resolve().parent.parent
 COINBASE_CAPTURE = ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz"
@@ -47,19 +48,9 @@ COINBASE_PRODUCT = "ETH-USD"
 INSTRUMENT = "ETH-9APR21-1950-C"
 OTHER_INSTRUMENT = "ETH-30APR21-2240-P"
 
-T = TypeVar("T")
-
-
 @pytest.fixture(scope="module")
 def recording() -> Recording:
     return load_recording([COINBASE_CAPTURE, DERIBIT_CAPTURE])
-
-
-def run(coro: Awaitable[T], timeout: float = 15.0) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-    return asyncio.run(bounded())
 
 
 def decoded(raw: Any) -> Any:
@@ -72,10 +63,6 @@ def decoded(raw: Any) -> Any:
 
 async def frames(ws: ClientConnection, n: int, timeout: float = 5.0) -> List[Any]:
     return [decoded(await asyncio.wait_for(ws.recv(), timeout)) for _ in range(n)]
-
-
-async def send(ws: ClientConnection, msg: Dict[str, Any]) -> None:
-    await ws.send(orjson.dumps(msg).decode())
 
 
 def sub(channel: str, *products: str) -> Dict[str, Any]:

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-import orjson
 import pytest
 from bytewax.testing import run_main
 
@@ -19,6 +18,7 @@ from dataflows.config import Config, VenueConfig
 from dataflows.orderbook import build_flow
 from sources.simulator import SimulatorThread
 from sources.simulator.market import load_recording
+from tests.helpers import comparable as _comparable, read_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "recordings"
@@ -41,14 +41,8 @@ def recording():
     return load_recording(CAPTURES)
 
 
-def read_dir(path: Path) -> Dict[str, List[dict]]:
-    return {f.name: [orjson.loads(line) for line in f.read_bytes().splitlines()]
-            for f in sorted(path.glob("*.jsonl"))}
-
-
 def comparable(files: Dict[str, List[dict]]) -> Dict[str, List[dict]]:
-    return {name: [{k: v for k, v in r.items() if k not in LIVE_ONLY} for r in recs]
-            for name, recs in files.items()}
+    return _comparable(files, LIVE_ONLY)
 
 
 def replay_reference(tmp: Path) -> Dict[str, List[dict]]:

@@ -1,0 +1,41 @@
+"""Helpers several test modules share: a bounded websocket client, output readers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Awaitable, Dict, Iterable, List, TypeVar
+
+import orjson
+from websockets.asyncio.client import ClientConnection
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T], timeout: float = 15.0) -> T:
+    """Run a client coroutine to completion, failing instead of hanging after ``timeout``."""
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+    return asyncio.run(bounded())
+
+
+async def send(ws: ClientConnection, msg: Dict[str, Any]) -> None:
+    await ws.send(orjson.dumps(msg).decode())
+
+
+async def recv(ws: ClientConnection, timeout: float = 5.0) -> Dict[str, Any]:
+    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+def read_dir(path: Path) -> Dict[str, List[dict]]:
+    """The records of each ``*.jsonl`` output file in ``path``, by file name."""
+    return {f.name: [orjson.loads(line) for line in f.read_bytes().splitlines()]
+            for f in sorted(path.glob("*.jsonl"))}
+
+
+def comparable(files: Dict[str, List[dict]], drop: Iterable[str]) -> Dict[str, List[dict]]:
+    """``files`` without the fields that legitimately differ between two runs."""
+    dropped = set(drop)
+    return {name: [{k: v for k, v in r.items() if k not in dropped} for r in recs]
+            for name, recs in files.items()}
