@@ -105,18 +105,15 @@ class CoinbaseSession(Session):
     """One ``/coinbase`` connection."""
 
     venue = "coinbase"
+    subscribe_deadline = True
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._seq = 0
         self._subs: Dict[str, List[str]] = {}
         self._streams: Dict[Tuple[str, str], ProductStream] = {}
-        self._subscribed = asyncio.Event()
         self._heartbeats: Optional["asyncio.Task[None]"] = None
         self._products = self.ctx.recording.coinbase_products()
-
-    def opened(self) -> None:
-        self.spawn(self._subscribe_deadline())
 
     def stamp(self, frame: OutFrame) -> None:
         msg = frame.msg
@@ -127,12 +124,6 @@ class CoinbaseSession(Session):
         if frame.kind == BOOK:
             frame.seq = self._seq
         self._seq += 1
-
-    async def _subscribe_deadline(self) -> None:
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), self.ctx.config.subscribe_timeout)
-        except TimeoutError:
-            await self.ws.close(1008, "no subscribe message received in time")
 
     async def _error(self, message: str) -> None:
         await self.send(REPLY, {"type": "error", "message": message})
@@ -182,7 +173,7 @@ class CoinbaseSession(Session):
                 if product not in subscribed:
                     subscribed.append(product)
                     self._start(channel, product)
-        self._subscribed.set()
+        self.subscribed()
         # Sent before the replay task runs again, so it precedes the new data.
         await self._send_subscriptions()
 

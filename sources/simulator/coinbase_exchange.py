@@ -101,6 +101,7 @@ class CoinbaseExchangeSession(Session):
     """One ``/coinbase-exchange`` connection."""
 
     venue = "coinbase_exchange"
+    subscribe_deadline = True
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -109,17 +110,7 @@ class CoinbaseExchangeSession(Session):
         #: channel -> products, in the order they were subscribed.
         self._subs: Dict[str, List[str]] = {}
         self._books: Dict[str, ExchangeBookStream] = {}
-        self._subscribed = asyncio.Event()
         self._heartbeats: Optional["asyncio.Task[None]"] = None
-
-    def opened(self) -> None:
-        self.spawn(self._subscribe_deadline())
-
-    async def _subscribe_deadline(self) -> None:
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), self.ctx.config.subscribe_timeout)
-        except TimeoutError:
-            await self.ws.close(1008, "no subscribe message received in time")
 
     async def _error(self, message: str, reason: str = "") -> None:
         msg = {"type": "error", "message": message}
@@ -200,7 +191,7 @@ class CoinbaseExchangeSession(Session):
             subscribed.extend(p for p in dict.fromkeys(products) if p not in subscribed)
         if HEARTBEAT_CHANNEL in wanted and self._heartbeats is None:
             self._heartbeats = self.spawn(self._send_heartbeats())
-        self._subscribed.set()
+        self.subscribed()
         return True
 
     def _unsubscribe(self, wanted: Dict[str, List[str]]) -> None:

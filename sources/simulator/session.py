@@ -28,6 +28,9 @@ class Session:
     fault filter can tell connections apart."""
 
     venue = ""
+    #: Close connections that have not subscribed within ``subscribe_timeout``, as
+    #: both Coinbase feeds do (they call :meth:`subscribed` on a good subscribe).
+    subscribe_deadline = False
 
     def __init__(self, ws: ServerConnection, ctx: ServerContext, number: int) -> None:
         self.ws = ws
@@ -42,11 +45,13 @@ class Session:
                       origin_ts=ctx.recording.book_start(self.venue))
         self.replay = Replay(self.outbox, pacer)
         self._tasks: Set[asyncio.Task[None]] = set()
+        self._subscribed = asyncio.Event()
 
     async def run(self) -> None:
         """Serve the connection until either side closes it."""
         self.spawn(self._replay())
-        self.opened()
+        if self.subscribe_deadline:
+            self.spawn(self._close_unless_subscribed())
         try:
             async for message in self.ws:
                 await self.handle(message)
@@ -72,6 +77,16 @@ class Session:
         except ConnectionClosed:
             pass  # the receive loop sees the close too and ends the session
 
+    def subscribed(self) -> None:
+        """The client subscribed to something: the subscribe deadline is met."""
+        self._subscribed.set()
+
+    async def _close_unless_subscribed(self) -> None:
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), self.ctx.config.subscribe_timeout)
+        except TimeoutError:
+            await self.ws.close(1008, "no subscribe message received in time")
+
     async def _replay(self) -> None:
         await self.replay.run()
         await self.ws.close(1000, "end of recording")
@@ -84,9 +99,6 @@ class Session:
         venues call it for every product a subscribe request names."""
         faults = self.ctx.faults
         return None if faults is None else faults.subscribe_error(self.venue, self.number, product)
-
-    def opened(self) -> None:
-        """Hook: the connection is open and the replay task started."""
 
     def stamp(self, frame: OutFrame) -> None:
         """Hook: fill in send-time fields (see :mod:`sources.simulator.outbox`)."""
