@@ -29,8 +29,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import orjson
 
-from sources import coinbase, deribit
-from sources.capture import FORMAT_VERSION, frame_lines
+from sources.venues import coinbase, deribit
+from sources.capture.format import FORMAT_VERSION, frame_lines
 from state.book import OrderBook
 from state.events import SNAPSHOT, BookEvent
 

@@ -47,7 +47,7 @@ import orjson  # noqa: E402
 
 from benchmarks import data, naive  # noqa: E402
 from benchmarks.flows import CountingSink, bench_flow, peak_rss, read_stats  # noqa: E402
-from sources import coinbase  # noqa: E402
+from sources.venues import coinbase  # noqa: E402
 from state.book import OrderBook  # noqa: E402
 from state.product import ProductState  # noqa: E402
 
@@ -434,7 +434,7 @@ class Bench:
                  coinbase_parse_ms=(t_all - t_replace - t_loads) * 1e3,
                  product_state_on_item_ms=t_on_item * 1e3, runs_ms=[t * 1e3 for t in all_times],
                  what="orjson.loads of the recorded 46,000-level BTC-USD snapshot frame + "
-                      "sources.coinbase.parse + OrderBook.replace; replace alone, and "
+                      "sources.venues.coinbase.parse + OrderBook.replace; replace alone, and "
                       "ProductState.on_item (replace + summary) for reference; median")
         self.row("snapshot_replace", "BTC-USD snapshot: replace only", t_replace * 1e3, "ms",
                  "OrderBook.replace of pre-parsed levels",
@@ -683,7 +683,7 @@ def child_full_flow(capture: str, out: Path, profile: Optional[Path]) -> None:
 def child_python_pipeline(capture: str, out: Path, repeats: int) -> None:
     """ReplaySource partition -> BookStep -> data filter, without Bytewax."""
     from dataflows.orderbook import BookStep
-    from sources.replay import ReplaySource
+    from sources.transport.replay import ReplaySource
 
     runs = []
     for _ in range(repeats):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from sinks import SINKS
-from sources import coinbase, coinbase_exchange, deribit
+from sources.venues import coinbase, coinbase_exchange, deribit
 from sources.venues import VENUE_NAMES
 
 DERIBIT_INTERVALS = ("100ms", "agg2")

@@ -1,7 +1,7 @@
 """Counters for operators: a Prometheus collector and a periodic one-line status log.
 
 The counters already exist as plain ``Counter`` dicts on each connection's
-:class:`~sources.feed.Feed` and each product's :class:`~state.product.ProductState`.
+:class:`~sources.feed.feed.Feed` and each product's :class:`~state.product.ProductState`.
 They are read only when scraped or logged, so the hot path pays nothing for
 metrics. Bytewax serves them, next to its own, on ``/metrics`` when run with
 ``BYTEWAX_DATAFLOW_API_ENABLED=1`` (port ``BYTEWAX_DATAFLOW_API_PORT``, default 3030).
@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sources.feed import FEEDS
+from sources.feed.feed import FEEDS
 from state.product import ProductState
 
 log = logging.getLogger("lobstream.status")

@@ -27,11 +27,11 @@ from dataflows.config import Config, ConfigError, load_config
 from sinks import SINKS
 from sinks.console import ConsoleSink
 from dataflows.monitoring import Books, register_collector, start_status_log
-from sources import control, shutdown
-from sources.feed import Item
-from sources.replay import ReplaySource
+from sources.runtime import control, shutdown
+from sources.feed.feed import Item
+from sources.transport.replay import ReplaySource
 from sources.venues import get_venue
-from sources.websocket import WebsocketSource
+from sources.transport.websocket import WebsocketSource
 from state.events import book_key
 from state.product import ProductState
 

@@ -2,7 +2,7 @@
 
 import random
 
-from sources.backoff import Backoff
+from sources.transport.backoff import Backoff
 
 
 def test_delays_double_up_to_the_cap_with_jitter():

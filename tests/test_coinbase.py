@@ -1,4 +1,4 @@
-"""Coinbase Advanced Trade parser (sources.coinbase) on the bundled real recording."""
+"""Coinbase Advanced Trade parser (sources.venues.coinbase) on the bundled real recording."""
 
 import copy
 from collections import Counter
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sources import coinbase
-from sources.capture import read_capture
-from sources.frames import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
+from sources.venues import coinbase
+from sources.capture.format import read_capture
+from sources.venues.frames import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
 from state.events import SNAPSHOT, UPDATE
 
 REC = Path(__file__).resolve().parent.parent / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz"

@@ -23,13 +23,13 @@ from websockets.exceptions import ConnectionClosed
 
 from dataflows.config import Config, ConfigError, VenueConfig, load_config
 from dataflows.orderbook import build_flow
-from sources import coinbase_exchange as cx
-from sources.capture import read_capture
-from sources.frames import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
+from sources.venues import coinbase_exchange as cx
+from sources.capture.format import read_capture
+from sources.venues.frames import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
 from sources.simulator import Recording, SimulatorThread, load_recording
 from sources.simulator.coinbase_exchange import AUTH_REASON
 from sources.venues import VENUE_NAMES, get_venue
-from sources.websocket import WebsocketSource
+from sources.transport.websocket import WebsocketSource
 from state.events import SNAPSHOT, UPDATE, BookStatus
 from tests.helpers import comparable as _comparable, read_dir, recv, run, send
 

@@ -1,4 +1,4 @@
-"""Tests for sources.convert and for the recordings bundled in recordings/.
+"""Tests for sources.capture.convert and for the recordings bundled in recordings/.
 
 Two groups: the bundled recordings are checked on their own (they ship with the
 repo, so these always run), and the converter is exercised on slices of the
@@ -18,8 +18,8 @@ from typing import Dict, List
 import orjson
 import pytest
 
-from sources.capture import CaptureFrame, read_capture
-from sources.convert import (
+from sources.capture.format import CaptureFrame, read_capture
+from sources.capture.convert import (
     ConvertError,
     _base_name,
     convert,

@@ -1,13 +1,13 @@
-"""Deribit JSON-RPC parser (sources.deribit) on the bundled real recordings."""
+"""Deribit JSON-RPC parser (sources.venues.deribit) on the bundled real recordings."""
 
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from sources import deribit
-from sources.capture import read_capture
-from sources.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, FrameError)
+from sources.venues import deribit
+from sources.capture.format import read_capture
+from sources.venues.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, FrameError)
 from state.events import SNAPSHOT, UPDATE
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"

@@ -37,14 +37,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 import dataflows.monitoring
-import sources.feed
+import sources.feed.feed
 from dataflows.config import Config, VenueConfig
 from dataflows.monitoring import LobstreamCollector
 from dataflows.orderbook import BookStep, build_flow
 from sources.simulator import (Fault, FaultPlan, FaultRecord, FrameFilter, OutFrame,
                                Recording, SimulatorThread, load_recording)
 from sources.venues import get_venue
-from sources.websocket import WebsocketSource
+from sources.transport.websocket import WebsocketSource
 from state.events import BookEvent, BookStatus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,15 +90,15 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Records:
 
 @pytest.fixture
 def feeds(monkeypatch: pytest.MonkeyPatch) -> set:
-    """The run's :class:`~sources.feed.Feed` objects, kept alive after the run so
+    """The run's :class:`~sources.feed.feed.Feed` objects, kept alive after the run so
     their counters can be read (``FEEDS`` only holds them weakly)."""
     kept: set = set()
-    monkeypatch.setattr(sources.feed, "FEEDS", kept)
+    monkeypatch.setattr(sources.feed.feed, "FEEDS", kept)
     monkeypatch.setattr(dataflows.monitoring, "FEEDS", kept)
     return kept
 
 
-def feed_counts(feeds: Iterable[sources.feed.Feed], product: str) -> Counter:
+def feed_counts(feeds: Iterable[sources.feed.feed.Feed], product: str) -> Counter:
     total: Counter = Counter()
     for feed in feeds:
         if feed.stream == f"{VENUE[product]}:{product}":

@@ -1,4 +1,4 @@
-"""sources.feed.Feed: sequence checks, resubscription and error handling on real recordings."""
+"""sources.feed.feed.Feed: sequence checks, resubscription and error handling on real recordings."""
 
 import logging
 from collections import Counter
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from sources import coinbase
-from sources.capture import read_capture
-from sources.feed import Feed
-from sources.frames import BadInput
+from sources.venues import coinbase
+from sources.capture.format import read_capture
+from sources.feed.feed import Feed
+from sources.venues.frames import BadInput
 from sources.venues import get_venue
 from state.book import OrderBook
 from state.events import SNAPSHOT, UPDATE, BookEvent, BookStatus

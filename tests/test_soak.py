@@ -34,7 +34,7 @@ would ever resync. Past what the one-threaded simulators and lobstream can serve
 together on two cores, a simulator catching up stops reading its sockets, answers
 resubscriptions late and so blurs the check above. Coinbase Exchange's
 ``level2_batch`` has no sequence numbers, so a lost, repeated or reordered update
-cannot be seen there (see :mod:`sources.coinbase_exchange`); it only gets the
+cannot be seen there (see :mod:`sources.venues.coinbase_exchange`); it only gets the
 faults a client can detect.
 """
 
@@ -60,7 +60,7 @@ import pytest
 from bytewax.testing import run_main
 
 import dataflows.monitoring
-import sources.feed
+import sources.feed.feed
 from dataflows.config import Config, VenueConfig
 from dataflows.orderbook import build_flow
 from sources.simulator import (Fault, FaultPlan, FaultRecord, FrameFilter, OutFrame,
@@ -414,7 +414,7 @@ def soak(seconds: float, tmp: Path) -> List[str]:
     reference = clean_reference(tmp / "reference")
     recording = load_recording(CAPTURES)
     feeds: set = set()  # a round's Feeds, kept for their counters
-    sources.feed.FEEDS = dataflows.monitoring.FEEDS = feeds  # type: ignore[assignment]
+    sources.feed.feed.FEEDS = dataflows.monitoring.FEEDS = feeds  # type: ignore[assignment]
     sampler = RssSampler()
     started = time.monotonic()
     sampler.start()

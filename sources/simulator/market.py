@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
-from sources.capture import read_capture
+from sources.capture.format import read_capture
 
 #: Coinbase Advanced Trade channel names as sent in messages, keyed by the name a
 #: client subscribes with. Book data arrives as ``l2_data`` for a ``level2``

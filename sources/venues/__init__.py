@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
-from sources import coinbase, coinbase_exchange, deribit
-from sources.frames import Parsed
+from sources.venues import coinbase, coinbase_exchange, deribit
+from sources.venues.frames import Parsed
 
 Message = Dict[str, Any]
 

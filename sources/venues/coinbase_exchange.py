@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-from sources.coinbase import iso_ms
-from sources.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Parsed,
+from sources.venues.coinbase import iso_ms
+from sources.venues.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Parsed,
                             levels)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level
 

@@ -20,10 +20,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from sources import shutdown
-from sources.capture import frame_lines
-from sources.feed import Feed, Keyed
-from sources.frames import BadInput
+from sources.runtime import shutdown
+from sources.capture.format import frame_lines
+from sources.feed.feed import Feed, Keyed
+from sources.venues.frames import BadInput
 from sources.venues import get_venue
 
 PathLike = Union[str, Path]

@@ -62,7 +62,7 @@ def frame_lines(path: Union[str, Path]) -> Iterator[bytes]:
             raise ValueError(
                 f"{path}: not a lobstream capture (first line must be a header with "
                 f'"lobstream_capture": {FORMAT_VERSION}); convert recorder files with '
-                "python -m sources.convert"
+                "python -m sources.capture.convert"
             )
         for line in f:
             if line.strip():

@@ -2,10 +2,10 @@
 
 Usage::
 
-    python -m sources.convert INPUT OUTPUT [--format auto|cryptofeed-v1|cryptofeed-v2|ssc2ce]
+    python -m sources.capture.convert INPUT OUTPUT [--format auto|cryptofeed-v1|cryptofeed-v2|ssc2ce]
                               [--venue coinbase|coinbase_exchange|deribit|binance] [--products A,B]
 
-Every frame is handed to :class:`~sources.capture.CaptureWriter` exactly as it was
+Every frame is handed to :class:`~sources.capture.format.CaptureWriter` exactly as it was
 recorded, so a converted capture replays the exchange's own bytes; the converter only
 supplies what the lobstream format adds around them (time, venue, stream, direction).
 
@@ -58,7 +58,7 @@ from typing import IO, Any, Iterable, Iterator, List, NamedTuple, Optional, Sequ
 
 import orjson
 
-from sources.capture import CaptureWriter
+from sources.capture.format import CaptureWriter
 
 #: Longest names first: "coinbase_exchange" must not be taken for "coinbase".
 VENUES = ("coinbase_exchange", "coinbase", "deribit", "binance")
@@ -403,7 +403,7 @@ def convert(src: Path | str, dst: Path | str, fmt: str = "auto", venue: Optional
     frames_in: Counter = Counter()
     frames_out: Counter = Counter()
     skipped: Counter = Counter()
-    with CaptureWriter(dst, source=f"sources.convert {fmt} {src.name}") as writer:
+    with CaptureWriter(dst, source=f"sources.capture.convert {fmt} {src.name}") as writer:
         for frame in READERS[fmt](src, venue, skipped):
             frames_in[frame.direction] += 1
             if wanted and not _keep(venue, wanted, frame.data):
@@ -415,7 +415,7 @@ def convert(src: Path | str, dst: Path | str, fmt: str = "auto", venue: Optional
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sources.convert",
+        prog="python -m sources.capture.convert",
         description="Convert cryptofeed / ssc2ce websocket recordings into lobstream captures.",
     )
     parser.add_argument("input", type=Path)

@@ -16,7 +16,7 @@ import weakref
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from sources.frames import (BOOK, ERROR, REPLY, TEST_REQUEST, BadInput, FrameError, decode)
+from sources.venues.frames import (BOOK, ERROR, REPLY, TEST_REQUEST, BadInput, FrameError, decode)
 from sources.venues import Message, Venue
 from state.events import SNAPSHOT, BookEvent, BookStatus, book_key
 from state.sync import DUPLICATE, OK, UNSYNCED, BookSync, ConnectionSequence

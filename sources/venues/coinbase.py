@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
-from sources.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Parsed)
+from sources.venues.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Parsed)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level
 
 VENUE = "coinbase"

@@ -24,11 +24,11 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
-from sources import control, shutdown
-from sources.backoff import Backoff
-from sources.capture import CaptureWriter
-from sources.feed import Feed, Keyed
-from sources.frames import BadInput
+from sources.runtime import control, shutdown
+from sources.transport.backoff import Backoff
+from sources.capture.format import CaptureWriter
+from sources.feed.feed import Feed, Keyed
+from sources.venues.frames import BadInput
 from sources.venues import Message, Venue
 from state.events import book_key
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from itertools import count
 from typing import Any, Dict, List
 
-from sources.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST,
+from sources.venues.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST,
                             FrameError, Parsed)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level
 
