@@ -2,26 +2,28 @@
 
 Everything is validated before the dataflow is built, and every problem is
 reported as one line naming the bad value and the valid choices, so a typo fails
-at start instead of as a silent empty feed an hour later.
+at start instead of as a silent empty feed an hour later. A misspelt key or
+``LOBSTREAM_*`` variable is an error with the closest valid name, never ignored.
 
 Precedence: built-in defaults < the TOML file named by ``LOBSTREAM_CONFIG`` <
-individual environment variables. See the README for the full table.
+individual environment variables. The keys are declared once, here for
+``[run]``/``[replay]`` and in each venue's home for its own table
+(:attr:`sources.venues.base.Venue.settings`); the README lists them all.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sinks import SINKS
-from sources.venues import coinbase, coinbase_exchange, deribit
-from sources.venues import VENUE_NAMES
-
-DERIBIT_INTERVALS = ("100ms", "agg2")
+from sources.venues import VENUE_NAMES, VENUES
+from sources.venues.base import Setting, Venue, safe_text
 
 
 class ConfigError(ValueError):
@@ -30,11 +32,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class VenueConfig:
+    """What to follow on one venue. ``settings`` holds the venue's own keys
+    (e.g. Deribit ``interval``), validated."""
+
     products: List[str]
     url: str
-    interval: str = ""
-    #: The Coinbase Exchange book channel (empty for other venues).
-    channel: str = ""
+    settings: Dict[str, Any] = field(default_factory=dict)
+    products_per_connection: int = 0  # 0: the venue's default
 
 
 @dataclass
@@ -50,29 +54,91 @@ class Config:
     exit_on_close: bool = False
     silence_timeout: float = 30.0
     status_interval: float = 60.0
+    metrics_addr: Optional[str] = None
+    queue_frames: int = 100_000
+    queue_mb: int = 256
 
 
-_DEFAULT_PRODUCTS = {coinbase.VENUE: ["BTC-USD", "ETH-USD"],
-                     deribit.VENUE: ["BTC-PERPETUAL", "ETH-PERPETUAL"],
-                     coinbase_exchange.VENUE: ["BTC-USD", "ETH-USD"]}
-_DEFAULT_URLS = {coinbase.VENUE: coinbase.DEFAULT_URL, deribit.VENUE: deribit.DEFAULT_URL,
-                 coinbase_exchange.VENUE: coinbase_exchange.DEFAULT_URL}
+@dataclass(frozen=True)
+class Key:
+    """A ``[run]``/``[replay]`` key: its type comes from the default; numbers have
+    a range (``zero_ok``: 0 is also accepted, meaning "off")."""
+
+    name: str
+    default: Any
+    help: str
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    zero_ok: bool = False
+    choices: Tuple[str, ...] = ()
+
+
+RUN_KEYS = (
+    Key("venues", [], "venues to follow", choices=VENUE_NAMES),
+    Key("depth", 10, "levels per side in depth_imbalance", 1, 1000),
+    Key("alert_bps", 10.0, "spread alert threshold, basis points of mid", 0.0, 1e6),
+    Key("sinks", ["jsonl"], "where records go", choices=tuple(SINKS)),
+    Key("jsonl_dir", "out", "directory of the per-product JSON-lines files"),
+    Key("record_dir", "", "also record raw frames to this directory"),
+    Key("exit_on_close", False, "end when a server closes normally (simulator)"),
+    Key("silence_timeout", 30.0, "seconds without any frame before reconnecting", 1.0, 3600.0),
+    Key("status_interval", 60.0, "seconds between status lines; 0 disables", 1.0, 86400.0,
+        zero_ok=True),
+    Key("metrics_addr", "", "serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)"),
+    Key("queue_frames", 100_000, "frames buffered per worker before dropping", 1000, 10**7),
+    Key("queue_mb", 256, "MiB buffered per worker before dropping", 16, 65536),
+)
+REPLAY_KEYS = (
+    Key("paths", [], "capture files or directories; replaces the live venues"),
+    Key("speed", 0.0, "0 = as fast as possible, 1 = recorded pace", 0.0, 1e6),
+)
+#: Keys every venue table has, besides the venue's own settings.
+VENUE_COMMON = ("products", "url", "products_per_connection")
+#: ``LOBSTREAM_*`` variables that belong to lobstream's scripts, not to the flow.
+SCRIPT_VARIABLES = frozenset({"LOBSTREAM_CONFIG", "LOBSTREAM_DEMO_SPEED",
+                              "LOBSTREAM_SOAK_SECONDS", "LOBSTREAM_EXTRAS"})
 #: Venues run when neither ``run.venues`` nor any venue table says otherwise;
 #: Coinbase Exchange only runs when asked for.
-_DEFAULT_VENUES = (coinbase.VENUE, deribit.VENUE)
+DEFAULT_VENUES = ("coinbase", "deribit")
 
-_RUN_KEYS = ("venues", "depth", "alert_bps", "sinks", "jsonl_dir", "record_dir",
-             "exit_on_close", "silence_timeout", "status_interval")
-_VENUE_KEYS = {coinbase.VENUE: ("products", "url"), deribit.VENUE: ("products", "url", "interval"),
-               coinbase_exchange.VENUE: ("products", "url", "channel")}
-_REPLAY_KEYS = ("paths", "speed")
-_TABLES = ("run", "replay") + VENUE_NAMES
+
+def _show(value: Any) -> str:
+    """A configuration value as it appears in an error: strings quoted (and made
+    safe for one line), numbers as they are, anything else by its type."""
+    if isinstance(value, str):
+        return repr(safe_text(value, 60))
+    if isinstance(value, (bool, int, float)):
+        return repr(value)
+    return f"<{type(value).__name__}>"
+
+
+def _suggest(name: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def _check_keys(where: str, table: Mapping[str, Any], valid: Sequence[str]) -> None:
+    for key in table:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {_show(key)}"
+                              f"{_suggest(str(key), valid)}")
+
+
+def _env_names() -> Dict[str, Tuple[str, str]]:
+    """Every environment variable the flow reads: name -> (table, key)."""
+    names = {f"LOBSTREAM_{k.name.upper()}": ("run", k.name) for k in RUN_KEYS}
+    names["LOBSTREAM_REPLAY"] = ("replay", "paths")
+    names["LOBSTREAM_REPLAY_SPEED"] = ("replay", "speed")
+    for venue in VENUES.values():
+        for key in VENUE_COMMON + tuple(s.key for s in venue.settings):
+            names[f"LOBSTREAM_{venue.name.upper()}_{key.upper()}"] = (venue.name, key)
+    return names
 
 
 def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
     """Build the configuration from ``LOBSTREAM_CONFIG`` (if set) and the environment."""
     env = os.environ if env is None else env
-    raw: Dict[str, Dict[str, Any]] = {}
+    raw: Dict[str, Any] = {}
     path = env.get("LOBSTREAM_CONFIG")
     if path:
         try:
@@ -82,100 +148,129 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: cannot read ({ex.strerror})") from None
         except tomllib.TOMLDecodeError as ex:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: invalid TOML ({ex})") from None
-    _check_keys("config file", raw, _TABLES)
-    run = _table(raw, "run")
-    _check_keys("[run]", run, _RUN_KEYS)
-    replay = _table(raw, "replay")
-    _check_keys("[replay]", replay, _REPLAY_KEYS)
-    tables = {v: _table(raw, v) for v in VENUE_NAMES}
-    for venue, table in tables.items():
-        _check_keys(f"[{venue}]", table, _VENUE_KEYS[venue])
-
-    for name, key in (("LOBSTREAM_VENUES", "venues"), ("LOBSTREAM_SINKS", "sinks")):
-        if name in env:
-            run[key] = _split(env[name])
-    for name, key in (("LOBSTREAM_DEPTH", "depth"), ("LOBSTREAM_ALERT_BPS", "alert_bps"),
-                      ("LOBSTREAM_JSONL_DIR", "jsonl_dir"), ("LOBSTREAM_RECORD_DIR", "record_dir"),
-                      ("LOBSTREAM_EXIT_ON_CLOSE", "exit_on_close"),
-                      ("LOBSTREAM_SILENCE_TIMEOUT", "silence_timeout"),
-                      ("LOBSTREAM_STATUS_INTERVAL", "status_interval")):
-        if name in env:
-            run[key] = env[name]
-    if "LOBSTREAM_REPLAY" in env:
-        replay["paths"] = _split(env["LOBSTREAM_REPLAY"])
-    if "LOBSTREAM_REPLAY_SPEED" in env:
-        replay["speed"] = env["LOBSTREAM_REPLAY_SPEED"]
-    for venue, table in tables.items():
-        for key in _VENUE_KEYS[venue]:
-            name = f"LOBSTREAM_{venue.upper()}_{key.upper()}"
-            if name in env:
-                table[key] = _split(env[name]) if key == "products" else env[name]
-
+    _check_keys("config file", raw, ("run", "replay") + VENUE_NAMES)
+    tables = {name: _table(raw, name) for name in ("run", "replay") + VENUE_NAMES}
+    _check_keys("[run]", tables["run"], [k.name for k in RUN_KEYS])
+    _check_keys("[replay]", tables["replay"], [k.name for k in REPLAY_KEYS])
+    for venue in VENUES.values():
+        _check_keys(f"[{venue.name}]", tables[venue.name],
+                    VENUE_COMMON + tuple(s.key for s in venue.settings))
+    names = _env_names()
+    for name, value in env.items():
+        if not name.startswith("LOBSTREAM_") or name in SCRIPT_VARIABLES:
+            continue
+        if name not in names:
+            raise ConfigError(f"unknown environment variable {safe_text(name, 60)}"
+                              f"{_suggest(name, sorted(names))}")
+        table, key = names[name]
+        tables[table][key] = value
+    venues_given = [v for v in VENUE_NAMES if tables[v]]
+    run = {k.name: _value(k, tables["run"].get(k.name, k.default), k.name) for k in RUN_KEYS}
+    replay = {k.name: _value(k, tables["replay"].get(k.name, k.default), f"replay.{k.name}")
+              for k in REPLAY_KEYS}
     cfg = Config(
-        depth=_number("depth", run.get("depth", 10), int, minimum=1),
-        alert_bps=_number("alert_bps", run.get("alert_bps", 10.0), float, minimum=0.0),
-        sinks=_choices("sinks", run.get("sinks", ["jsonl"]), tuple(SINKS)),
-        jsonl_dir=str(run.get("jsonl_dir", "out")),
-        record_dir=str(run["record_dir"]) if run.get("record_dir") else None,
-        exit_on_close=_boolean("exit_on_close", run.get("exit_on_close", False)),
-        silence_timeout=_number("silence_timeout", run.get("silence_timeout", 30.0), float,
-                                minimum=1.0),
-        status_interval=_number("status_interval", run.get("status_interval", 60.0), float,
-                                minimum=0.0),
-        replay=[str(p) for p in _list("replay.paths", replay.get("paths", []))],
-        replay_speed=_number("replay.speed", replay.get("speed", 0.0), float, minimum=0.0),
-    )
+        depth=run["depth"], alert_bps=run["alert_bps"], jsonl_dir=run["jsonl_dir"],
+        sinks=run["sinks"] or _empty("sinks", tuple(SINKS)),
+        record_dir=run["record_dir"] or None, exit_on_close=run["exit_on_close"],
+        silence_timeout=run["silence_timeout"], status_interval=run["status_interval"],
+        metrics_addr=run["metrics_addr"] or None, queue_frames=run["queue_frames"],
+        queue_mb=run["queue_mb"], replay=[str(p) for p in replay["paths"]],
+        replay_speed=replay["speed"])
+    if cfg.metrics_addr:
+        parse_addr(cfg.metrics_addr)
+    for p in cfg.replay:
+        if not Path(p).exists():
+            raise ConfigError(f"replay path {p!r} does not exist")
     if cfg.replay:
-        for p in cfg.replay:
-            if not Path(p).exists():
-                raise ConfigError(f"replay path {p!r} does not exist")
         return cfg
-    names = run.get("venues")
-    if names is None:
-        names = [v for v in VENUE_NAMES if tables[v]] or list(_DEFAULT_VENUES)
-    for venue in _choices("venues", names, VENUE_NAMES):
-        cfg.venues[venue] = _venue(venue, tables[venue])
+    names_run = run["venues"] or venues_given or list(DEFAULT_VENUES)
+    for name in names_run:
+        cfg.venues[name] = _venue(VENUES[name], tables[name], cfg.depth)
     return cfg
 
 
-def _venue(venue: str, table: Dict[str, Any]) -> VenueConfig:
-    products = [str(p) for p in _list(f"{venue}.products",
-                                      table.get("products", _DEFAULT_PRODUCTS[venue]))]
-    if not products or any(not p or ":" in p or p != p.strip() for p in products):
-        raise ConfigError(f"{venue}.products={products!r}: expected non-empty product names "
-                          "such as " + ", ".join(_DEFAULT_PRODUCTS[venue]))
-    url = str(table.get("url", _DEFAULT_URLS[venue]))
+def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
+    name = venue.name
+    products = [str(p) for p in _list(f"{name}.products",
+                                      table.get("products", list(venue.default_products)))]
+    if not products:
+        raise ConfigError(f"{name}.products is empty; e.g. {', '.join(venue.default_products)}")
+    for product in products:
+        problem = venue.check_product(product)
+        if problem:
+            raise ConfigError(f"{name}.products: {problem}")
+    if len(set(products)) != len(products):
+        raise ConfigError(f"{name}.products lists a product twice")
+    url = str(table.get("url", venue.default_url))
     if not url.startswith(("ws://", "wss://")):
-        raise ConfigError(f"{venue}.url={url!r}: expected a ws:// or wss:// URL")
-    interval = channel = ""
-    if venue == deribit.VENUE:
-        interval = str(table.get("interval", deribit.DEFAULT_INTERVAL))
-        if interval not in DERIBIT_INTERVALS:
-            hint = " (raw books need authentication, which lobstream does not do)" \
-                if interval == "raw" else ""
-            raise ConfigError(f"deribit.interval={interval!r}{hint}; valid choices: "
-                              + ", ".join(DERIBIT_INTERVALS))
-    if venue == coinbase_exchange.VENUE:
-        channel = str(table.get("channel", coinbase_exchange.DEFAULT_CHANNEL))
-        if channel not in coinbase_exchange.PUBLIC_CHANNELS:
-            hint = " (level2 needs authentication, which lobstream does not do)" \
-                if channel == "level2" else ""
-            raise ConfigError(f"coinbase_exchange.channel={channel!r}{hint}; valid choices: "
-                              + ", ".join(coinbase_exchange.PUBLIC_CHANNELS))
-    return VenueConfig(products, url, interval, channel)
+        raise ConfigError(f"{name}.url={_show(url)}: expected a ws:// or wss:// URL")
+    limits = venue.limits
+    per_conn = _value(Key("products_per_connection", limits.products_per_connection, "", 1,
+                          limits.max_products_per_connection),
+                      table.get("products_per_connection", limits.products_per_connection),
+                      f"{name}.products_per_connection")
+    settings = {s.key: _setting(name, s, table.get(s.key, s.default)) for s in venue.settings}
+    book_depth = settings.get("depth")
+    if book_depth and depth > book_depth:
+        raise ConfigError(f"run.depth={depth} exceeds {name}.depth={book_depth}: a depth-limited "
+                          f"book has only {book_depth} levels per side")
+    return VenueConfig(products, url, settings, per_conn)
+
+
+def _setting(venue: str, setting: Setting, value: Any) -> Any:
+    default = setting.default
+    where = f"{venue}.{setting.key}"
+    if isinstance(default, bool):
+        value = _boolean(where, value)
+    elif isinstance(default, int):
+        value = _number(where, value, int, None, None)
+    else:
+        value = str(value)
+    check = setting.check or (lambda _: None)
+    valid = ", ".join(str(c) for c in setting.choices if not check(c))
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(f"{where}={_show(value)}; valid choices: {valid}")
+    problem = check(value)
+    if problem:
+        raise ConfigError(f"{where}={_show(value)} ({problem}); valid choices: {valid}")
+    return value
+
+
+def _value(key: Key, value: Any, where: str) -> Any:
+    default = key.default
+    if isinstance(default, bool):
+        return _boolean(where, value)
+    if isinstance(default, (int, float)):
+        number = _number(where, value, type(default), key.minimum, key.maximum, key.zero_ok)
+        return number
+    if isinstance(default, list):
+        items = [str(v) for v in _list(where, value)]
+        for item in items:
+            if key.choices and item not in key.choices:
+                raise ConfigError(f"{where}: unknown value {_show(item)}; valid "
+                                  f"choices: {', '.join(key.choices)}")
+        return items
+    return str(value)
+
+
+def _empty(name: str, valid: Tuple[str, ...]) -> List[str]:
+    raise ConfigError(f"{name} is empty; valid choices: {', '.join(valid)}")
+
+
+def parse_addr(text: str) -> Tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as ``(host, port)``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ConfigError(f"metrics_addr={_show(text)}: expected HOST:PORT, "
+                          "e.g. 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
 
 
 def _table(raw: Mapping[str, Any], name: str) -> Dict[str, Any]:
     value = raw.get(name, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{name}={value!r}: expected a [{name}] table")
+        raise ConfigError(f"{name}: expected a [{name}] table")
     return dict(value)
-
-
-def _check_keys(where: str, table: Mapping[str, Any], valid: Tuple[str, ...]) -> None:
-    for key in table:
-        if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
 
 
 def _split(text: str) -> List[str]:
@@ -186,30 +281,29 @@ def _list(name: str, value: Any) -> List[Any]:
     if isinstance(value, str):
         return _split(value)
     if not isinstance(value, list):
-        raise ConfigError(f"{name}={value!r}: expected a list")
+        raise ConfigError(f"{name}: expected a list")
     return value
 
 
-def _choices(name: str, value: Any, valid: Tuple[str, ...]) -> List[str]:
-    items = [str(v) for v in _list(name, value)]
-    for item in items:
-        if item not in valid:
-            raise ConfigError(f"{name}: unknown value {item!r}; valid choices: {', '.join(valid)}")
-    if not items:
-        raise ConfigError(f"{name} is empty; valid choices: {', '.join(valid)}")
-    return items
-
-
-def _number(name: str, value: Any, kind: type, minimum: float) -> Any:
+def _number(name: str, value: Any, kind: type, minimum: Optional[float],
+            maximum: Optional[float], zero_ok: bool = False) -> Any:
+    expected = "an integer" if kind is int else "a number"
+    bounds = f" in [{minimum:g}, {maximum:g}]" if minimum is not None and maximum is not None \
+        else ""
+    off = " (or 0 to disable)" if zero_ok else ""
     try:
         if isinstance(value, bool) or (kind is int and isinstance(value, float)):
-            raise TypeError(value)  # true is not 1, and 2.5 levels is not 2
+            raise TypeError  # true is not 1, and 2.5 levels is not 2
         number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r}: expected {'an integer' if kind is int else 'a number'}"
-                          f" >= {minimum:g}") from None
-    if isinstance(number, float) and not math.isfinite(number) or number < minimum:
-        raise ConfigError(f"{name}={value!r}: must be >= {minimum:g}")
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name}={_show(value)}: expected {expected}{bounds}{off}") \
+            from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(f"{name}={_show(value)}: expected a finite number{bounds}")
+    if zero_ok and number == 0:
+        return number
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ConfigError(f"{name}={_show(value)}: must be{bounds or ' in range'}{off}")
     return number
 
 
@@ -221,4 +315,4 @@ def _boolean(name: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ConfigError(f"{name}={value!r}: expected true or false")
+    raise ConfigError(f"{name}={_show(value)}: expected true or false")

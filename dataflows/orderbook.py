@@ -10,82 +10,126 @@ start with one line naming it.
 
 Shape of the flow::
 
-    input per venue (one partition per product) --merge--> book (stateful_flat_map,
-    keyed by "venue:product") --+--> summaries + statuses --> configured sinks
-                                +--> alerts + statuses -----> console (stdout)
+    input (each worker opens its own connections, many products on each)
+      --> book (stateful_flat_map, keyed so each product's book sits on the
+          worker that owns its socket)
+      --+--> summaries + statuses --> configured sinks (on the same worker)
+        +--> alerts + statuses -----> console (stdout)
+
+Nothing crosses a process: placement (:mod:`sources.runtime.placement`) routes
+every product's key to the worker that reads its connection, and the sinks are
+dynamic sinks that write where the record is.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 from typing import Any, Dict, List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from dataflows.config import Config, ConfigError, load_config
+from dataflows.monitoring import register_collector, serve_metrics, start_status_log
 from sinks import SINKS
 from sinks.console import ConsoleSink
-from dataflows.monitoring import Books, register_collector, start_status_log
-from sources.runtime import control, shutdown
+from sources.capture.format import CaptureWriter
 from sources.feed.feed import Item
+from sources.runtime import shutdown
+from sources.runtime.placement import ConnectionPlan, VenueRun, plan_connections
+from sources.runtime.registry import Registry
+from sources.runtime.resync import ResyncRequests
 from sources.transport.replay import ReplaySource
-from sources.venues import get_venue
 from sources.transport.websocket import WebsocketSource
-from state.events import book_key
+from sources.venues import VENUES
 from state.product import ProductState
 
 Record = Dict[str, Any]
+
+#: Open files a worker keeps for everything but its sockets (sinks, captures, logs).
+FILE_RESERVE = 128
 
 
 class BookStep:
     """The ``stateful_flat_map`` mapper: one :class:`ProductState` per key.
 
     The state's per-epoch snapshot leaves the book out (see :mod:`state.product`),
-    so Bytewax's deep copy of it costs microseconds however deep the book is.
+    so Bytewax's deep copy of it costs microseconds however deep the book is. A
+    book found crossed or locked is reported to the product's source through
+    ``resync``, which sits on the same worker.
     """
 
-    def __init__(self, depth: int, alert_bps: float) -> None:
+    def __init__(self, depth: int, alert_bps: float, resync: ResyncRequests,
+                 registry: Registry) -> None:
         self.depth = depth
         self.alert_bps = alert_bps
-        #: Every product's current state, for the metrics exporter and status log.
-        self.books: Books = {}
+        self.resync = resync
+        self.books = registry.books
 
     def __call__(self, state: Optional[ProductState],
                  item: Item) -> Tuple[ProductState, List[Record]]:
-        if state is None or state.restored:
-            # New, or resumed from a recovery snapshot (which Bytewax hands to the
-            # mapper as a different object than the one it snapshotted).
-            state = state or ProductState()
-            self.books[(item.venue, item.product)] = state
+        if state is None:
+            state = ProductState()
+        # Also after a restore, where Bytewax hands the mapper a new object.
+        self.books[(item.venue, item.product)] = state
         records = state.on_item(item, self.depth, self.alert_bps)
-        if state.resync is not None:
-            control.request_resync(book_key(item.venue, item.product), *state.resync)
-            state.resync = None
+        for rec in records:
+            if rec["type"] == "alert" and rec["kind"] in ("crossed", "locked"):
+                self.resync.request(item.venue, item.product, rec["kind"], rec["detail"])
         return state, records
 
 
-def _inputs(flow: Dataflow, cfg: Config) -> List[op.Stream[Tuple[str, Item]]]:
-    if cfg.replay:
-        return [op.input("replay", flow, ReplaySource(cfg.replay, speed=cfg.replay_speed))]
-    streams = []
-    for name, venue_cfg in cfg.venues.items():
-        venue = get_venue(name, deribit_interval=venue_cfg.interval or "100ms",
-                          coinbase_exchange_channel=venue_cfg.channel or "level2_batch")
-        source = WebsocketSource(venue, venue_cfg.products, venue_cfg.url,
-                                 exit_on_close=cfg.exit_on_close, record_dir=cfg.record_dir,
-                                 silence_timeout=cfg.silence_timeout)
-        streams.append(op.input(f"{name}_in", flow, source))
-    return streams
+def venue_runs(cfg: Config) -> List[VenueRun]:
+    """What to follow on each configured venue."""
+    return [VenueRun(VENUES[name], vc.settings, vc.url, tuple(vc.products),
+                     vc.products_per_connection or VENUES[name].limits.products_per_connection)
+            for name, vc in cfg.venues.items()]
 
 
-def build_flow(cfg: Config, step: Optional[BookStep] = None) -> Dataflow:
-    """The dataflow for ``cfg``; ``step`` lets the caller keep the book step (and so
-    the live book states) for monitoring."""
+def planner(cfg: Config):  # type: ignore[no-untyped-def]
+    """The connection plan for a worker count, within the open-file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    budget = None if soft == resource.RLIM_INFINITY else max(1, soft - FILE_RESERVE)
+    runs = venue_runs(cfg)
+
+    def plan(workers: int) -> List[ConnectionPlan]:
+        return plan_connections(runs, workers, budget)
+
+    return plan
+
+
+def _recorder(directory: str):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    root = Path(directory)
+
+    def make(venue: str, stream: str, url: str) -> CaptureWriter:
+        root.mkdir(parents=True, exist_ok=True)
+        name = stream.replace(":", "_", 1).replace("/", "_")
+        return CaptureWriter(root / f"{name}.jsonl", source=f"lobstream recorder {url}")
+
+    return make
+
+
+def build_flow(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
+    """The dataflow for ``cfg``. ``registry`` collects the live feeds and book
+    states for monitoring (a fresh one if not given)."""
+    registry = registry or Registry()
+    resync = ResyncRequests()
     flow = Dataflow("lobstream")
-    inputs = _inputs(flow, cfg)
-    events = inputs[0] if len(inputs) == 1 else op.merge("events", *inputs)
-    step = step or BookStep(cfg.depth, cfg.alert_bps)
+    if cfg.replay:
+        source = ReplaySource(cfg.replay, speed=cfg.replay_speed, resync=resync,
+                              registry=registry)
+        source.check()
+        events = op.input("replay", flow, source)
+    else:
+        events = op.input("feeds", flow, WebsocketSource(
+            planner(cfg), resync=resync, registry=registry, exit_on_close=cfg.exit_on_close,
+            silence_timeout=cfg.silence_timeout,
+            recorder=_recorder(cfg.record_dir) if cfg.record_dir else None,
+            queue_frames=cfg.queue_frames, queue_bytes=cfg.queue_mb * 2**20))
+    step = BookStep(cfg.depth, cfg.alert_bps, resync, registry)
     records = op.stateful_flat_map("book", events, step)
     data = op.filter("data", records, lambda kv: kv[1]["type"] != "alert")
     console = op.filter("console", records, lambda kv: kv[1]["type"] != "summary")
@@ -101,16 +145,18 @@ def _flow_from_environment() -> Dataflow:
     with clean shutdown on signals, metrics and the periodic status line."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registry = Registry()
     try:
         cfg = load_config()
-        step = BookStep(cfg.depth, cfg.alert_bps)
-        dataflow = build_flow(cfg, step)
-    except (ConfigError, ValueError, FileNotFoundError) as ex:
+        dataflow = build_flow(cfg, registry)
+    except (ConfigError, ValueError, OSError) as ex:
         raise SystemExit(f"lobstream: configuration error: {ex}") from None
     shutdown.install_signal_handlers()
-    register_collector(step.books)
+    register_collector(registry)
+    if cfg.metrics_addr:
+        serve_metrics(cfg.metrics_addr)
     if cfg.status_interval > 0:
-        start_status_log(step.books, cfg.status_interval)
+        start_status_log(registry, cfg.status_interval)
     return dataflow
 
 

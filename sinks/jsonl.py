@@ -37,13 +37,14 @@ class _JsonlPartition(StatelessSinkPartition[Keyed]):
         self._files: Dict[str, IO[bytes]] = {}
 
     def write_batch(self, items: List[Keyed]) -> None:
-        by_key: Dict[str, List[Keyed]] = {}
+        by_product: Dict[str, List[Keyed]] = {}
         for item in items:
-            by_key.setdefault(item[0], []).append(item)
-        for key, group in by_key.items():
-            f = self._files.get(key)
+            rec = item[1]
+            by_product.setdefault(f"{rec['venue']}_{rec['product']}", []).append(item)
+        for name, group in by_product.items():
+            f = self._files.get(name)
             if f is None:
-                f = self._files[key] = open(self._dir / (key.replace(":", "_", 1) + ".jsonl"), "ab")
+                f = self._files[name] = open(self._dir / (name + ".jsonl"), "ab")
             f.write(to_lines(group))
             f.flush()
 

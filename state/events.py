@@ -19,15 +19,21 @@ Level = Tuple[float, float]
 
 SNAPSHOT = "snapshot"
 UPDATE = "update"
+#: A complete top-N book that is part of the stream, not a resync (Deribit's grouped
+#: ``book.{instrument}.none.{depth}.{interval}`` channel): it replaces the book like a
+#: snapshot, but its order flow imbalance against the previous top is meaningful.
+REFRESH = "refresh"
 
 
 class BookEvent(NamedTuple):
     """One book message for one product, after parsing.
 
     ``seq``/``prev_seq`` carry the venue's per-book sequence chain where it has one
-    (Deribit ``change_id``/``prev_change_id``; Binance ``u`` and ``U - 1``), and the
-    connection-level counter for Coinbase Advanced Trade (``sequence_num``, with
-    ``prev_seq`` None). The checks themselves live in :mod:`state.sync`.
+    (Deribit ``change_id``/``prev_change_id``; Binance spot ``u`` and ``U - 1``,
+    futures ``u`` and ``pu`` with ``first_seq`` = ``U``), and the connection-level
+    counter for Coinbase Advanced Trade (``sequence_num``, with ``prev_seq`` None).
+    The checks themselves live in :mod:`state.sync`. ``depth_limit`` is N when the
+    venue only sends the N best levels per side (a depth-limited book), else None.
     """
 
     kind: str
@@ -39,15 +45,17 @@ class BookEvent(NamedTuple):
     prev_seq: Optional[int]
     bids: List[Level]
     asks: List[Level]
+    first_seq: Optional[int] = None
+    depth_limit: Optional[int] = None
 
 
 class BookStatus(NamedTuple):
     """A change in whether a product's book can be trusted.
 
     Emitted once when a book becomes invalid (``state="invalid"``, with the reason:
-    ``gap``, ``crossed``, ``locked``, ``disconnected``, ``error``, ``restored``) and
-    once when a fresh snapshot rebuilds it (``state="synced"``). While a book is
-    invalid no summary is produced from it.
+    ``gap``, ``bad_input``, ``crossed``, ``locked``, ``disconnected``, ``overflow``,
+    ``refused``, ``delisted``) and once when a fresh snapshot rebuilds it
+    (``state="synced"``). While a book is invalid no summary is produced from it.
     """
 
     venue: str

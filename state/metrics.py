@@ -21,6 +21,7 @@ SUMMARY_FIELDS = (
     "type", "venue", "product", "ts_exchange", "ts_recv", "seq",
     "bid_px", "bid_sz", "ask_px", "ask_sz", "spread", "spread_bps", "mid",
     "microprice", "imbalance", "depth_imbalance", "ofi", "bid_levels", "ask_levels",
+    "depth_limit",
 )
 
 
@@ -72,7 +73,8 @@ def summarize(
     "before", so its OFI is null. ``depth`` is the ``(bid, ask)`` size over the
     ``depth_n`` best levels when the caller keeps it (:class:`state.top.TopWindow`);
     otherwise it is read from the book. Every two-sided figure is None while either
-    side is empty.
+    side is empty. ``depth_limit`` is N when the venue only sends the N best levels
+    (then ``bid_levels``/``ask_levels`` count those), None for a full book.
     """
     bid_px, bid_sz, ask_px, ask_sz = top
     spread = spread_bps = mid = micro = imbalance = depth_imbalance = None
@@ -105,4 +107,5 @@ def summarize(
         "ofi": order_flow_imbalance(before, top) if before is not None else None,
         "bid_levels": len(book.bids),
         "ask_levels": len(book.asks),
+        "depth_limit": event.depth_limit,
     }

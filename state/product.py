@@ -20,10 +20,10 @@ tens of thousands of levels. Counters do survive a restart.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Union
 
 from state.book import OrderBook
-from state.events import SNAPSHOT, BookEvent, BookStatus
+from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus
 from state.metrics import EMPTY_TOP, Top, summarize
 from state.top import TopWindow
 
@@ -38,7 +38,7 @@ REFUSED = "refused"
 class ProductState:
     """Book, validity, alert latch and counters of one product."""
 
-    __slots__ = ("book", "window", "valid", "top", "wide", "counts", "restored", "resync")
+    __slots__ = ("book", "window", "valid", "top", "wide", "counts")
 
     def __init__(self) -> None:
         self.book = OrderBook()
@@ -47,16 +47,11 @@ class ProductState:
         self.top: Top = EMPTY_TOP
         self.wide = False
         self.counts: Counter = Counter()
-        self.restored = False
-        #: ``(reason, detail)`` when the book step found the book crossed or locked and
-        #: the source should resubscribe; the caller clears it once passed on.
-        self.resync: Optional[Tuple[str, str]] = None
 
     # Bytewax's per-epoch snapshot and recovery go through these two.
     def __deepcopy__(self, memo: Dict[int, Any]) -> "ProductState":
         clone = ProductState()
         clone.counts = Counter(self.counts)
-        clone.restored = True
         return clone
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -65,12 +60,14 @@ class ProductState:
     def __setstate__(self, data: Dict[str, Any]) -> None:
         self.__init__()  # type: ignore[misc]
         self.counts.update(data["counts"])
-        self.restored = True
 
     def on_item(
         self, item: Union[BookEvent, BookStatus], depth_n: int, alert_bps: float
     ) -> List[Record]:
-        """Apply one event (or a status from the source) and return the records."""
+        """Apply one event (or a status from the source) and return the records.
+
+        A book found crossed or locked yields an ``alert`` record of that kind: the
+        caller asks the source to resynchronise the product when it sees one."""
         if isinstance(item, BookStatus):
             return self._on_status(item)
         counts = self.counts
@@ -78,11 +75,15 @@ class ProductState:
         if window is None or window.n != depth_n:
             window = self.window = TopWindow(depth_n)
             window.reset(self.book)
-        if item.kind == SNAPSHOT:
-            counts["snapshots"] += 1
+        kind = item.kind
+        if kind is SNAPSHOT or kind is REFRESH:
+            counts["snapshots" if kind is SNAPSHOT else "refreshes"] += 1
+            # A refresh is the stream itself (a complete top-N book each time), so
+            # its order flow against the previous top is meaningful; a snapshot
+            # rebuilds a book after an outage, where "before" means nothing.
+            before: Optional[Top] = self.top if kind is REFRESH and self.valid else None
             self.book.replace(item.bids, item.asks)
             window.reset(self.book)
-            before: Optional[Top] = None
         elif not self.valid:
             counts["dropped_invalid"] += 1
             return []
@@ -100,11 +101,9 @@ class ProductState:
             out.append(_alert(item.venue, item.product, item.ts_recv, reason, detail, None))
             out.extend(self._invalidate(item.venue, item.product, item.ts_recv, reason, detail,
                                         always=True))
-            self.resync = (reason, detail)
             return out
         if not self.valid:
             self.valid = True
-            self.restored = False
             out.append(_status(item.venue, item.product, item.ts_recv, VALID, "snapshot",
                                f"{len(self.book.bids)} bids, {len(self.book.asks)} asks"))
         summary = summarize(self.book, item, before, top, depth_n,

@@ -9,6 +9,12 @@ from typing import Any, Awaitable, Dict, Iterable, List, TypeVar
 import orjson
 from websockets.asyncio.client import ClientConnection
 
+from sources.runtime.placement import VenueRun, plan_connections
+from sources.runtime.registry import Registry
+from sources.runtime.resync import ResyncRequests
+from sources.transport.websocket import WebsocketSource
+from sources.venues import get_venue
+
 T = TypeVar("T")
 
 
@@ -39,3 +45,15 @@ def comparable(files: Dict[str, List[dict]], drop: Iterable[str]) -> Dict[str, L
     dropped = set(drop)
     return {name: [{k: v for k, v in r.items() if k not in dropped} for r in recs]
             for name, recs in files.items()}
+
+
+def websocket_source(venue: str, products: List[str], url: str,
+                     settings: Dict[str, Any] | None = None, per_connection: int = 0,
+                     **options: Any) -> WebsocketSource:
+    """A websocket source for one venue's products, planned as the flow plans it."""
+    spec = get_venue(venue)
+    run = VenueRun(spec, settings or {}, url, tuple(products),
+                   per_connection or spec.limits.products_per_connection)
+    return WebsocketSource(lambda workers: plan_connections([run], workers),
+                           resync=options.pop("resync", ResyncRequests()),
+                           registry=options.pop("registry", Registry()), **options)

@@ -4,12 +4,18 @@ import copy
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sources.venues import coinbase
 from sources.capture.format import read_capture
-from sources.venues.frames import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
+from sources.venues.base import iso_ms, BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
 from state.events import SNAPSHOT, UPDATE
+
+
+def parse(msg, ts):
+    """The venue parser on the frame's bytes, as the feed calls it."""
+    return coinbase.parse(orjson.dumps(msg), ts)
 
 REC = Path(__file__).resolve().parent.parent / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz"
 
@@ -21,7 +27,7 @@ def frames():
 
 @pytest.fixture(scope="module")
 def parsed(frames):
-    return [coinbase.parse(f.msg, f.ts) for f in frames]
+    return [parse(f.msg, f.ts) for f in frames]
 
 
 def _l2(frames, kind, product):
@@ -75,7 +81,7 @@ def test_snapshot_level_counts_and_offer_side(frames, parsed):
     assert btc.bids[0] == (65083.66, 0.20371215)
     assert min(p for p, _ in btc.asks) > 65083.66
     assert btc.seq == 13
-    assert btc.ts_exchange == coinbase.iso_ms("2026-08-09T21:05:48.483587501Z")
+    assert btc.ts_exchange == iso_ms("2026-08-09T21:05:48.483587501Z")
 
 
 def test_offer_and_ask_spellings_parse_identically(frames):
@@ -87,15 +93,15 @@ def test_offer_and_ask_spellings_parse_identically(frames):
             u["side"] = "ask"
             n += 1
     assert n == 16399
-    a = coinbase.parse(f.msg, f.ts)
-    b = coinbase.parse(as_ask, f.ts)
+    a = parse(f.msg, f.ts)
+    b = parse(as_ask, f.ts)
     assert a == b
     assert len(b.events[0].asks) == 16399
 
 
 def test_update_carries_sequence_num_and_first_event_time(frames):
     f = next(f for f in frames if f.msg["sequence_num"] == 14)
-    p = coinbase.parse(f.msg, 1786309548883.96)
+    p = parse(f.msg, 1786309548883.96)
     assert p.kind == BOOK and p.seq == 14
     (ev,) = p.events
     assert ev.kind == UPDATE and ev.product == "BTC-USD"
@@ -111,14 +117,16 @@ def test_update_carries_sequence_num_and_first_event_time(frames):
     assert ev.bids[1] == (65061.91, 0.0)  # "0" removes a level
 
 
-def test_iso_ms_nanoseconds_and_epoch():
-    assert coinbase.iso_ms("1970-01-01T00:00:00Z") == 0.0
-    assert coinbase.iso_ms("2026-08-09T21:05:48.505350477Z") == pytest.approx(
+def test_iso_ms_nanoseconds_and_implausible_times():
+    assert iso_ms("2026-08-09T21:05:48.505350477Z") == pytest.approx(
         1786309548505.350, abs=1e-3)
+    for text in ("1970-01-01T00:00:00Z", "2150-01-01T00:00:00Z", "2026-08-09T21:05:48"):
+        with pytest.raises(ValueError):
+            iso_ms(text)
 
 
 def test_update_without_levels_uses_message_timestamp():
-    ev = coinbase.parse(_update_msg(updates=[]), 1.0).events[0]
+    ev = parse(_update_msg(updates=[]), 1.0).events[0]
     assert ev.ts_exchange == pytest.approx(1786309548505.350, abs=1e-3)
     assert ev.bids == [] and ev.asks == []
 
@@ -137,7 +145,7 @@ def test_bad_level_rejects_frame_with_seq_and_product(bad):
     good = {"side": "bid", "event_time": "2026-08-09T21:05:48Z", "price_level": "99",
             "new_quantity": "1"}
     with pytest.raises(FrameError) as ei:
-        coinbase.parse(_update_msg(seq=42, updates=[good, bad], product="ETH-USD"), 0.0)
+        parse(_update_msg(seq=42, updates=[good, bad], product="ETH-USD"), 0.0)
     assert ei.value.kind == "bad_level"
     assert ei.value.seq == 42
     assert ei.value.products == ["ETH-USD"]
@@ -147,7 +155,7 @@ def test_missing_product_id_is_bad_level_naming_the_other_products():
     msg = _update_msg(seq=9)
     msg["events"].append({"type": "update", "updates": []})
     with pytest.raises(FrameError) as ei:
-        coinbase.parse(msg, 0.0)
+        parse(msg, 0.0)
     assert ei.value.kind == "bad_level"
     assert ei.value.seq == 9
     assert ei.value.products == ["BTC-USD"]
@@ -157,7 +165,7 @@ def test_non_object_event_is_bad_level_not_a_crash():
     msg = _update_msg(seq=11)
     msg["events"].append(None)
     with pytest.raises(FrameError) as ei:
-        coinbase.parse(msg, 0.0)
+        parse(msg, 0.0)
     assert ei.value.kind == "bad_level"
     assert ei.value.seq == 11
     assert ei.value.products == ["BTC-USD"]
@@ -167,14 +175,14 @@ def test_unknown_l2_event_type():
     msg = _update_msg(seq=3)
     msg["events"][0]["type"] = "delta"
     with pytest.raises(FrameError) as ei:
-        coinbase.parse(msg, 0.0)
+        parse(msg, 0.0)
     assert ei.value.kind == "unknown_type"
     assert (ei.value.seq, ei.value.products) == (3, ["BTC-USD"])
 
 
 def test_unknown_channel_keeps_its_sequence_num():
     with pytest.raises(FrameError) as ei:
-        coinbase.parse({"channel": "futures_balance_summary", "sequence_num": 77, "events": []}, 0.0)
+        parse({"channel": "futures_balance_summary", "sequence_num": 77, "events": []}, 0.0)
     assert ei.value.kind == "unknown_type"
     assert "futures_balance_summary" in str(ei.value)
     # the frame used up a connection counter value; without it the next frame looks like a gap
@@ -184,25 +192,24 @@ def test_unknown_channel_keeps_its_sequence_num():
 
 def test_non_object_frame_is_unknown_type():
     with pytest.raises(FrameError) as ei:
-        coinbase.parse([1, 2], 0.0)
+        parse([1, 2], 0.0)
     assert ei.value.kind == "unknown_type" and ei.value.seq is None
 
 
 def test_error_message():
-    p = coinbase.parse({"type": "error", "message": "authentication failure"}, 0.0)
+    p = parse({"type": "error", "message": "authentication failure"}, 0.0)
     assert p.kind == ERROR
     assert p.detail == "authentication failure"
     assert p.events == [] and p.seq is None
-    p = coinbase.parse({"type": "error", "message": "failure", "reason": "too many"}, 0.0)
+    p = parse({"type": "error", "message": "failure", "reason": "too many"}, 0.0)
     assert p.detail == "failure: too many"
 
 
 def test_subscriptions_reply_and_heartbeat():
-    p = coinbase.parse({"channel": "subscriptions", "sequence_num": 1,
+    p = parse({"channel": "subscriptions", "sequence_num": 1,
                         "events": [{"subscriptions": {"level2": ["BTC-USD"]}}]}, 0.0)
     assert (p.kind, p.seq) == (REPLY, 1)
-    assert "level2" in p.detail
-    p = coinbase.parse({"channel": "heartbeats", "sequence_num": 2,
+    p = parse({"channel": "heartbeats", "sequence_num": 2,
                         "events": [{"heartbeat_counter": "3049"}]}, 0.0)
     assert (p.kind, p.seq, p.events) == (HEARTBEAT, 2, [])
 
@@ -210,17 +217,35 @@ def test_subscriptions_reply_and_heartbeat():
 # ------------------------------------------------------------------ outbound messages
 
 
-def test_subscribe_one_channel_per_message_plus_heartbeats():
-    msgs = coinbase.subscribe(["BTC-USD", "ETH-USD"])
+def test_open_subscribes_one_channel_per_message_plus_heartbeats():
+    msgs = coinbase.CoinbaseProtocol({}).open(["BTC-USD", "ETH-USD"])
     assert msgs == [
-        {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "level2"},
         {"type": "subscribe", "channel": "heartbeats"},
+        {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "level2"},
     ]
     assert all("channels" not in m for m in msgs)
 
 
+def test_errors_are_pinned_on_the_oldest_waiting_subscribe():
+    proto = coinbase.CoinbaseProtocol({})
+    proto.open(["BTC-USD", "ETH-USD"])
+    assert proto.reply(None).products == []  # the heartbeats subscription
+    assert proto.refused(None, "Failed to subscribe: unknown product_ids ['ETH-USD']") == [
+        "ETH-USD"]
+    assert proto.refused(None, "authentication failure") is None  # nothing waits any more
+    proto.subscribe(["SOL-USD"])
+    assert proto.refused(None, "too many") == ["SOL-USD"]
+
+
+def test_pending_requests_are_bounded():
+    proto = coinbase.CoinbaseProtocol({})
+    for _ in range(proto.MAX_PENDING + 10):
+        proto.subscribe(["BTC-USD"])
+    assert len(proto._pending) == proto.MAX_PENDING and proto.forgotten == 10
+
+
 def test_resubscribe_unsubscribes_first():
-    assert coinbase.resubscribe("ETH-USD") == [
+    assert coinbase.CoinbaseProtocol({}).resubscribe("ETH-USD") == [
         {"type": "unsubscribe", "product_ids": ["ETH-USD"], "channel": "level2"},
         {"type": "subscribe", "product_ids": ["ETH-USD"], "channel": "level2"},
     ]

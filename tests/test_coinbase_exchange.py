@@ -25,13 +25,18 @@ from dataflows.config import Config, ConfigError, VenueConfig, load_config
 from dataflows.orderbook import build_flow
 from sources.venues import coinbase_exchange as cx
 from sources.capture.format import read_capture
-from sources.venues.frames import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
+from sources.venues.base import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
 from sources.simulator import Recording, SimulatorThread, load_recording
 from sources.simulator.coinbase_exchange import AUTH_REASON
 from sources.venues import VENUE_NAMES, get_venue
 from sources.transport.websocket import WebsocketSource
 from state.events import SNAPSHOT, UPDATE, BookStatus
-from tests.helpers import comparable as _comparable, read_dir, recv, run, send
+from tests.helpers import websocket_source, comparable as _comparable, read_dir, recv, run, send
+
+
+def parse(msg, ts):
+    """The venue parser on the frame's bytes, as the feed calls it."""
+    return cx.parse(orjson.dumps(msg), ts)
 
 REC = Path(__file__).resolve().parent.parent / "recordings" / "coinbase_exchange_level2.jsonl.gz"
 UPDATES = {"SKL-USD": 2592, "DASH-BTC": 1925, "SKL-BTC": 1539, "BAND-BTC": 1005,
@@ -51,7 +56,7 @@ def frames():
 
 @pytest.fixture(scope="module")
 def parsed(frames):
-    return [cx.parse(f.msg, f.ts) for f in frames]
+    return [parse(f.msg, f.ts) for f in frames]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +127,7 @@ def test_snapshot_levels_and_no_exchange_time(frames, parsed):
 
 
 def test_update_time_is_the_exchange_time():
-    ev = cx.parse(_update([["sell", "0.00001306", "660.5"]], "SKL-BTC"), 5.0).events[0]
+    ev = parse(_update([["sell", "0.00001306", "660.5"]], "SKL-BTC"), 5.0).events[0]
     # 2021-04-17 = day 18734 since the epoch; 18734 * 86400 + 16:43:37 (60217 s)
     assert ev.ts_exchange == pytest.approx(1618677817075.687, abs=1e-3)
     assert (ev.kind, ev.product, ev.ts_recv) == (UPDATE, "SKL-BTC", 5.0)
@@ -132,16 +137,16 @@ def test_update_time_is_the_exchange_time():
 def test_control_messages():
     beat = {"type": "heartbeat", "sequence": 90, "last_trade_id": 20, "product_id": "BTC-USD",
             "time": "2014-11-07T08:19:28.464459Z"}
-    assert cx.parse(beat, 1.0).kind == HEARTBEAT and cx.parse(beat, 1.0).seq is None
-    reply = cx.parse({"type": "subscriptions",
+    assert parse(beat, 1.0).kind == HEARTBEAT and parse(beat, 1.0).seq is None
+    reply = parse({"type": "subscriptions",
                       "channels": [{"name": "level2_batch", "product_ids": ["BTC-USD"]}]}, 1.0)
-    assert reply.kind == REPLY and "level2_batch" in reply.detail
+    assert reply.kind == REPLY
     for kind in ("ticker", "match", "last_match"):
-        assert cx.parse({"type": kind, "product_id": "BTC-USD"}, 1.0).kind == IGNORED
-    error = cx.parse({"type": "error", "message": "Failed to subscribe", "reason": AUTH_REASON}, 1.0)
+        assert parse({"type": kind, "product_id": "BTC-USD"}, 1.0).kind == IGNORED
+    error = parse({"type": "error", "message": "Failed to subscribe", "reason": AUTH_REASON}, 1.0)
     assert (error.kind, error.ref) == (ERROR, None)
     assert error.detail == f"Failed to subscribe: {AUTH_REASON}"
-    assert cx.parse({"type": "error", "message": "Malformed JSON"}, 1.0).detail == "Malformed JSON"
+    assert parse({"type": "error", "message": "Malformed JSON"}, 1.0).detail == "Malformed JSON"
 
 
 @pytest.mark.parametrize("msg", [
@@ -149,7 +154,7 @@ def test_control_messages():
 ], ids=["full_channel", "no_type", "list", "string"])
 def test_unknown_messages(msg):
     with pytest.raises(FrameError) as ei:
-        cx.parse(msg, 0.0)
+        parse(msg, 0.0)
     assert ei.value.kind == "unknown_type" and ei.value.products == []
 
 
@@ -161,38 +166,38 @@ def test_unknown_messages(msg):
 def test_bad_update_rejects_the_frame_naming_its_product(changes):
     good = ["buy", "99", "1"]
     with pytest.raises(FrameError) as ei:
-        cx.parse(_update([good, *changes] if changes else changes, "NU-GBP"), 0.0)
+        parse(_update([good, *changes] if changes else changes, "NU-GBP"), 0.0)
     assert (ei.value.kind, ei.value.seq, ei.value.products) == ("bad_level", None, ["NU-GBP"])
 
 
 def test_bad_snapshot_and_missing_product():
     snap = {"type": "snapshot", "product_id": "YFI-BTC", "bids": [["1", "1"]], "asks": [["2", "-3"]]}
     with pytest.raises(FrameError) as ei:
-        cx.parse(snap, 0.0)
+        parse(snap, 0.0)
     assert (ei.value.kind, ei.value.products) == ("bad_level", ["YFI-BTC"])
     del snap["asks"]
     with pytest.raises(FrameError) as ei:
-        cx.parse(snap, 0.0)
+        parse(snap, 0.0)
     assert (ei.value.kind, ei.value.products) == ("bad_level", ["YFI-BTC"])
     with pytest.raises(FrameError) as ei:
-        cx.parse({"type": "l2update", "changes": [], "time": "2021-04-17T16:43:37Z"}, 0.0)
+        parse({"type": "l2update", "changes": [], "time": "2021-04-17T16:43:37Z"}, 0.0)
     assert (ei.value.kind, ei.value.products) == ("bad_level", [])
 
 
 def test_subscribe_messages_and_venue():
-    assert cx.subscribe(["BTC-USD", "ETH-USD"]) == [
+    proto = cx.CoinbaseExchangeProtocol({})
+    assert proto.open(["BTC-USD", "ETH-USD"]) == [
         {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"],
          "channels": ["level2_batch", "heartbeat"]}]
-    assert cx.resubscribe("ETH-USD") == [
+    assert proto.resubscribe("ETH-USD") == [
         {"type": "unsubscribe", "product_ids": ["ETH-USD"], "channels": ["level2_batch"]},
         {"type": "subscribe", "product_ids": ["ETH-USD"], "channels": ["level2_batch"]}]
     assert "coinbase_exchange" in VENUE_NAMES
     venue = get_venue("coinbase_exchange")
     assert (venue.name, venue.default_url) == ("coinbase_exchange",
                                                "wss://ws-feed.exchange.coinbase.com")
-    assert venue.subscribe(["A-B"]) == cx.subscribe(["A-B"])
-    level2 = get_venue("coinbase_exchange", coinbase_exchange_channel="level2")
-    assert level2.subscribe(["A-B"])[0]["channels"] == ["level2", "heartbeat"]
+    level2 = venue.protocol({"channel": "level2"})
+    assert level2.open(["A-B"])[0]["channels"] == ["level2", "heartbeat"]
     assert level2.resubscribe("A-B")[1]["channels"] == ["level2"]
 
 
@@ -240,10 +245,11 @@ def test_config_only_runs_the_exchange_when_asked(tmp_path):
     assert list(load_config(env={}).venues) == ["coinbase", "deribit"]
     cfg = load_config(env=_toml(tmp_path, '[coinbase_exchange]\nproducts = ["SKL-USD"]\n'))
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["SKL-USD"], "wss://ws-feed.exchange.coinbase.com", "", "level2_batch")}
+        ["SKL-USD"], "wss://ws-feed.exchange.coinbase.com", {"channel": "level2_batch"}, 10)}
     cfg = load_config(env={"LOBSTREAM_VENUES": "coinbase_exchange"})
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["BTC-USD", "ETH-USD"], "wss://ws-feed.exchange.coinbase.com", "", "level2_batch")}
+        ["BTC-USD", "ETH-USD"], "wss://ws-feed.exchange.coinbase.com", {"channel": "level2_batch"},
+        10)}
 
 
 def test_config_environment(tmp_path):
@@ -251,13 +257,14 @@ def test_config_environment(tmp_path):
                            "LOBSTREAM_COINBASE_EXCHANGE_URL": "ws://127.0.0.1:1/coinbase-exchange",
                            "LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "level2_batch"})
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["NU-GBP", "YFI-BTC"], "ws://127.0.0.1:1/coinbase-exchange", "", "level2_batch")}
+        ["NU-GBP", "YFI-BTC"], "ws://127.0.0.1:1/coinbase-exchange", {"channel": "level2_batch"},
+        10)}
 
 
 @pytest.mark.parametrize("env,expected", [
     ({"LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "level2"},
      "coinbase_exchange.channel='level2' (level2 needs authentication, which lobstream does "
-     "not do); valid choices: level2_batch"),
+     "not do yet; use level2_batch); valid choices: level2_batch"),
     ({"LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "full"},
      "coinbase_exchange.channel='full'; valid choices: level2_batch"),
     ({"LOBSTREAM_COINBASE_EXCHANGE_URL": "https://ws-feed.exchange.coinbase.com"},
@@ -272,7 +279,8 @@ def test_config_file_level2_and_unknown_key(tmp_path):
     assert _error(_toml(tmp_path, '[coinbase_exchange]\nchannel = "level2"\n')).startswith(
         "coinbase_exchange.channel='level2' (level2 needs authentication")
     assert _error(_toml(tmp_path, '[coinbase_exchange]\ninterval = "100ms"\n')) == (
-        "[coinbase_exchange]: unknown key 'interval'; valid keys: products, url, channel")
+        "[coinbase_exchange]: unknown key 'interval'; valid keys: products, url, "
+        "products_per_connection, channel")
 
 
 # ------------------------------------------------------------------ simulator protocol
@@ -425,7 +433,7 @@ def test_resubscribe_gives_snapshot_of_the_received_book(recording):
             while received < 20:
                 apply(book, await recv(ws))
                 received += 1
-            for message in cx.resubscribe("DASH-BTC"):
+            for message in cx.CoinbaseExchangeProtocol({}).resubscribe("DASH-BTC"):
                 await send(ws, message)
             replies = []
             while (msg := await recv(ws))["type"] != "snapshot":
@@ -454,11 +462,10 @@ def test_level2_refusal_ends_the_partitions_with_a_refused_status(recording, cap
     the server's error into a ``refused`` status per product, tells the operator what
     to do, and every partition ends by itself because all its products were refused."""
     products = ["NU-GBP", "YFI-BTC"]
-    venue = get_venue("coinbase_exchange", coinbase_exchange_channel="level2")
     got: List[Any] = []
     with SimulatorThread(recording, speed=0) as sim:
-        source = WebsocketSource(venue, products, sim.url + "/coinbase-exchange",
-                                 exit_on_close=True)
+        source = websocket_source("coinbase_exchange", products, sim.url + "/coinbase-exchange",
+                                  {"channel": "level2"}, exit_on_close=True)
         flow = Dataflow("refused")
         op.output("out", op.input("in", flow, source), TestingSink(got))
         with caplog.at_level(logging.INFO, logger="lobstream.feed"):
@@ -473,15 +480,14 @@ def test_level2_refusal_ends_the_partitions_with_a_refused_status(recording, cap
             "coinbase_exchange", product, 0.0, "invalid", "refused", detail)
     errors = [r.getMessage() for r in caplog.records
               if r.name == "lobstream.feed" and r.levelno == logging.ERROR]
-    assert len(errors) == 2
-    for message in errors:
-        assert "level2_batch" in message and "credentials" in message
+    assert len(errors) == 1  # one line per kind of error, not one per product
+    assert "level2_batch" in errors[0] and "credentials" in errors[0]
 
 
 def test_level2_batch_over_websockets_matches_the_replay(recording, replayed, tmp_path):
     with SimulatorThread(recording, speed=0) as sim:
         cfg = Config(venues={"coinbase_exchange": VenueConfig(
-            PRODUCTS, sim.url + "/coinbase-exchange", channel="level2_batch")},
+            PRODUCTS, sim.url + "/coinbase-exchange", {"channel": "level2_batch"})},
             exit_on_close=True, jsonl_dir=str(tmp_path / "live"))
         run_main(build_flow(cfg))
     live = read_dir(tmp_path / "live")

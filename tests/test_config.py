@@ -6,6 +6,7 @@ from dataflows.config import Config, ConfigError, VenueConfig, load_config
 
 CB_URL = "wss://advanced-trade-ws.coinbase.com"
 DERIBIT_URL = "wss://www.deribit.com/ws/api/v2"
+DERIBIT_DEFAULTS = {"interval": "100ms", "depth": 0}
 
 
 def _toml(tmp_path, text):
@@ -25,8 +26,9 @@ def _error(env):
 def test_defaults():
     cfg = load_config(env={})
     assert cfg == Config(
-        venues={"coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, ""),
-                "deribit": VenueConfig(["BTC-PERPETUAL", "ETH-PERPETUAL"], DERIBIT_URL, "100ms")},
+        venues={"coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, {}, 1),
+                "deribit": VenueConfig(["BTC-PERPETUAL", "ETH-PERPETUAL"], DERIBIT_URL,
+                                       DERIBIT_DEFAULTS, 100)},
         replay=[], replay_speed=0.0, depth=10, alert_bps=10.0, sinks=["jsonl"], jsonl_dir="out",
         record_dir=None, exit_on_close=False, silence_timeout=30.0)
 
@@ -45,10 +47,11 @@ exit_on_close = true
 products = ["BTC-PERPETUAL"]
 interval = "agg2"
 url = "wss://test.deribit.com/ws/api/v2"
+products_per_connection = 20
 """)
     cfg = load_config(env={"LOBSTREAM_CONFIG": path})
     assert cfg.venues == {"deribit": VenueConfig(["BTC-PERPETUAL"], "wss://test.deribit.com/ws/api/v2",
-                                                 "agg2")}
+                                                 {"interval": "agg2", "depth": 0}, 20)}
     assert (cfg.depth, cfg.alert_bps, cfg.sinks, cfg.jsonl_dir, cfg.exit_on_close) == (
         5, 2.5, ["jsonl", "stdout"], "results", True)
 
@@ -60,15 +63,15 @@ url = "wss://test.deribit.com/ws/api/v2"
     assert cfg.depth == 20 and cfg.sinks == ["stdout"] and cfg.exit_on_close is False
     assert cfg.alert_bps == 2.5  # not overridden: still from the file
     assert cfg.venues == {
-        "coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, ""),
+        "coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, {}, 1),
         "deribit": VenueConfig(["ETH-PERPETUAL", "BTC-PERPETUAL"],
-                               "wss://test.deribit.com/ws/api/v2", "100ms")}
+                               "wss://test.deribit.com/ws/api/v2", DERIBIT_DEFAULTS, 20)}
 
 
 def test_venue_table_alone_selects_that_venue(tmp_path):
     path = _toml(tmp_path, '[coinbase]\nproducts = ["SOL-USD"]\n')
     cfg = load_config(env={"LOBSTREAM_CONFIG": path})
-    assert cfg.venues == {"coinbase": VenueConfig(["SOL-USD"], CB_URL, "")}
+    assert cfg.venues == {"coinbase": VenueConfig(["SOL-USD"], CB_URL, {}, 1)}
 
 
 @pytest.mark.parametrize("env,expected", [
@@ -78,47 +81,83 @@ def test_venue_table_alone_selects_that_venue(tmp_path):
      "sinks: unknown value 'parquet'; valid choices: jsonl, stdout"),
     ({"LOBSTREAM_DERIBIT_INTERVAL": "1s"},
      "deribit.interval='1s'; valid choices: 100ms, agg2"),
-    ({"LOBSTREAM_DEPTH": "abc"}, "depth='abc': expected an integer >= 1"),
-    ({"LOBSTREAM_DEPTH": "0"}, "depth='0': must be >= 1"),
-    ({"LOBSTREAM_ALERT_BPS": "-1"}, "alert_bps='-1': must be >= 0"),
-    ({"LOBSTREAM_ALERT_BPS": "nan"}, "alert_bps='nan': must be >= 0"),
+    ({"LOBSTREAM_DEPTH": "abc"}, "depth='abc': expected an integer in [1, 1000]"),
+    ({"LOBSTREAM_DEPTH": "0"}, "depth='0': must be in [1, 1000]"),
+    ({"LOBSTREAM_DEPTH": "2.5"}, "depth='2.5': expected an integer in [1, 1000]"),
+    ({"LOBSTREAM_ALERT_BPS": "-1"}, "alert_bps='-1': must be in [0, 1e+06]"),
+    ({"LOBSTREAM_ALERT_BPS": "nan"}, "alert_bps='nan': expected a finite number in [0, 1e+06]"),
+    ({"LOBSTREAM_STATUS_INTERVAL": "1e-300"},
+     "status_interval='1e-300': must be in [1, 86400] (or 0 to disable)"),
+    ({"LOBSTREAM_SILENCE_TIMEOUT": "inf"},
+     "silence_timeout='inf': expected a finite number in [1, 3600]"),
+    ({"LOBSTREAM_QUEUE_MB": "1"}, "queue_mb='1': must be in [16, 65536]"),
     ({"LOBSTREAM_COINBASE_URL": "https://advanced-trade-ws.coinbase.com"},
      "coinbase.url='https://advanced-trade-ws.coinbase.com': expected a ws:// or wss:// URL"),
     ({"LOBSTREAM_EXIT_ON_CLOSE": "maybe"}, "exit_on_close='maybe': expected true or false"),
-    ({"LOBSTREAM_VENUES": " , "}, "venues is empty; valid choices: coinbase, deribit, coinbase_exchange"),
-], ids=["venue", "sink", "interval_1s", "depth_abc", "depth_0", "alert_negative", "alert_nan",
-        "url", "boolean", "no_venues"])
+    ({"LOBSTREAM_SINKS": " , "}, "sinks is empty; valid choices: jsonl, stdout"),
+    ({"LOBSTREAM_DERIBIT_PRODUCTS_PER_CONNECTION": "501"},
+     "deribit.products_per_connection='501': must be in [1, 500]"),
+    ({"LOBSTREAM_METRICS_ADDR": "localhost"},
+     "metrics_addr='localhost': expected HOST:PORT, e.g. 127.0.0.1:9464"),
+    ({"LOBSTREAM_DEPHT": "5"}, "unknown environment variable LOBSTREAM_DEPHT; did you mean "
+                               "LOBSTREAM_DEPTH?"),
+], ids=["venue", "sink", "interval_1s", "depth_abc", "depth_0", "depth_float", "alert_negative",
+        "alert_nan", "status_tiny", "silence_inf", "queue", "url", "boolean", "no_sinks",
+        "per_connection", "metrics_addr", "misspelt_variable"])
 def test_env_errors(env, expected):
     assert _error(env) == expected
+
+
+@pytest.mark.parametrize("product,expected", [
+    ("BTC/USD", "coinbase.products: 'BTC/USD' is not a valid product name (e.g. BTC-USD)"),
+    ("..", "coinbase.products: '..' is not a valid product name (e.g. BTC-USD)"),
+    ("BTC-USD\\nINFO forged", "coinbase.products: 'BTC-USD\\\\nINFO forged' is not a valid "
+                              "product name (e.g. BTC-USD)"),
+    ("A" * 300, None),
+], ids=["slash", "dots", "newline", "long"])
+def test_product_names_are_validated_per_venue(product, expected):
+    msg = _error({"LOBSTREAM_COINBASE_PRODUCTS": product})
+    assert "\n" not in msg and len(msg) < 200
+    if expected is not None:
+        assert msg == expected
+
+
+def test_script_variables_are_not_config():
+    assert load_config(env={"LOBSTREAM_DEMO_SPEED": "1", "LOBSTREAM_SOAK_SECONDS": "5"})
 
 
 def test_raw_interval_explains_why(tmp_path):
     path = _toml(tmp_path, '[deribit]\ninterval = "raw"\n')
     msg = _error({"LOBSTREAM_CONFIG": path})
     assert msg == ("deribit.interval='raw' (raw books need authentication, which lobstream "
-                   "does not do); valid choices: 100ms, agg2")
+                   "does not do yet; use 100ms); valid choices: 100ms, agg2")
+
+
+def test_grouped_book_depth_bounds_the_imbalance_depth(tmp_path):
+    path = _toml(tmp_path, '[deribit]\ndepth = 10\n[run]\ndepth = 20\n')
+    assert _error({"LOBSTREAM_CONFIG": path}) == (
+        "run.depth=20 exceeds deribit.depth=10: a depth-limited book has only 10 levels per side")
+    assert _error({"LOBSTREAM_DERIBIT_DEPTH": "5"}) == (
+        "deribit.depth=5; valid choices: 0, 1, 10, 20")
+    cfg = load_config(env={"LOBSTREAM_DERIBIT_DEPTH": "10"})
+    assert cfg.venues["deribit"].settings == {"interval": "100ms", "depth": 10}
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("[run]\ndepht = 5\n",
-     # (later options may extend the list of valid keys)
-     "[run]: unknown key 'depht'; valid keys: venues, depth, alert_bps, sinks, jsonl_dir, "
-     "record_dir, exit_on_close, silence_timeout*"),
+    ("[run]\ndepht = 5\n", "[run]: unknown key 'depht'; did you mean depth?"),
     ('[coinbase]\ninterval = "100ms"\n',
-     "[coinbase]: unknown key 'interval'; valid keys: products, url"),
-    ("[replay]\npath = 'x'\n", "[replay]: unknown key 'path'; valid keys: paths, speed"),
+     "[coinbase]: unknown key 'interval'; valid keys: products, url, products_per_connection"),
+    ("[replay]\npath = 'x'\n", "[replay]: unknown key 'path'; did you mean paths?"),
     ("[kraken]\nproducts = ['XBT/USD']\n",
      "config file: unknown key 'kraken'; valid keys: run, replay, coinbase, deribit, coinbase_exchange"),
-    ("[run]\ndepth = 0\n", "depth=0: must be >= 1"),
+    ("[run]\ndepth = 0\n", "depth=0: must be in [1, 1000]"),
     ('[run]\nsinks = ["console"]\n', "sinks: unknown value 'console'; valid choices: jsonl, stdout"),
     ('[deribit]\nurl = "deribit.com"\n', "deribit.url='deribit.com': expected a ws:// or wss:// URL"),
-], ids=["run_key", "venue_key", "replay_key", "table", "depth_0", "sink", "url"])
+    ('[deribit]\nproducts = ["BTC-PERPETUAL", "BTC-PERPETUAL"]\n',
+     "deribit.products lists a product twice"),
+], ids=["run_key", "venue_key", "replay_key", "table", "depth_0", "sink", "url", "twice"])
 def test_file_errors(tmp_path, text, expected):
-    msg = _error({"LOBSTREAM_CONFIG": _toml(tmp_path, text)})
-    if expected.endswith("*"):
-        assert msg.startswith(expected[:-1])
-    else:
-        assert msg == expected
+    assert _error({"LOBSTREAM_CONFIG": _toml(tmp_path, text)}) == expected
 
 
 def test_unreadable_and_invalid_files(tmp_path):
@@ -134,19 +173,20 @@ def test_missing_replay_path(tmp_path):
     assert _error({"LOBSTREAM_REPLAY": str(missing)}) == f"replay path {str(missing)!r} does not exist"
 
 
-def test_replay_mode_ignores_venues(tmp_path):
+def test_replay_mode_ignores_venue_tables_but_still_checks_them(tmp_path):
     capture = tmp_path / "a.jsonl"
     capture.write_text("")
     env = {"LOBSTREAM_REPLAY": f"{capture}, {tmp_path}", "LOBSTREAM_REPLAY_SPEED": "2",
-           "LOBSTREAM_VENUES": "kraken", "LOBSTREAM_DERIBIT_INTERVAL": "raw"}
+           "LOBSTREAM_DERIBIT_PRODUCTS": "BTC-PERPETUAL"}
     cfg = load_config(env=env)
     assert cfg.replay == [str(capture), str(tmp_path)]
     assert cfg.replay_speed == 2.0
     assert cfg.venues == {}
+    assert _error(dict(env, LOBSTREAM_VENUES="kraken")).startswith("venues: unknown value 'kraken'")
 
 
 def test_replay_from_file_with_negative_speed(tmp_path):
     capture = tmp_path / "a.jsonl"
     capture.write_text("")
     path = _toml(tmp_path, f'[replay]\npaths = ["{capture}"]\nspeed = -1\n')
-    assert _error({"LOBSTREAM_CONFIG": path}) == "replay.speed=-1: must be >= 0"
+    assert _error({"LOBSTREAM_CONFIG": path}) == "replay.speed=-1: must be in [0, 1e+06]"

@@ -3,12 +3,18 @@
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sources.venues import deribit
 from sources.capture.format import read_capture
-from sources.venues.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, FrameError)
-from state.events import SNAPSHOT, UPDATE
+from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, FrameError)
+from state.events import REFRESH, SNAPSHOT, UPDATE
+
+
+def parse(msg, ts):
+    """The venue parser on the frame's bytes, as the feed calls it."""
+    return deribit.parse(orjson.dumps(msg), ts)
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
 OPTIONS = RECORDINGS / "deribit_options.jsonl.gz"
@@ -34,9 +40,9 @@ def _change(bids=(), asks=(), prev=10, change=11, inst="BTC-PERPETUAL"):
 
 def test_gap_fixture_snapshot_without_type_field():
     frames = _recv(GAP)
-    parsed = [deribit.parse(f.msg, f.ts) for f in frames]
+    parsed = [parse(f.msg, f.ts) for f in frames]
     assert [p.kind for p in parsed] == [REPLY, BOOK, BOOK, BOOK, BOOK, BOOK]
-    assert parsed[0].ref == 1 and "book.BTC-PERPETUAL.raw" in parsed[0].detail
+    assert parsed[0].ref == 1
     snap_data = frames[1].msg["params"]["data"]
     assert "type" not in snap_data and "prev_change_id" not in snap_data
     (snap,) = parsed[1].events
@@ -57,7 +63,7 @@ def test_gap_fixture_snapshot_without_type_field():
 
 def test_options_recording_kinds_and_chains():
     frames = _recv(OPTIONS)
-    parsed = [deribit.parse(f.msg, f.ts) for f in frames]
+    parsed = [parse(f.msg, f.ts) for f in frames]
     assert Counter(p.kind for p in parsed) == {BOOK: 187, IGNORED: 273, REPLY: 1}
     events = [e for p in parsed for e in p.events]
     assert Counter(e.kind for e in events) == {SNAPSHOT: 10, UPDATE: 177}
@@ -88,7 +94,7 @@ def test_options_recording_kinds_and_chains():
 
 
 def test_delete_is_size_zero_whatever_the_amount():
-    (ev,) = deribit.parse(_change(bids=[("delete", 100.5, 7.0), ("new", 100.0, 3)],
+    (ev,) = parse(_change(bids=[("delete", 100.5, 7.0), ("new", 100.0, 3)],
                                   asks=[("change", 101.0, 2.5)]), 5.0).events
     assert ev.kind == UPDATE
     assert ev.bids == [(100.5, 0.0), (100.0, 3.0)]
@@ -100,18 +106,19 @@ def test_typed_snapshot_without_prev_is_snapshot():
     data = {"type": "snapshot", "timestamp": 1554373962454, "instrument_name": "BTC-PERPETUAL",
             "change_id": 297217, "bids": [["new", 5042.34, 30], ["new", 5041.94, 20]],
             "asks": [["new", 5042.64, 40]]}
-    (ev,) = deribit.parse(_note(data), 0.0).events
+    (ev,) = parse(_note(data), 0.0).events
     assert (ev.kind, ev.seq, ev.prev_seq) == (SNAPSHOT, 297217, None)
     assert ev.bids == [(5042.34, 30.0), (5041.94, 20.0)]
 
 
-def test_grouped_channel_is_a_snapshot_every_time():
+def test_grouped_channel_is_a_depth_limited_refresh_every_time():
     data = {"timestamp": 1554375447971, "instrument_name": "ETH-PERPETUAL", "change_id": 109615,
             "bids": [[160, 40], [159.5, 0]], "asks": [[161, 20]]}
-    p = deribit.parse(_note(data, channel="book.ETH-PERPETUAL.none.10.100ms"), 1.0)
+    p = parse(_note(data, channel="book.ETH-PERPETUAL.none.10.100ms"), 1.0)
     assert p.kind == BOOK
     (ev,) = p.events
-    assert (ev.kind, ev.product, ev.seq, ev.prev_seq) == (SNAPSHOT, "ETH-PERPETUAL", 109615, None)
+    assert (ev.kind, ev.product, ev.seq, ev.prev_seq) == (REFRESH, "ETH-PERPETUAL", 109615, None)
+    assert ev.depth_limit == 10
     assert ev.bids == [(160.0, 40.0), (159.5, 0.0)]
     assert ev.asks == [(161.0, 20.0)]
 
@@ -125,7 +132,7 @@ def test_grouped_channel_is_a_snapshot_every_time():
 ], ids=["bad_action", "negative_amount", "non_numeric", "infinite", "short_entry"])
 def test_bad_level_names_the_instrument(bids, asks):
     with pytest.raises(FrameError) as ei:
-        deribit.parse(_change(bids=bids, asks=asks, inst="ETH-PERPETUAL"), 0.0)
+        parse(_change(bids=bids, asks=asks, inst="ETH-PERPETUAL"), 0.0)
     assert ei.value.kind == "bad_level"
     assert ei.value.products == ["ETH-PERPETUAL"]
     assert ei.value.seq is None
@@ -135,28 +142,28 @@ def test_book_data_missing_change_id_is_bad_level():
     msg = _change()
     del msg["params"]["data"]["change_id"]
     with pytest.raises(FrameError) as ei:
-        deribit.parse(msg, 0.0)
+        parse(msg, 0.0)
     assert (ei.value.kind, ei.value.products) == ("bad_level", ["BTC-PERPETUAL"])
 
 
 def test_other_subscriptions_are_ignored():
     msg = _note({"instrument_name": "BTC-PERPETUAL"}, channel="ticker.BTC-PERPETUAL.100ms")
-    assert deribit.parse(msg, 0.0).kind == IGNORED
+    assert parse(msg, 0.0).kind == IGNORED
 
 
 # ------------------------------------------------------------------ control messages
 
 
 def test_heartbeat_and_test_request():
-    hb = deribit.parse({"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "heartbeat"}}, 0.0)
-    tr = deribit.parse({"jsonrpc": "2.0", "method": "heartbeat",
+    hb = parse({"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "heartbeat"}}, 0.0)
+    tr = parse({"jsonrpc": "2.0", "method": "heartbeat",
                         "params": {"type": "test_request"}}, 0.0)
     assert (hb.kind, hb.events) == (HEARTBEAT, [])
     assert (tr.kind, tr.events) == (TEST_REQUEST, [])
 
 
 def test_raw_refusal_error_reply():
-    p = deribit.parse({"jsonrpc": "2.0", "id": 17,
+    p = parse({"jsonrpc": "2.0", "id": 17,
                        "error": {"code": 13778,
                                  "message": "raw_subscriptions_not_available_for_unauthorized"},
                        "testnet": False}, 0.0)
@@ -166,7 +173,7 @@ def test_raw_refusal_error_reply():
 
 
 def test_invalid_params_error_reply_includes_data():
-    p = deribit.parse({"jsonrpc": "2.0", "id": 8,
+    p = parse({"jsonrpc": "2.0", "id": 8,
                        "error": {"code": -32602, "message": "Invalid params",
                                  "data": {"reason": "wrong format", "param": "channels"}}}, 0.0)
     assert (p.kind, p.ref) == (ERROR, 8)
@@ -175,41 +182,68 @@ def test_invalid_params_error_reply_includes_data():
 
 
 def test_rpc_result_is_reply():
-    p = deribit.parse({"jsonrpc": "2.0", "id": 4235, "result": ["book.BTC-PERPETUAL.100ms"]}, 0.0)
+    p = parse({"jsonrpc": "2.0", "id": 4235, "result": ["book.BTC-PERPETUAL.100ms"]}, 0.0)
     assert (p.kind, p.ref, p.events) == (REPLY, 4235, [])
-    assert p.detail == "['book.BTC-PERPETUAL.100ms']"
 
 
-@pytest.mark.parametrize("msg", [
-    {"jsonrpc": "2.0", "method": "mystery"},
-    "just a string",
-    {"jsonrpc": "2.0", "method": "subscription", "params": [1, 2]},
-    {"jsonrpc": "2.0", "method": "heartbeat", "params": "test_request"},
-], ids=["unknown_method", "not_object", "params_list", "params_string"])
-def test_unusable_messages_are_unknown_type(msg):
+@pytest.mark.parametrize("msg,kind", [
+    ({"jsonrpc": "2.0", "method": "mystery"}, "unknown_type"),
+    ("just a string", "unknown_type"),
+    ({"jsonrpc": "2.0", "method": "subscription", "params": [1, 2]}, "bad_frame"),
+    ({"jsonrpc": "2.0", "method": "heartbeat", "params": "test_request"}, "bad_frame"),
+    ({"jsonrpc": "2.0", "id": [1], "result": 1}, "bad_reply"),
+    ({"jsonrpc": "2.0", "id": "7", "result": 1}, "bad_reply"),
+], ids=["unknown_method", "not_object", "params_list", "params_string", "id_list", "id_string"])
+def test_unusable_messages_are_classified(msg, kind):
     with pytest.raises(FrameError) as ei:
-        deribit.parse(msg, 0.0)
-    assert ei.value.kind == "unknown_type"
+        parse(msg, 0.0)
+    assert ei.value.kind == kind
 
 
 # ------------------------------------------------------------------ outbound messages
 
 
-def test_subscribe_sets_heartbeat_and_book_channels_with_unique_ids():
-    msgs = deribit.subscribe(["BTC-PERPETUAL", "ETH-PERPETUAL"])
+def test_open_sets_heartbeat_and_book_channels_with_unique_ids():
+    proto = deribit.DeribitProtocol({})
+    msgs = proto.open(["BTC-PERPETUAL", "ETH-PERPETUAL"])
     assert [m["method"] for m in msgs] == ["public/set_heartbeat", "public/subscribe"]
     assert msgs[0]["params"] == {"interval": 10}
     assert msgs[1]["params"] == {"channels": ["book.BTC-PERPETUAL.100ms",
                                               "book.ETH-PERPETUAL.100ms"]}
     assert all(m["jsonrpc"] == "2.0" for m in msgs)
-    more = deribit.subscribe(["BTC-PERPETUAL"], interval="agg2") + deribit.resubscribe("BTC-PERPETUAL")
-    assert more[1]["params"] == {"channels": ["book.BTC-PERPETUAL.agg2"]}
-    ids = [m["id"] for m in msgs + more + [deribit.answer_test_request()]]
-    assert len(set(ids)) == len(ids) == 7
+    more = proto.subscribe(["BTC-PERPETUAL"]) + proto.resubscribe("BTC-PERPETUAL")
+    ids = [m["id"] for m in msgs + more + proto.answer_test_request()]
+    assert len(set(ids)) == len(ids) == 6
+    agg2 = deribit.DeribitProtocol({"interval": "agg2", "depth": 10}).subscribe(["ETH-PERPETUAL"])
+    assert agg2[0]["params"] == {"channels": ["book.ETH-PERPETUAL.none.10.agg2"]}
+
+
+def test_subscribe_splits_at_500_channels_per_request():
+    names = [f"BTC-{i}" for i in range(1201)]
+    msgs = deribit.DeribitProtocol({}).subscribe(names)
+    assert [len(m["params"]["channels"]) for m in msgs] == [500, 500, 201]
+
+
+def test_replies_and_errors_are_pinned_on_their_request():
+    proto = deribit.DeribitProtocol({})
+    heartbeat, sub = proto.open(["BTC-PERPETUAL", "ETH-PERPETUAL"])
+    assert proto.reply(sub["id"]) == (["BTC-PERPETUAL", "ETH-PERPETUAL"], True)
+    assert proto.refused(heartbeat["id"], "-32602 Invalid params") is None  # names no product
+    assert proto.refused(None, "unattributed") is None
+    assert proto.refused(999, "never sent") is None
+    (again,) = proto.subscribe(["SOL-PERPETUAL"])
+    assert proto.refused(again["id"], "11050 bad_request") == ["SOL-PERPETUAL"]
+
+
+def test_test_answers_are_not_tracked():
+    proto = deribit.DeribitProtocol({})
+    for _ in range(10_000):
+        proto.answer_test_request()
+    assert len(proto._pending) == 0
 
 
 def test_resubscribe_unsubscribes_then_subscribes():
-    msgs = deribit.resubscribe("ETH-PERPETUAL")
+    msgs = deribit.DeribitProtocol({}).resubscribe("ETH-PERPETUAL")
     assert [(m["method"], m["params"]) for m in msgs] == [
         ("public/unsubscribe", {"channels": ["book.ETH-PERPETUAL.100ms"]}),
         ("public/subscribe", {"channels": ["book.ETH-PERPETUAL.100ms"]}),
@@ -218,6 +252,6 @@ def test_resubscribe_unsubscribes_then_subscribes():
 
 
 def test_answer_test_request_is_public_test():
-    m = deribit.answer_test_request()
+    (m,) = deribit.DeribitProtocol({}).answer_test_request()
     assert (m["method"], m["params"], m["jsonrpc"]) == ("public/test", {}, "2.0")
     assert isinstance(m["id"], int)

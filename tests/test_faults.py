@@ -133,7 +133,7 @@ def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = No
                          frame_filters=coinbase_filters) as cb, \
             SimulatorThread(recording, rate=DERIBIT_RATE, faults=deribit) as db:
         cfg = Config(venues={"coinbase": VenueConfig([BTC, ETH], cb.url + "/coinbase"),
-                             "deribit": VenueConfig([OPT, OPT2], db.url + "/deribit", "100ms")},
+                             "deribit": VenueConfig([OPT, OPT2], db.url + "/deribit", {"interval": "100ms"})},
                      exit_on_close=True, jsonl_dir=str(tmp), status_interval=0, **kw)
         run_main(build_flow(cfg, step))
     recs = read_records(tmp)

@@ -4,12 +4,13 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sources.venues import coinbase
 from sources.capture.format import read_capture
 from sources.feed.feed import Feed
-from sources.venues.frames import BadInput
+from sources.feed.reporting import BadInput
 from sources.venues import get_venue
 from state.book import OrderBook
 from state.events import SNAPSHOT, UPDATE, BookEvent, BookStatus
@@ -25,10 +26,14 @@ def cb_frames():
             if f.dir == "recv"]
 
 
+def on_message(feed, msg, ts, out):
+    feed.on_frame(orjson.dumps(msg), ts, out)
+
+
 def _run(feed, frames, out=None):
     out = [] if out is None else out
     for ts, msg in frames:
-        feed.on_message(msg, ts, out)
+        feed.on_frame(orjson.dumps(msg), ts, out)
     return out
 
 
@@ -102,7 +107,7 @@ def test_dropped_frame_gaps_every_product_on_the_connection(cb_frames):
         (ETH, "invalid", "gap", "sequence_num jumped from 99 to 101"),
     ]
     assert statuses[0][1].ts_recv == cb_frames[drop + 1][0]
-    assert feed.outbox == coinbase.resubscribe("BTC-USD") + coinbase.resubscribe("ETH-USD")
+    assert feed.outbox == coinbase.CoinbaseProtocol({}).resubscribe("BTC-USD") + coinbase.CoinbaseProtocol({}).resubscribe("ETH-USD")
     # nothing from either book after the gap: no snapshot comes in a recording
     gap_at = out.index(statuses[0])
     assert _events(out[gap_at:]) == []
@@ -168,9 +173,9 @@ def test_bad_level_on_synced_product_resubscribes_only_that_product(cb_frames):
     statuses = _statuses(out)
     assert [(k, s.reason) for k, s in statuses] == [(BTC, "bad_input")]
     assert statuses[0][1].detail.startswith("bad_level: ")
-    assert feed.outbox == coinbase.resubscribe("BTC-USD")
+    assert feed.outbox == coinbase.CoinbaseProtocol({}).resubscribe("BTC-USD")
     assert bad.counts[("coinbase", "bad_level")] == 1
-    assert feed.counts["gaps"] == 1 and feed.counts["resyncs"] == 1
+    assert feed.counts["invalid_bad_input"] == 1 and feed.counts["resyncs"] == 1
     after = Counter(k for k, _ in out[out.index(statuses[0]):] if k == ETH)
     assert after[ETH] == sum(1 for _, m in cb_frames[at:] if _is_l2(m, UPDATE, "ETH-USD"))
     assert BTC not in {k for k, _ in _events(out[out.index(statuses[0]):])}
@@ -195,7 +200,7 @@ def test_malformed_json_is_counted_and_logged_once(caplog):
     out = []
     with caplog.at_level(logging.WARNING, logger="lobstream.input"):
         for raw in (b'{"channel": "l2_data", "seq', "not json at all", b"\xff\xfe"):
-            feed.on_raw(raw, 1.0, out)
+            feed.on_frame(raw, 1.0, out)
     assert out == []
     assert bad.counts[("coinbase", "malformed")] == 3
     assert feed.counts["frames"] == 3
@@ -208,11 +213,11 @@ def test_malformed_json_is_counted_and_logged_once(caplog):
 def test_connected_resets_counter_and_invalidates_books(cb_frames):
     feed = _cb_feed(["BTC-USD", "ETH-USD"])
     out = _run(feed, cb_frames[:40])
-    assert all(s.synced for s in feed.books.values())
-    msgs = feed.connected()
-    assert msgs == coinbase.subscribe(["BTC-USD", "ETH-USD"])
+    assert all(s.sync.synced for s in feed.books.values())
+    msgs = feed.connected(0.0)
+    assert msgs == coinbase.CoinbaseProtocol({}).open(["BTC-USD", "ETH-USD"])
     assert feed.conn_seq.last is None
-    assert not any(s.synced for s in feed.books.values())
+    assert not any(s.sync.synced for s in feed.books.values())
     assert feed.counts["connects"] == 1
     n = len(out)
     upd = next(m for _, m in cb_frames if _is_l2(m, UPDATE, "BTC-USD"))
@@ -239,6 +244,9 @@ def test_disconnected_reports_each_synced_book_once(cb_frames):
 # ------------------------------------------------------------------ Deribit
 
 
+T0 = 1_600_000_000_000  # a plausible exchange time (2020-09-13) for synthetic frames
+
+
 def _deribit_frames(name):
     return [(f.ts, f.msg) for f in read_capture(RECORDINGS / name) if f.dir == "recv"]
 
@@ -246,7 +254,7 @@ def _deribit_frames(name):
 def _change(inst, prev, change, bids=(("new", 100.0, 1.0),), ts=1.0):
     return (ts, {"jsonrpc": "2.0", "method": "subscription",
                  "params": {"channel": f"book.{inst}.100ms",
-                            "data": {"type": "change", "timestamp": 1, "instrument_name": inst,
+                            "data": {"type": "change", "timestamp": T0 + ts, "instrument_name": inst,
                                      "prev_change_id": prev, "change_id": change,
                                      "bids": [list(b) for b in bids], "asks": []}}})
 
@@ -254,7 +262,7 @@ def _change(inst, prev, change, bids=(("new", 100.0, 1.0),), ts=1.0):
 def _snapshot(inst, change, ts=1.0):
     return (ts, {"jsonrpc": "2.0", "method": "subscription",
                  "params": {"channel": f"book.{inst}.100ms",
-                            "data": {"type": "snapshot", "timestamp": 1, "instrument_name": inst,
+                            "data": {"type": "snapshot", "timestamp": T0 + ts, "instrument_name": inst,
                                      "change_id": change, "bids": [["new", 99.0, 1.0]],
                                      "asks": [["new", 101.0, 1.0]]}}})
 
@@ -270,7 +278,7 @@ def test_deribit_gap_fixture(products):
         (key, UPDATE, 4095205461), (key, UPDATE, 4095205462)]
     assert _statuses(out) == [(key, BookStatus(
         "deribit", "BTC-PERPETUAL", frames[-1][0], "invalid", "gap",
-        "prev_change_id 4095205463 does not follow 4095205462"))]
+        "update 4095205463->4095205464 does not follow 4095205462"))]
     assert feed.counts["dropped_unsynced"] == 1
     assert feed.counts["gaps"] == 1
     assert [(m["method"], m["params"]) for m in feed.outbox] == [
@@ -279,7 +287,7 @@ def test_deribit_gap_fixture(products):
 
 
 def test_deribit_resubscribe_uses_configured_interval():
-    feed = Feed(get_venue("deribit", deribit_interval="agg2"), None, BadInput())
+    feed = Feed(get_venue("deribit"), None, BadInput(), settings={"interval": "agg2"})
     _run(feed, _deribit_frames("deribit_gap.jsonl"))
     assert [m["params"]["channels"] for m in feed.outbox] == [["book.BTC-PERPETUAL.agg2"]] * 2
 
@@ -305,9 +313,9 @@ def test_deribit_options_recording():
 def test_test_request_is_answered():
     feed = Feed(get_venue("deribit"), ["BTC-PERPETUAL"], BadInput())
     out = []
-    feed.on_message({"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "heartbeat"}}, 1.0, out)
+    on_message(feed, {"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "heartbeat"}}, 1.0, out)
     assert feed.outbox == []
-    feed.on_message({"jsonrpc": "2.0", "method": "heartbeat",
+    on_message(feed, {"jsonrpc": "2.0", "method": "heartbeat",
                      "params": {"type": "test_request"}}, 2.0, out)
     assert out == []
     assert len(feed.outbox) == 1
@@ -326,12 +334,12 @@ def _feed_logs(caplog):
 def test_refused_subscription_concerns_exactly_its_products(caplog):
     products = ["BTC-PERPETUAL", "ETH-PERPETUAL"]
     feed = Feed(get_venue("deribit"), products, BadInput())
-    hb, sub = feed.connected()
+    hb, sub = feed.connected(0.0)
     assert hb["method"] == "public/set_heartbeat"
     assert sub["params"]["channels"] == ["book.BTC-PERPETUAL.100ms", "book.ETH-PERPETUAL.100ms"]
     out = []
-    feed.on_message({"jsonrpc": "2.0", "id": hb["id"], "result": "ok"}, 1.0, out)
-    feed.on_message({"jsonrpc": "2.0", "id": sub["id"], "result": sub["params"]["channels"]}, 1.0, out)
+    on_message(feed, {"jsonrpc": "2.0", "id": hb["id"], "result": "ok"}, 1.0, out)
+    on_message(feed, {"jsonrpc": "2.0", "id": sub["id"], "result": sub["params"]["channels"]}, 1.0, out)
     _run(feed, [_snapshot("BTC-PERPETUAL", 10), _snapshot("ETH-PERPETUAL", 20)], out)
     out.clear()
     feed.resync("BTC-PERPETUAL", 2.0, "crossed", "bid 101 > ask 100", out)
@@ -341,7 +349,7 @@ def test_refused_subscription_concerns_exactly_its_products(caplog):
     feed.outbox.clear()
     out.clear()
     with caplog.at_level(logging.INFO, logger="lobstream.feed"):
-        feed.on_message(_error(resub["id"], 13778,
+        on_message(feed, _error(resub["id"], 13778,
                                "raw_subscriptions_not_available_for_unauthorized"), 3.0, out)
     assert out == [("deribit:BTC-PERPETUAL", BookStatus(
         "deribit", "BTC-PERPETUAL", 3.0, "invalid", "refused",
@@ -363,31 +371,31 @@ def test_refused_subscription_concerns_exactly_its_products(caplog):
     feed.resync("ETH-PERPETUAL", 4.0, "gap", "x", out)
     assert [m["params"]["channels"] for m in feed.outbox] == [["book.ETH-PERPETUAL.100ms"]] * 2
     # ... and a new connection does not subscribe it
-    hb2, sub2 = feed.connected()
+    hb2, sub2 = feed.connected(0.0)
     assert sub2["params"]["channels"] == ["book.ETH-PERPETUAL.100ms"]
 
 
 def test_refused_initial_subscribe_refuses_all_its_products(caplog):
     feed = Feed(get_venue("deribit"), ["BTC-PERPETUAL", "ETH-PERPETUAL"], BadInput())
-    hb, sub = feed.connected()
+    hb, sub = feed.connected(0.0)
     out = []
     with caplog.at_level(logging.INFO, logger="lobstream.feed"):
-        feed.on_message(_error(hb["id"], 10028, "too_many_requests"), 1.0, out)
+        on_message(feed, _error(hb["id"], 10028, "too_many_requests"), 1.0, out)
         assert out == []  # set_heartbeat concerns no book
-        feed.on_message({"jsonrpc": "2.0", "id": sub["id"],
+        on_message(feed, {"jsonrpc": "2.0", "id": sub["id"],
                          "error": {"code": -32602, "message": "Invalid params",
                                    "data": {"reason": "wrong format", "param": "channels"}}}, 2.0, out)
     assert [(k, s.reason) for k, s in out] == [("deribit:BTC-PERPETUAL", "refused"),
                                                 ("deribit:ETH-PERPETUAL", "refused")]
     logs = _feed_logs(caplog)
     assert len(logs) == 2
-    assert "check the product names" in logs[1].getMessage()
+    assert "check the instrument names" in logs[1].getMessage()
     assert "100ms" not in logs[1].getMessage()
-    assert feed.connected() == []
+    assert feed.connected(0.0) == []
 
 
 def _deribit_book(change_id, prev=None, bid_size=1.0):
-    data = {"instrument_name": "BTC-PERPETUAL", "timestamp": 1, "change_id": change_id,
+    data = {"instrument_name": "BTC-PERPETUAL", "timestamp": T0, "change_id": change_id,
             "bids": [["new", 100.0, bid_size]], "asks": [["new", 101.0, 1.0]]}
     if prev is not None:
         data["prev_change_id"] = prev
@@ -400,20 +408,20 @@ def test_broken_snapshot_resubscribes_once_despite_updates_in_flight():
     Updates the server sent before it saw that are not a second lost snapshot:
     only the new confirmation says the snapshot comes next."""
     feed = Feed(get_venue("deribit"), ["BTC-PERPETUAL"], BadInput())
-    subscribe = [m for m in feed.connected() if m["method"] == "public/subscribe"][0]
+    subscribe = [m for m in feed.connected(0.0) if m["method"] == "public/subscribe"][0]
     out = []
-    feed.on_message({"jsonrpc": "2.0", "id": subscribe["id"], "result": ["book.BTC-PERPETUAL.100ms"]},
+    on_message(feed, {"jsonrpc": "2.0", "id": subscribe["id"], "result": ["book.BTC-PERPETUAL.100ms"]},
                     1.0, out)
-    feed.on_message(_deribit_book(10, bid_size=-1.0), 2.0, out)  # broken snapshot
+    on_message(feed, _deribit_book(10, bid_size=-1.0), 2.0, out)  # broken snapshot
     assert [s.reason for _, s in _statuses(out)] == ["bad_input"]
     resubscribe = feed.outbox
     assert [m["method"] for m in resubscribe] == ["public/unsubscribe", "public/subscribe"]
     feed.outbox = []
-    feed.on_message(_deribit_book(11, prev=10), 3.0, out)  # already on the wire
+    on_message(feed, _deribit_book(11, prev=10), 3.0, out)  # already on the wire
     assert feed.outbox == [] and feed.counts["resyncs"] == 1
-    feed.on_message({"jsonrpc": "2.0", "id": resubscribe[1]["id"],
+    on_message(feed, {"jsonrpc": "2.0", "id": resubscribe[1]["id"],
                      "result": ["book.BTC-PERPETUAL.100ms"]}, 4.0, out)
-    feed.on_message(_deribit_book(11), 5.0, out)  # the fresh snapshot
-    feed.on_message(_deribit_book(12, prev=11), 6.0, out)
+    on_message(feed, _deribit_book(11), 5.0, out)  # the fresh snapshot
+    on_message(feed, _deribit_book(12, prev=11), 6.0, out)
     assert [e.kind for _, e in _events(out)] == [SNAPSHOT, UPDATE]
     assert feed.counts["resyncs"] == 1 and feed.outbox == []

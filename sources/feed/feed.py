@@ -1,25 +1,31 @@
 """One connection's inbound logic: parse, check sequences, decide what to resync.
 
-A :class:`Feed` sits between a transport (websocket, file replay) and the dataflow.
-It takes decoded frames and produces keyed items for the book step, either
+A :class:`Feed` sits between a transport (websocket, file replay, Kafka) and the
+dataflow. It takes raw frames and produces keyed items for the book step, either
 :class:`~state.events.BookEvent` to apply or :class:`~state.events.BookStatus`
 when a book must not be trusted any more. Messages the connection should send
-(answers to heartbeat test requests, resubscriptions after a gap) collect in
-:attr:`Feed.outbox`; a live transport sends them, a replay has no one to send them
-to and drops them.
+(subscriptions, answers to test requests, resubscriptions after a gap) collect in
+:attr:`Feed.outbox`; a live transport sends them, a replay has no one to send
+them to and drops them. It holds no I/O.
+
+A connection carries a group of products. Where the venue numbers frames per
+connection (Coinbase Advanced Trade), a gap concerns every product on it; where
+books are chained per product (Deribit, Binance) a gap resubscribes that product
+alone while the others keep streaming.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from sources.venues.frames import (BOOK, ERROR, REPLY, TEST_REQUEST, BadInput, FrameError, decode)
-from sources.venues import Message, Venue
-from state.events import SNAPSHOT, BookEvent, BookStatus, book_key
-from state.sync import DUPLICATE, OK, UNSYNCED, BookSync, ConnectionSequence
+from sources.feed.reporting import BadInput, ErrorReplies
+from sources.venues.base import (BOOK, ERROR, REPLY, TEST_REQUEST, FrameError, Message, Raw,
+                                 Venue, valid_product)
+from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus
+from state.sync import (BOGUS, DUPLICATE, GAP, OK, STALE, STUCK, STUCK_AFTER, UNSYNCED, BookSync,
+                        ConnectionSequence)
 
 log = logging.getLogger("lobstream.feed")
 
@@ -28,218 +34,327 @@ Keyed = Tuple[str, Item]
 
 INVALID = "invalid"
 
-#: Every live Feed in this process, for the metrics exporter and the status log.
-FEEDS: "weakref.WeakSet[Feed]" = weakref.WeakSet()
+#: The hint for a refused product when the venue has no specific one: the operator
+#: must know that lobstream gave up on it and what to look at.
+DEFAULT_HINT = ("lobstream does not retry a refused subscription; check the product "
+                "names and the channel settings in the configuration, then restart")
 
-#: What to tell the operator when the exchange refuses a subscription.
-_HINTS = (
-    ("13778", "raw books need authentication; use the 100ms interval (deribit.interval = \"100ms\")"),
-    ("raw_subscriptions_not_available", "raw books need authentication; use the 100ms interval"),
-    ("channels now require authentication", "level2 needs credentials, which lobstream does not "
-     "use; use level2_batch (coinbase_exchange.channel = \"level2_batch\")"),
-    ("authentication", "this channel needs credentials; use a public channel or configure keys"),
-    ("auth", "this channel needs credentials; use a public channel or configure keys"),
-    ("Invalid params", "check the product names in the configuration"),
-    ("not a valid product", "check the product names in the configuration"),
-)
-#: The hint for a refused product when no specific one applies: the operator must
-#: know that lobstream gave up on it and what to look at.
-_DEFAULT_HINT = ("lobstream does not retry a refused subscription; check the product "
-                 "names and the channel settings in the configuration, then restart")
+#: A product waiting this long for the snapshot its (re)subscription should bring
+#: is resubscribed again (then after twice as long, up to SNAPSHOT_RETRY_CAP): a
+#: lost snapshot must not leave a book waiting forever, and a slow one must not
+#: cause a storm of 5 MB snapshots.
+SNAPSHOT_TIMEOUT_MS = 15_000.0
+SNAPSHOT_RETRY_CAP_MS = 240_000.0
+
+
+def default_key(venue: str) -> Callable[[str], str]:
+    """Routing keys ``venue:product`` (one worker, or placement not needed)."""
+    return lambda product: f"{venue}:{product}"
+
+
+class _Product:
+    """One product's state on a connection."""
+
+    __slots__ = ("key", "sync", "awaiting_since", "retry_ms", "snapshot_next", "refused")
+
+    def __init__(self, key: str, sync: BookSync) -> None:
+        self.key = key
+        self.sync = sync
+        #: Receive time (ms) since which a snapshot is awaited; None when synced or idle.
+        self.awaiting_since: Optional[float] = None
+        self.retry_ms = SNAPSHOT_TIMEOUT_MS
+        #: The exchange confirmed a subscription, so its next book message must be
+        #: the snapshot (JSON-RPC venues answer before they send data).
+        self.snapshot_next = False
+        self.refused: Optional[str] = None
 
 
 class Feed:
     """Sequence-checked decoding of one connection.
 
     ``products`` are the products subscribed on the connection; None accepts any
-    product that appears (file replay, where the recording decides).
+    product that appears (file replay, where the recording decides). ``key`` maps
+    a product to its Bytewax routing key (placement decides it).
     """
 
     def __init__(self, venue: Venue, products: Optional[Iterable[str]], bad: BadInput,
-                 stream: str = "") -> None:
+                 stream: str = "", *, settings: Optional[Mapping[str, Any]] = None,
+                 key: Optional[Callable[[str], str]] = None,
+                 errors: Optional[ErrorReplies] = None) -> None:
         self.venue = venue
         self.stream = stream or venue.name
+        self.protocol = venue.protocol(settings or {})
         self.fixed = products is not None
-        self.books: Dict[str, BookSync] = {p: BookSync() for p in (products or ())}
-        self.conn_seq = ConnectionSequence()
+        self._key = key or default_key(venue.name)
+        self.books: Dict[str, _Product] = {}
+        self.conn_seq = ConnectionSequence() if venue.connection_sequence else None
         self.bad = bad
+        self.errors = errors or ErrorReplies()
         self.counts: Counter = Counter()
         self.outbox: List[Message] = []
-        self.refused: Dict[str, str] = {}
-        #: Products (re)subscribed on this connection that have had no snapshot since.
-        self.awaiting: Set[str] = set()
-        #: Products whose subscribe the exchange confirmed before any snapshot came:
-        #: their next book message must be the snapshot (JSON-RPC venues answer first).
-        self._snapshot_next: Set[str] = set()
-        self._requests: Dict[Any, List[str]] = {}
-        self._subscribes: Set[Any] = set()
-        FEEDS.add(self)
+        for product in products or ():
+            self._product(product)
+
+    def _product(self, product: str) -> _Product:
+        state = self.books[product] = _Product(self._key(product), BookSync(self.venue.book_chain))
+        return state
+
+    @property
+    def refused(self) -> Dict[str, str]:
+        """Products the exchange refused, with its reason."""
+        return {p: s.refused for p, s in self.books.items() if s.refused is not None}
+
+    @property
+    def wanted(self) -> List[str]:
+        """Products this connection should carry (not refused)."""
+        return [p for p, s in self.books.items() if s.refused is None]
 
     # -- connection lifecycle ---------------------------------------------------
-    def connected(self) -> List[Message]:
+    def connected(self, ts: float) -> List[Message]:
         """A new connection: counters restart, and every book waits for a snapshot."""
-        self.conn_seq.reset()
-        for sync in self.books.values():
-            sync.invalidate()
+        if self.conn_seq is not None:
+            self.conn_seq.reset()
+        self.protocol.reset()
         self.counts["connects"] += 1
-        wanted = [p for p in self.books if p not in self.refused]
-        self.awaiting = set(wanted)
-        self._snapshot_next.clear()
-        self._subscribes.clear()  # requests of a lost connection get no answer
-        return self._track(self.venue.subscribe(wanted)) if wanted else []
+        wanted = self.wanted
+        for product in wanted:
+            state = self.books[product]
+            state.sync.invalidate()
+            state.snapshot_next = False
+            self._await(state, ts, reset=True)
+        return self.protocol.open(wanted) if wanted else []
 
     def disconnected(self, ts: float, reason: str) -> List[Keyed]:
         """The connection is gone: every book on it is stale until resubscribed."""
         out: List[Keyed] = []
-        for product, sync in self.books.items():
-            if sync.synced:
-                sync.invalidate()
+        for product, state in self.books.items():
+            state.awaiting_since = None
+            if state.sync.synced:
+                state.sync.invalidate()
                 out.append(self._status(product, ts, "disconnected", reason))
         return out
 
+    def overflow(self, ts: float, dropped: int, out: List[Keyed]) -> None:
+        """The transport dropped ``dropped`` frames of this connection because the
+        dataflow fell behind: every book on it missed updates and resyncs."""
+        self.counts["overflows"] += 1
+        self.counts["dropped_overflow"] += dropped
+        if self.conn_seq is not None:
+            self.conn_seq.reset()  # the dropped frames are a known gap, not a new one
+        detail = f"{dropped} frames dropped: the dataflow fell behind the feed"
+        for product in list(self.books):
+            self._gap(product, ts, "overflow", detail, out, force=True)
+
+    def add(self, products: Iterable[str], ts: float) -> List[Message]:
+        """Start following ``products`` on the running connection."""
+        new = [p for p in products if p not in self.books]
+        for product in new:
+            self._await(self._product(product), ts, reset=True)
+        return self.protocol.subscribe(new)
+
+    def remove(self, products: Iterable[str], ts: float, reason: str,
+               out: List[Keyed]) -> List[Message]:
+        """Stop following ``products`` (delisted, expired): one status each."""
+        gone = [p for p in products if p in self.books]
+        for product in gone:
+            del self.books[product]
+            out.append(self._status(product, ts, reason, "no longer listed by the exchange"))
+        return self.protocol.unsubscribe(gone)
+
+    def tick(self, now: float) -> None:
+        """Resubscribe products whose awaited snapshot is overdue (see
+        :data:`SNAPSHOT_TIMEOUT_MS`)."""
+        for product, state in self.books.items():
+            since = state.awaiting_since
+            if since is not None and now - since >= state.retry_ms and state.refused is None:
+                self.counts["snapshot_retries"] += 1
+                state.retry_ms = min(state.retry_ms * 2.0, SNAPSHOT_RETRY_CAP_MS)
+                state.awaiting_since = now
+                self.outbox.extend(self.protocol.resubscribe(product))
+
     # -- inbound ---------------------------------------------------------------
-    def on_message(self, msg: Any, ts: float, out: List[Keyed]) -> None:
-        """Handle one decoded frame, appending what the dataflow should see to ``out``."""
+    def on_frame(self, raw: Raw, ts: float, out: List[Keyed]) -> None:
+        """Handle one raw frame, appending what the dataflow should see to ``out``."""
         self.counts["frames"] += 1
         try:
-            parsed = self.venue.parse(msg, ts)
+            parsed = self.venue.parse(raw, ts)
         except FrameError as ex:
-            self._reject(ex, msg, ts, out)
+            self._reject(ex, raw, ts, out)
             return
-        if parsed.seq is not None and not self._connection_seq(parsed.seq, ts, out):
+        if parsed.seq is not None and self.conn_seq is not None \
+                and not self._connection_seq(parsed.seq, parsed.events, ts, out):
             return
         kind = parsed.kind
         if kind == BOOK:
             for ev in parsed.events:
                 self._book_event(ev, out)
         elif kind == TEST_REQUEST:
-            if self.venue.answer_test_request is not None:
-                self.outbox.extend(self._track([self.venue.answer_test_request()]))
+            self.outbox.extend(self.protocol.answer_test_request())
         elif kind == ERROR:
-            self._refused(parsed.ref, parsed.detail, ts, out)
+            self._error(parsed.ref, parsed.code, parsed.detail, ts, out)
         elif kind == REPLY:
-            products = self._requests.pop(parsed.ref, [])
-            if parsed.ref in self._subscribes:
-                self._subscribes.discard(parsed.ref)
-                self._snapshot_next.update(p for p in products
-                                           if p in self.books and not self.books[p].synced)
-
-    def on_raw(self, raw: Union[bytes, str], ts: float, out: List[Keyed]) -> None:
-        """Like :meth:`on_message` for an undecoded frame."""
-        try:
-            msg = decode(raw)
-        except FrameError as ex:
-            self.counts["frames"] += 1
-            self._reject(ex, raw, ts, out)
-            return
-        self.on_message(msg, ts, out)
+            reply = self.protocol.reply(parsed.ref)
+            if reply.confirms_subscribe:
+                for product in reply.products:
+                    state = self.books.get(product)
+                    if state is not None and not state.sync.synced:
+                        state.snapshot_next = True
 
     def _book_event(self, ev: BookEvent, out: List[Keyed]) -> None:
-        sync = self.books.get(ev.product)
-        if sync is None:
+        state = self.books.get(ev.product)
+        if state is None:
             if self.fixed:
                 self.counts["unexpected_product"] += 1
                 return
-            sync = self.books[ev.product] = BookSync()
+            if valid_product(ev.product) is None:
+                self.counts["bad_product"] += 1
+                self.bad.report(self.venue.name, "bad_product", "product name is not valid",
+                                ev.product)
+                return
+            state = self._product(ev.product)
+        sync = state.sync
+        last = sync.last
         verdict = sync.check(ev)
-        if verdict == OK:
-            out.append((book_key(ev.venue, ev.product), ev))
-            if ev.kind == SNAPSHOT:
+        if verdict is OK:
+            out.append((state.key, ev))
+            if ev.kind is SNAPSHOT or ev.kind is REFRESH:
                 self.counts["snapshots"] += 1
-                self.awaiting.discard(ev.product)
-                self._snapshot_next.discard(ev.product)
+                state.awaiting_since = None
+                state.retry_ms = SNAPSHOT_TIMEOUT_MS
+                state.snapshot_next = False
             else:
                 self.counts["updates"] += 1
-        elif verdict == DUPLICATE:
+        elif verdict is DUPLICATE:
             self.counts["duplicates"] += 1
-        elif verdict == UNSYNCED:
+        elif verdict is STALE:
+            self.counts["dropped_stale"] += 1
+        elif verdict is UNSYNCED:
             self.counts["dropped_unsynced"] += 1
-            if ev.product in self._snapshot_next:
+            if state.snapshot_next:
                 # Subscribed, yet an update came first: the snapshot was lost, and
-                # without this the book would wait for it forever.
-                self._snapshot_next.discard(ev.product)
+                # without this the book would wait for it until the retry timeout.
+                state.snapshot_next = False
                 self._gap(ev.product, ev.ts_recv, "gap",
                           f"change {ev.seq} arrived where the snapshot should have", out)
-        else:
+        elif verdict is GAP:
             self._gap(ev.product, ev.ts_recv, "gap",
-                      f"prev_change_id {ev.prev_seq} does not follow {sync.last}", out)
+                      f"update {ev.prev_seq}->{ev.seq} does not follow {last}", out)
+        elif verdict is BOGUS:
+            self.counts["bad_seq"] += 1
+            self._gap(ev.product, ev.ts_recv, "bad_input",
+                      f"implausible sequence {ev.prev_seq}->{ev.seq} after {last}", out)
+        else:  # STUCK
+            self._gap(ev.product, ev.ts_recv, "gap",
+                      f"{STUCK_AFTER} consecutive updates at or below {last}", out)
 
-    def _connection_seq(self, seq: int, ts: float, out: List[Keyed]) -> bool:
-        """Check the connection counter; False means drop the frame (a duplicate)."""
-        last = self.conn_seq.last
-        verdict = self.conn_seq.check(seq)
-        if verdict == OK:
+    def _connection_seq(self, seq: int, events: List[Any], ts: float,
+                        out: List[Keyed]) -> bool:
+        """Check the connection counter; False means drop the frame."""
+        conn_seq = self.conn_seq
+        assert conn_seq is not None
+        last = conn_seq.last
+        verdict = conn_seq.check(seq)
+        if verdict is OK:
             return True
-        if verdict == DUPLICATE:
+        if verdict is DUPLICATE:
+            if self._brings_awaited_snapshot(events):
+                # A fresh snapshot re-bases the counter: a corrupt number seen
+                # earlier must not make everything after it a "duplicate".
+                conn_seq.rebase(seq)
+                self.counts["rebased"] += 1
+                return True
             self.counts["duplicates"] += 1
             return False
-        detail = f"sequence_num jumped from {last} to {seq}"
+        if verdict is GAP:
+            detail = f"sequence_num jumped from {last} to {seq}"
+            keep = True
+        elif verdict is BOGUS:
+            self.counts["bad_seq"] += 1
+            detail = f"implausible sequence_num {seq} after {last}"
+            keep = False
+        else:  # STUCK
+            detail = f"{STUCK_AFTER} consecutive frames at or below sequence_num {last}"
+            keep = False
         for product in list(self.books):
-            self._gap(product, ts, "gap", detail, out)
-        return True
+            # The lost frames may include a snapshot a product was waiting for.
+            self._gap(product, ts, "gap", detail, out, force=True)
+        return keep
 
-    def _gap(self, product: str, ts: float, reason: str, detail: str, out: List[Keyed]) -> None:
-        """Invalidate one book, tell the dataflow, and ask the exchange for a new snapshot."""
-        sync = self.books[product]
-        sync.invalidate()
-        self.counts["gaps"] += 1
+    def _brings_awaited_snapshot(self, events: List[Any]) -> bool:
+        for ev in events:
+            state = self.books.get(ev.product)
+            if ev.kind is SNAPSHOT and state is not None and state.awaiting_since is not None:
+                return True
+        return False
+
+    def _await(self, state: _Product, ts: float, reset: bool = False) -> None:
+        if reset or state.awaiting_since is None:
+            state.awaiting_since = ts
+        if reset:
+            state.retry_ms = SNAPSHOT_TIMEOUT_MS
+
+    def _gap(self, product: str, ts: float, reason: str, detail: str, out: List[Keyed],
+             force: bool = False) -> None:
+        """Invalidate one book, tell the dataflow, and ask the exchange for a new snapshot.
+
+        A product already waiting for the snapshot of an earlier resync is not
+        resubscribed again (that snapshot is on its way; :meth:`tick` retries if it
+        never comes), unless ``force``: the frames lost may have been that snapshot."""
+        state = self.books[product]
+        if force:
+            state.awaiting_since = None
+        state.sync.invalidate()
+        self.counts["gaps" if reason == "gap" else f"invalid_{reason}"] += 1
         out.append(self._status(product, ts, reason, detail))
-        if product not in self.refused:
-            self.counts["resyncs"] += 1
-            self.outbox.extend(self._track(self.venue.resubscribe(product)))
-            self.awaiting.add(product)
-            # Updates the server sent before it saw this resubscription are still on
-            # the way; only the new subscription's confirmation says the snapshot is next.
-            self._snapshot_next.discard(product)
+        if state.refused is not None or state.awaiting_since is not None:
+            return
+        self.counts["resyncs"] += 1
+        self.outbox.extend(self.protocol.resubscribe(product))
+        self._await(state, ts)
+        # Updates the server sent before it saw this resubscription are still on
+        # the way; only the new subscription's confirmation says the snapshot is next.
+        state.snapshot_next = False
 
-    def resync(self, product: str, ts: float, reason: str, detail: str, out: List[Keyed]) -> None:
+    def resync(self, product: str, ts: float, reason: str, detail: str,
+               out: List[Keyed]) -> None:
         """Resynchronise ``product`` on request (the book step found it crossed)."""
         if product in self.books:
             self._gap(product, ts, reason, detail, out)
 
-    def _reject(self, ex: FrameError, sample: Any, ts: float, out: List[Keyed]) -> None:
+    def _reject(self, ex: FrameError, raw: Raw, ts: float, out: List[Keyed]) -> None:
         self.counts[f"bad_{ex.kind}"] += 1
-        self.bad.report(self.venue.name, ex.kind, str(ex), sample)
-        if ex.seq is not None and not self._connection_seq(ex.seq, ts, out):
+        self.bad.report(self.venue.name, ex.kind, str(ex), raw)
+        if ex.seq is not None and self.conn_seq is not None \
+                and not self._connection_seq(ex.seq, [], ts, out):
             return
         for product in ex.products:
+            state = self.books.get(product)
             # A book waiting for the snapshot its (re)subscription brings is resynced
             # too: the broken frame may be that snapshot, and no other would come.
-            if product in self.books and (self.books[product].synced or product in self.awaiting):
-                self._gap(product, ts, "bad_input", f"{ex.kind}: {ex}", out)
+            if state is not None and (state.sync.synced or state.awaiting_since is not None):
+                self._gap(product, ts, "bad_input", f"{ex.kind}: {ex}", out, force=True)
 
-    def _refused(self, ref: Any, detail: str, ts: float, out: List[Keyed]) -> None:
+    def _error(self, ref: Any, code: str, detail: str, ts: float, out: List[Keyed]) -> None:
         """An error reply: the products it concerns stay down until restart.
 
         Retrying a refused subscription cannot succeed without a configuration
         change, and retrying in a loop is how clients get rate-limited or banned.
-        An error that names no request (Coinbase) concerns the whole connection;
-        one for a request that named no product (a heartbeat setting, a test
-        answer) or that this connection never sent only gets logged.
-        """
-        products = list(self.books) if ref is None else self._requests.pop(ref, [])
-        self._subscribes.discard(ref)
-        hint = next((h for needle, h in _HINTS if needle in detail),
-                    _DEFAULT_HINT if products else "")
+        An error that cannot be pinned on a subscription (no request id, an id
+        this connection never sent, a request that named no product) is only
+        logged: it must never take down products it is not about."""
+        products = [p for p in self.protocol.refused(ref, detail) or () if p in self.books]
         self.counts["errors"] += 1
-        log.error("%s refused %s: %s%s", self.venue.name, ", ".join(products) or "a request",
-                  detail, f" -> {hint}" if hint else "")
+        hint = self.venue.hint(detail) or (DEFAULT_HINT if products else "")
+        self.errors.report(self.venue.name, code or detail[:60],
+                           ", ".join(products) or "a request", detail, hint)
         for product in products:
-            if product in self.books and product not in self.refused:
-                self.refused[product] = detail
-                self.books[product].invalidate()
+            state = self.books[product]
+            if state.refused is None:
+                state.refused = detail
+                state.awaiting_since = None
+                state.sync.invalidate()
                 out.append(self._status(product, ts, "refused", detail))
 
-    def _track(self, messages: List[Message]) -> List[Message]:
-        """Remember which products each request is about, to attribute error replies."""
-        for m in messages:
-            if "id" in m:
-                channels = (m.get("params") or {}).get("channels") or []
-                self._requests[m["id"]] = [c.split(".")[1] for c in channels if c.count(".") >= 2]
-                if str(m.get("method", "")).endswith("/subscribe"):
-                    self._subscribes.add(m["id"])
-        return messages
-
     def _status(self, product: str, ts: float, reason: str, detail: str) -> Keyed:
-        return (book_key(self.venue.name, product),
+        return (self.books[product].key if product in self.books else self._key(product),
                 BookStatus(self.venue.name, product, ts, INVALID, reason, detail))

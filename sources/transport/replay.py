@@ -1,32 +1,60 @@
 """Replay of lobstream captures through the same parsers and checks as live input.
 
-Partitions are the capture's streams (recorded connections): connection-level
-counters such as Coinbase ``sequence_num`` only make sense within one, and
-lobstream's recorder writes one stream per product, so replays of its captures
-spread over workers exactly like live input does.
+The unit of parallelism is the capture's stream (one recorded connection):
+connection-level counters such as Coinbase ``sequence_num`` only make sense
+within one. Streams are spread over workers with the same placement as live
+connections (:mod:`sources.runtime.placement`), each product's routing key sends
+its book to the worker reading its stream, and each worker reads only its own
+streams. So a replay scales over processes exactly like a live run.
 
-``speed=0`` replays as fast as the dataflow takes it, which makes the output a
-deterministic function of the capture (``ts_recv`` is the recorded receive time).
-``speed=1`` keeps the recorded pacing; other values scale it.
+``speed=0`` replays as fast as the dataflow takes it, file after file (one open
+file at a time per worker, so a directory of thousands of captures replays under
+any open-file limit), which makes the output a deterministic function of the
+capture (``ts_recv`` is the recorded receive time). ``speed=1`` keeps the recorded
+pacing across files, other values scale it; that merges files by time, so it
+needs them open together (at most :data:`MAX_PACED_FILES`).
+
+Delivery: the source keeps no resume position. Books are never restored from
+snapshots, so a resumed replay starts from the beginning: a position mid-file
+would only feed deltas to books that wait for a snapshot that already went by.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import orjson
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
-from sources.runtime import shutdown
 from sources.capture.format import frame_lines
 from sources.feed.feed import Feed, Keyed
-from sources.venues.frames import BadInput
+from sources.feed.reporting import BadInput, ErrorReplies
+from sources.runtime import shutdown
+from sources.runtime.placement import Unit, assign, routing_key
+from sources.runtime.registry import Registry
+from sources.runtime.resync import ResyncRequests
 from sources.venues import get_venue
 
 PathLike = Union[str, Path]
+
+#: Paced replays merge files by time and so hold them all open at once.
+MAX_PACED_FILES = 256
+
+
+class StreamInfo(NamedTuple):
+    venue: str
+    files: Tuple[Path, ...]
+
+
+class ReplayFrame(NamedTuple):
+    ts: float
+    stream: str
+    direction: str
+    raw: bytes
 
 
 def capture_files(paths: Sequence[PathLike]) -> List[Path]:
@@ -42,94 +70,119 @@ def capture_files(paths: Sequence[PathLike]) -> List[Path]:
     return files
 
 
-def list_streams(files: Sequence[Path]) -> Dict[str, Tuple[str, Path]]:
-    """Map each stream to its venue and the file holding it."""
-    streams: Dict[str, Tuple[str, Path]] = {}
+def list_streams(files: Sequence[Path]) -> Dict[str, StreamInfo]:
+    """Each stream's venue and the files holding it (in file order)."""
+    found: Dict[str, Tuple[str, List[Path]]] = {}
     for path in files:
         for line in frame_lines(path):
             d = orjson.loads(line)
-            if d["stream"] not in streams:
-                streams[d["stream"]] = (d["venue"], path)
-    return streams
+            venue, paths = found.setdefault(d["stream"], (d["venue"], []))
+            if not paths or paths[-1] != path:
+                paths.append(path)
+    return {s: StreamInfo(v, tuple(p)) for s, (v, p) in found.items()}
 
 
-class ReplaySource(FixedPartitionedSource[Keyed, None]):
+def _frames(path: Path, streams: Set[str]) -> Iterator[ReplayFrame]:
+    """The frames of ``streams`` in one capture, in file order."""
+    for line in frame_lines(path):
+        d = orjson.loads(line)
+        stream = d["stream"]
+        if stream not in streams:
+            continue
+        raw = d.get("raw")
+        data = raw.encode() if isinstance(raw, str) else orjson.dumps(d.get("msg"))
+        yield ReplayFrame(d["ts"], stream, d.get("dir", "recv"), data)
+
+
+class ReplaySource(DynamicSource[Keyed]):
     """Book events from captures (files or directories of them)."""
 
-    def __init__(self, paths: Sequence[PathLike], speed: float = 0.0,
-                 batch_size: int = 500) -> None:
+    def __init__(self, paths: Sequence[PathLike], speed: float = 0.0, batch_size: int = 500,
+                 *, resync: Optional[ResyncRequests] = None,
+                 registry: Optional[Registry] = None) -> None:
         self.files = capture_files(paths)
         self.speed = speed
         self.batch_size = batch_size
+        self.resync = resync or ResyncRequests()
+        self.registry = registry or Registry()
         self.bad = BadInput()
-        self._streams: Optional[Dict[str, Tuple[str, Path]]] = None
+        self.errors = ErrorReplies()
+        self._streams: Optional[Dict[str, StreamInfo]] = None
 
-    def streams(self) -> Dict[str, Tuple[str, Path]]:
+    def streams(self) -> Dict[str, StreamInfo]:
         if self._streams is None:
             self._streams = list_streams(self.files)
+            for info in self._streams.values():
+                get_venue(info.venue)  # an unknown venue fails here, at start
         return self._streams
 
-    def list_parts(self) -> List[str]:
-        return sorted(self.streams())
+    def check(self) -> None:
+        """Read the captures' stream lists now, so a bad path fails at start."""
+        streams = self.streams()
+        if self.speed > 0 and len(self.files) > MAX_PACED_FILES:
+            raise ValueError(f"a paced replay merges captures by time and keeps them open: "
+                             f"{len(self.files)} files exceed {MAX_PACED_FILES}; replay at "
+                             "full speed (speed = 0) or merge them first")
+        if not streams:
+            raise ValueError("the captures hold no frames")
 
-    def build_part(self, step_id: str, for_part: str,
-                   resume_state: Optional[None]) -> "_ReplayPartition":
-        # Books are never restored from snapshots, so a resumed replay must start
-        # from the beginning: a position mid-file would only feed deltas to books
-        # that wait for a snapshot that already went by.
-        venue, path = self.streams()[for_part]
-        feed = Feed(get_venue(venue), None, self.bad, stream=for_part)
-        return _ReplayPartition(path, for_part, feed, self.speed, self.batch_size)
+    def build(self, step_id: str, worker_index: int,
+              worker_count: int) -> "_ReplayPartition":
+        streams = self.streams()
+        owner = assign([Unit(s, 1.0) for s in streams], worker_count)
+        mine = {s for s, w in owner.items() if w == worker_index}
+        return _ReplayPartition(self, {s: streams[s] for s in sorted(mine)}, worker_index,
+                                worker_count)
 
 
-class _ReplayPartition(StatefulSourcePartition[Keyed, None]):
-    def __init__(self, path: Path, stream: str, feed: Feed, speed: float,
-                 batch_size: int) -> None:
-        self._frames = self._read(path, stream)
-        self._feed = feed
-        self._speed = speed
-        self._batch_size = batch_size
-        self._pending: Optional[Tuple[float, object, object]] = None
+class _ReplayPartition(StatelessSourcePartition[Keyed]):
+    def __init__(self, source: ReplaySource, streams: Dict[str, StreamInfo], worker: int,
+                 workers: int) -> None:
+        self._source = source
+        self._feeds: Dict[str, Feed] = {}
+        for stream, info in streams.items():
+            venue = get_venue(info.venue)
+
+            def key(product: str, name: str = venue.name) -> str:
+                return routing_key(name, product, worker, workers)
+
+            feed = Feed(venue, None, source.bad, stream, key=key, errors=source.errors)
+            source.registry.add_feed(feed)
+            self._feeds[stream] = feed
+        files = [f for f in source.files if any(f in i.files for i in streams.values())]
+        wanted = set(streams)
+        readers = (_frames(f, wanted) for f in files)
+        self._frames: Iterator[ReplayFrame] = (
+            heapq.merge(*readers, key=lambda fr: fr.ts) if source.speed > 0
+            else (fr for reader in readers for fr in reader))
+        self._speed = source.speed
+        self._batch_size = source.batch_size
+        self._pending: Optional[ReplayFrame] = None
         self._t0: Optional[Tuple[float, float]] = None  # (first frame ts, wall clock at start)
         self._awake: Optional[datetime] = None
-
-    @staticmethod
-    def _read(path: Path, stream: str) -> Iterator[Tuple[float, object, object]]:
-        """``(ts, msg, raw)`` of the stream's received frames.
-
-        The stream name is looked up in the line's head before decoding it, so a
-        partition skips other streams' frames (such as a 5 MB snapshot) cheaply.
-        """
-        needle = b'"stream":' + orjson.dumps(stream)
-        for line in frame_lines(path):
-            head = line[:200 + len(needle)]
-            if needle not in head or b'"dir":"send"' in head:
-                continue
-            d = orjson.loads(line)
-            yield d["ts"], d.get("msg"), d.get("raw")
+        self._owned: Set[Tuple[str, str]] = set()
 
     def next_batch(self) -> List[Keyed]:
         if shutdown.requested():
             raise StopIteration()
         out: List[Keyed] = []
-        feed = self._feed
-        limit = self._batch_size
-        for _ in range(limit):
+        feeds = self._feeds
+        for _ in range(self._batch_size):
             frame = self._pending or next(self._frames, None)
             self._pending = None
             if frame is None:
-                if out:
-                    return out
+                if out or not feeds:
+                    break
                 raise StopIteration()
-            ts, msg, raw = frame
-            if self._speed > 0.0 and not self._due(ts):
+            if self._speed > 0.0 and not self._due(frame.ts):
                 self._pending = frame
                 break
-            if raw is not None:
-                feed.on_raw(raw, ts, out)
-            else:
-                feed.on_message(msg, ts, out)
-        feed.outbox.clear()  # a recording cannot be asked for a new snapshot
+            if frame.direction == "recv":
+                feeds[frame.stream].on_frame(frame.raw, frame.ts, out)
+        for feed in feeds.values():
+            feed.outbox.clear()  # a recording cannot be asked for a new snapshot
+        if not feeds:
+            raise StopIteration()
         return out
 
     def _due(self, ts: float) -> bool:
@@ -146,7 +199,3 @@ class _ReplayPartition(StatefulSourcePartition[Keyed, None]):
 
     def next_awake(self) -> Optional[datetime]:
         return self._awake
-
-    def snapshot(self) -> None:
-        return None
-

@@ -1,246 +1,233 @@
-"""Live exchange input: one websocket per product, read without blocking Bytewax.
+"""Live exchange input: each worker opens its own connections, many products on each.
 
-Each partition (``venue:product``) owns one connection, so a connection-level gap
-(Coinbase ``sequence_num``) pins exactly one book, and Bytewax spreads products
-over workers and processes. The socket is read by an asyncio client in a daemon
-thread that only timestamps frames and queues them; ``next_batch`` drains the
-queue and never waits. (Bytewax's ``batch_async`` helper instead blocks the worker
-for its whole timeout and only services the socket while it runs.)
+The unit of parallelism is the connection. :func:`~sources.runtime.placement.
+plan_connections` decides, from the configuration and the worker count alone,
+which worker opens which connection and which routing key each product gets, so
+that Bytewax sends every product's events to the worker that owns its socket.
+That is why this is a ``DynamicSource``: its ``build`` learns the worker index,
+and each worker builds exactly its own connections.
+
+On each worker one daemon thread runs an asyncio loop with all of that worker's
+connections (one open file per connection, not several), timestamps frames and
+puts them in a bounded :class:`~sources.transport.inbox.Inbox`; ``next_batch``
+drains it through each connection's :class:`~sources.feed.feed.Feed` and never
+waits. (Bytewax's ``batch_async`` helper instead blocks the worker for its whole
+timeout and only services the socket while it runs.)
+
+Delivery: a live feed has no replayable position. The source keeps no resume
+state; after a restart every book waits for the fresh snapshot its new
+subscription brings, and nothing from before the restart is replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
-import orjson
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosedOK, WebSocketException
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
-from sources.runtime import control, shutdown
-from sources.transport.backoff import Backoff
-from sources.capture.format import CaptureWriter
 from sources.feed.feed import Feed, Keyed
-from sources.venues.frames import BadInput
-from sources.venues import Message, Venue
-from state.events import book_key
+from sources.feed.reporting import BadInput, ErrorReplies
+from sources.runtime import shutdown
+from sources.runtime.placement import ConnectionPlan, routing_key
+from sources.runtime.registry import Registry
+from sources.runtime.resync import ResyncRequests
+from sources.transport.connection import Connection, Recorder
+from sources.transport.inbox import Connected, Disconnected, Ended, Frame, Inbox, Overflowed
+from sources.transport.limits import TokenBucket
 
 log = logging.getLogger("lobstream.websocket")
 
-#: Advanced Trade snapshots of deep books are single frames of several MB.
-MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: Plans the flow's connections for a given worker count.
+Planner = Callable[[int], List[ConnectionPlan]]
+#: Makes the recorder of one connection stream (None: not recording).
+RecorderFactory = Callable[[str, str, str], Recorder]
 
-_FRAME, _CONNECTED, _DISCONNECTED, _EOF = range(4)
+#: Feeds are ticked (overdue snapshots retried) at most this often, in ms.
+TICK_MS = 1000.0
 
 
-class WebsocketSource(FixedPartitionedSource[Keyed, Dict[str, int]]):
-    """Order-book events for ``products`` of ``venue``, one partition per product.
+class WebsocketSource(DynamicSource[Keyed]):
+    """Book events from the planned connections; see the module docstring.
 
-    ``exit_on_close``: end the partition when the server closes the connection
-    normally (code 1000) instead of reconnecting. Live exchanges never do that on
-    purpose; the local simulator does at the end of a recording, which is how an
-    offline run finishes by itself. ``record_dir``: also write every raw frame to
-    ``{record_dir}/{venue}_{product}.jsonl`` in lobstream's capture format.
+    ``exit_on_close``: end a connection when the server closes it normally (code
+    1000) instead of reconnecting. Live exchanges never do that on purpose; the
+    local simulator does at the end of a recording, which is how an offline run
+    finishes by itself. ``queue_frames``/``queue_bytes`` bound each worker's
+    inbox.
     """
 
-    def __init__(self, venue: Venue, products: List[str], url: Optional[str] = None, *,
-                 exit_on_close: bool = False, record_dir: Optional[Union[str, Path]] = None,
-                 silence_timeout: float = 30.0, batch_size: int = 1000) -> None:
-        self.venue = venue
-        self.products = list(products)
-        self.url = url or venue.default_url
+    def __init__(self, planner: Planner, *, resync: ResyncRequests, registry: Registry,
+                 exit_on_close: bool = False, silence_timeout: float = 30.0,
+                 recorder: Optional[RecorderFactory] = None, batch_size: int = 1000,
+                 queue_frames: int = 100_000, queue_bytes: int = 256 * 2**20) -> None:
+        self.planner = planner
+        self.resync = resync
+        self.registry = registry
         self.exit_on_close = exit_on_close
-        self.record_dir = Path(record_dir) if record_dir else None
         self.silence_timeout = silence_timeout
+        self.recorder = recorder
         self.batch_size = batch_size
+        self.queue_frames = queue_frames
+        self.queue_bytes = queue_bytes
         self.bad = BadInput()
+        self.errors = ErrorReplies()
 
-    def list_parts(self) -> List[str]:
-        return [book_key(self.venue.name, p) for p in self.products]
-
-    def build_part(self, step_id: str, for_part: str,
-                   resume_state: Optional[Dict[str, int]]) -> "_WebsocketPartition":
-        # A live feed has no replayable position: only the counters resume, and
-        # the book waits for the fresh snapshot every (re)subscription brings.
-        product = for_part.split(":", 1)[1]
-        recorder = None
-        if self.record_dir is not None:
-            self.record_dir.mkdir(parents=True, exist_ok=True)
-            recorder = CaptureWriter(self.record_dir / f"{self.venue.name}_{product}.jsonl",
-                                     source=f"lobstream recorder {self.url}")
-        return _WebsocketPartition(self, product, recorder, resume_state)
+    def build(self, step_id: str, worker_index: int,
+              worker_count: int) -> "_WorkerPartition":
+        plans = [p for p in self.planner(worker_count) if p.worker == worker_index]
+        return _WorkerPartition(self, plans, worker_index, worker_count)
 
 
-class _WebsocketPartition(StatefulSourcePartition[Keyed, Dict[str, int]]):
-    def __init__(self, source: WebsocketSource, product: str,
-                 recorder: Optional[CaptureWriter], counts: Optional[Dict[str, int]]) -> None:
-        self._key = book_key(source.venue.name, product)
-        self._product = product
+class _WorkerPartition(StatelessSourcePartition[Keyed]):
+    """All connections of one worker: their feeds here, their sockets on a thread."""
+
+    def __init__(self, source: WebsocketSource, plans: List[ConnectionPlan],
+                 worker: int, workers: int) -> None:
+        self._source = source
         self._batch_size = source.batch_size
-        self._feed = Feed(source.venue, [product], source.bad, stream=self._key)
-        self._feed.counts.update(counts or {})
-        self._inbox: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
-        self._conn = _Connection(source.url, self._inbox, self._key, source.venue.name,
-                                 exit_on_close=source.exit_on_close, recorder=recorder,
-                                 silence_timeout=source.silence_timeout)
-        self._eof = False
+        self._inbox = Inbox(source.queue_frames, source.queue_bytes)
+        source.registry.add_inbox(self._inbox)
+        self._feeds: List[Feed] = []
+        self._owned: Set[Tuple[str, str]] = set()
+        for plan in plans:
+            keys = dict(plan.keys)
+            name = plan.venue.name
+
+            def key(product: str, keys: Dict[str, str] = keys, name: str = name) -> str:
+                return keys.get(product) or routing_key(name, product, worker, workers)
+
+            feed = Feed(plan.venue, plan.products, source.bad, plan.stream,
+                        settings=plan.settings, key=key, errors=source.errors)
+            source.registry.add_feed(feed)
+            self._feeds.append(feed)
+            self._owned.update((name, p) for p in plan.products)
+        self._thread = _SocketThread(source, plans, self._inbox, worker, workers)
+        self._ended: Set[int] = set()
+        self._refused_all: Set[int] = set()
+        self._next_tick = 0.0
+        if not plans:
+            log.info("worker %d has no connections to open", worker)
 
     def next_batch(self) -> List[Keyed]:
-        if self._eof or shutdown.requested():
+        if shutdown.requested() or len(self._ended) == len(self._feeds):
             raise StopIteration()
-        if not self._conn.is_alive() and not self._conn.started:
-            self._conn.start()  # lazily: Bytewax may build a partition it then discards
+        if not self._thread.started:
+            self._thread.start()  # lazily: Bytewax may build a partition it then discards
         out: List[Keyed] = []
-        feed = self._feed
-        inbox = self._inbox
-        for _ in range(self._batch_size):
-            try:
-                item = inbox.get_nowait()
-            except queue.Empty:
-                break
-            tag = item[0]
-            if tag == _FRAME:
-                feed.on_raw(item[1], item[2], out)
-            elif tag == _CONNECTED:
-                self._conn.send(feed.connected())
-            elif tag == _DISCONNECTED:
-                out.extend(feed.disconnected(item[1], item[2]))
-            else:
-                self._eof = True
-                break
-        request = control.take_resync(self._key)
-        if request is not None:
-            feed.resync(self._product, time.time() * 1000.0, request[0], request[1], out)
-        if feed.outbox:
-            self._conn.send(feed.outbox)
-            feed.outbox = []
-        if feed.refused and len(feed.refused) == len(feed.books):
-            # The exchange refused everything this connection is for; retrying can
-            # only end in a reconnect loop, so this partition ends (others go on).
-            self._eof = True
+        feeds = self._feeds
+        for item in self._inbox.take(self._batch_size):
+            kind = type(item)
+            if kind is Frame:
+                feeds[item.conn].on_frame(item.raw, item.ts, out)
+            elif kind is Connected:
+                self._thread.send(item.conn, feeds[item.conn].connected(item.ts))
+            elif kind is Disconnected:
+                out.extend(feeds[item.conn].disconnected(item.ts, item.reason))
+            elif kind is Overflowed:
+                log.warning("%s: the dataflow fell behind; %d frames dropped, resyncing its "
+                            "books", feeds[item.conn].stream, item.dropped)
+                feeds[item.conn].overflow(item.ts, item.dropped, out)
+            elif kind is Ended:
+                self._ended.add(item.conn)
+        now = time.time() * 1000.0
+        for venue, product, reason, detail in self._source.resync.take(self._owned):
+            for feed in feeds:
+                if feed.venue.name == venue and product in feed.books:
+                    feed.resync(product, now, reason, detail, out)
+        if now >= self._next_tick:
+            self._next_tick = now + TICK_MS
+            for feed in feeds:
+                feed.tick(now)
+        for conn, feed in enumerate(feeds):
+            if feed.outbox:
+                self._thread.send(conn, feed.outbox)
+                feed.outbox = []
+            if conn not in self._refused_all and feed.books and not feed.wanted:
+                # The exchange refused everything this connection is for; retrying can
+                # only end in a reconnect loop, so the connection ends (others go on).
+                self._refused_all.add(conn)
+                self._thread.stop(conn)
         return out
 
     def next_awake(self) -> Optional[datetime]:
         return None
 
-    def snapshot(self) -> Dict[str, int]:
-        # Only the counters: a socket has no position to resume from.
-        return dict(self._feed.counts)
-
     def close(self) -> None:
-        self._conn.stop()
+        self._thread.stop_all()
 
 
-class _Connection(threading.Thread):
-    """The socket side: connect, reconnect with backoff, timestamp and queue frames."""
+class _SocketThread(threading.Thread):
+    """The worker's asyncio loop running every one of its connections."""
 
-    def __init__(self, url: str, inbox: "queue.SimpleQueue[tuple]", stream: str, venue: str, *,
-                 exit_on_close: bool, recorder: Optional[CaptureWriter],
-                 silence_timeout: float) -> None:
-        super().__init__(name=f"lobstream-ws-{stream}", daemon=True)
-        self.url = url
-        self.inbox = inbox
-        self.stream = stream
-        self.venue = venue
-        self.exit_on_close = exit_on_close
-        self.recorder = recorder
-        self.silence_timeout = silence_timeout
+    def __init__(self, source: WebsocketSource, plans: List[ConnectionPlan], inbox: Inbox,
+                 worker: int, workers: int) -> None:
+        super().__init__(name=f"lobstream-sockets-{worker}", daemon=True)
+        self._plans = plans
+        self._source = source
+        self._inbox = inbox
+        self._workers = workers
         self.started = False
-        self.backoff = Backoff()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._ws: Optional[ClientConnection] = None
-        self._stopping = threading.Event()
+        self._connections: List[Connection] = []
+        self._ready = threading.Event()
 
     def start(self) -> None:
         self.started = True
         super().start()
+        self._ready.wait(10.0)
 
     def run(self) -> None:
         asyncio.run(self._main())
 
-    def send(self, messages: List[Message]) -> None:
-        """Queue messages for the current connection (dropped if there is none:
-        a new connection resubscribes everything anyway)."""
-        if messages and self._loop is not None:
-            texts = [orjson.dumps(m).decode() for m in messages]
-            try:
-                self._loop.call_soon_threadsafe(self._send_now, texts)
-            except RuntimeError:
-                pass  # the loop is closed: the connection ended for good (end of input)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        loop, ws = self._loop, self._ws
-        if loop is not None and ws is not None and not loop.is_closed():
-            try:
-                asyncio.run_coroutine_threadsafe(ws.close(), loop)
-            except RuntimeError:
-                pass
-        if self.recorder is not None:
-            self.recorder.close()
-
-    def _send_now(self, texts: List[str]) -> None:
-        if self._ws is not None:
-            asyncio.ensure_future(self._send_in_order(self._ws, texts))
-
-    async def _send_in_order(self, ws: ClientConnection, texts: List[str]) -> None:
-        """Send one after another: an unsubscribe must reach the server before the
-        subscribe that follows it."""
-        try:
-            for text in texts:
-                if self.recorder is not None:
-                    self.recorder.write(time.time() * 1000.0, self.venue, self.stream, text, "send")
-                await ws.send(text)
-        except WebSocketException:
-            pass  # the reader sees the same failure and reconnects
-
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            reason = await self._session()
-            if reason is None:
-                self.inbox.put((_EOF,))
-                return
-            up_for = time.monotonic() - started
-            self.inbox.put((_DISCONNECTED, time.time() * 1000.0, reason))
-            delay = self.backoff.next_delay(up_for)
-            log.warning("%s: %s; reconnecting in %.2f s", self.stream, reason, delay)
-            await asyncio.sleep(delay)
-
-    async def _session(self) -> Optional[str]:
-        """One connection's life; the reason it ended, or None for end of input."""
+        source = self._source
+        limiters: Dict[str, TokenBucket] = {}
+        for index, plan in enumerate(self._plans):
+            venue = plan.venue
+            if venue.name not in limiters:
+                # Every worker opens connections at the same time from the same
+                # host: each takes its share of the venue's connection rate.
+                limiters[venue.name] = TokenBucket(
+                    venue.limits.connects_per_second / max(1, self._workers), burst=1.0)
+            recorder = source.recorder(venue.name, plan.stream, plan.url) \
+                if source.recorder is not None else None
+            self._connections.append(Connection(
+                index, venue.name, plan.url, plan.stream, self._inbox,
+                connects=limiters[venue.name],
+                messages_per_second=venue.limits.messages_per_second,
+                exit_on_close=source.exit_on_close, silence_timeout=source.silence_timeout,
+                recorder=recorder))
+        self._ready.set()
         try:
-            async with connect(self.url, max_size=MAX_FRAME_BYTES, open_timeout=10,
-                               ping_interval=20, ping_timeout=20, close_timeout=2) as ws:
-                self._ws = ws
-                self.inbox.put((_CONNECTED,))
-                put, rec = self.inbox.put, self.recorder
-                while True:
-                    try:
-                        raw = await asyncio.wait_for(ws.recv(), self.silence_timeout)
-                    except ConnectionClosedOK:
-                        break
-                    ts = time.time() * 1000.0
-                    put((_FRAME, raw, ts))
-                    if rec is not None:
-                        rec.write(ts, self.venue, self.stream, raw)
-            code = ws.close_code
-        except asyncio.TimeoutError:
-            return f"no traffic for {self.silence_timeout:g} s"
-        except WebSocketException as ex:
-            return f"connection lost ({ex})"
-        except OSError as ex:
-            return f"cannot connect to {self.url}: {ex}"
+            await asyncio.gather(*(c.run() for c in self._connections))
         finally:
-            self._ws = None
-        if self._stopping.is_set() or (self.exit_on_close and code == 1000):
-            return None
-        return f"server closed the connection (code {code})"
+            for c in self._connections:
+                if c.recorder is not None:
+                    c.recorder.close()
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the loop closed meanwhile: the connections ended for good
+
+    def send(self, conn: int, messages: List[dict]) -> None:
+        if messages and conn < len(self._connections):
+            self._call(self._connections[conn].send, list(messages))
+
+    def stop(self, conn: int) -> None:
+        if conn < len(self._connections):
+            self._call(self._connections[conn].stop)
+
+    def stop_all(self) -> None:
+        for c in self._connections:
+            self._call(c.stop)

@@ -1,5 +1,4 @@
-"""Coinbase Exchange market data (``ws-feed.exchange.coinbase.com``): the public
-``level2_batch`` channel, parsed.
+"""Coinbase Exchange (``wss://ws-feed.exchange.coinbase.com``): the venue's home.
 
 Wire format (docs.cdp.coinbase.com, Exchange websocket channels): every message is
 a flat object with a ``type``. A book starts with ``snapshot`` (``bids``/``asks`` as
@@ -7,8 +6,8 @@ a flat object with a ``type``. A book starts with ``snapshot`` (``bids``/``asks`
 ``[side, price, size]`` with side ``buy``/``sell`` and ``size`` the new level total
 (``"0"`` removes it). ``level2_batch`` has exactly ``level2``'s schema, sent in
 50 ms batches; ``level2`` itself needs authentication since 2023-08-01, which
-lobstream does not do, so an unauthenticated ``level2`` subscribe is answered with
-an ``error`` and the configuration only offers ``level2_batch``.
+lobstream does not do yet, so an unauthenticated ``level2`` subscribe is answered
+with an ``error`` and the configuration only offers ``level2_batch``.
 
 Limitation: ``snapshot`` and ``l2update`` carry no sequence number (only the
 ``full`` channel does), so a dropped ``l2update`` cannot be detected from the
@@ -16,16 +15,23 @@ stream and ``seq`` is always None. lobstream relies on the feed's delivery
 guarantee and rebuilds every book from the fresh snapshot that the resubscription
 after a disconnect brings. Heartbeats do carry a ``sequence``, but it is the
 product's position in the full feed, which moves by more than one between
-heartbeats, so it cannot reveal a lost book update either.
+heartbeats, so it cannot reveal a lost book update either. Because nothing can be
+resynchronised per product, products share connections (10 by default): a
+reconnect rebuilds the group either way.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+import re
+from collections import deque
+from datetime import datetime
+from typing import Annotated, Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
-from sources.venues.coinbase import iso_ms
-from sources.venues.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Parsed,
-                            levels)
+import msgspec
+
+from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Limits,
+                                 Message, Parsed, Price, ProductId, Protocol, Raw, Reply, Setting,
+                                 Size, Venue, check_name, loads, reason, safe_text, valid_product)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level
 
 VENUE = "coinbase_exchange"
@@ -35,73 +41,157 @@ DEFAULT_CHANNEL = "level2_batch"
 PUBLIC_CHANNELS = (DEFAULT_CHANNEL,)
 HEARTBEAT_CHANNEL = "heartbeat"
 
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class _Message(msgspec.Struct, tag_field="type"):
+    pass
+
+
+class _Snapshot(_Message, tag="snapshot"):
+    product_id: ProductId
+    bids: List[Tuple[Price, Size]]
+    asks: List[Tuple[Price, Size]]
+
+
+class _L2Update(_Message, tag="l2update"):
+    product_id: ProductId
+    time: UtcTime
+    changes: List[Tuple[Literal["buy", "sell"], Price, Size]]
+
+
+class _Heartbeat(_Message, tag="heartbeat"):
+    pass
+
+
+class _Subscriptions(_Message, tag="subscriptions"):
+    pass
+
+
 #: Message types of channels lobstream does not consume but that are legitimate traffic.
-_OTHER_TYPES = frozenset(("ticker", "match", "last_match", "status", "auction", "rfq_match"))
+OTHER_TYPES = ("ticker", "match", "last_match", "status", "auction", "rfq_match")
+_DECODER = msgspec.json.Decoder(
+    Union[(_Snapshot, _L2Update, _Heartbeat, _Subscriptions) + tuple(
+        msgspec.defstruct(f"_{t.title()}", [], bases=(_Message,), tag=t) for t in OTHER_TYPES)],
+    strict=False)
 
 
-def parse(msg: Any, ts_recv: float) -> Parsed:
-    """Parse one decoded Exchange message."""
+def parse(raw: Raw, ts_recv: float) -> Parsed:
+    """Parse one raw Exchange frame."""
+    try:
+        msg = _DECODER.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as ex:
+        return _explain(raw, ex)
+    kind = type(msg)
+    if kind is _L2Update:
+        bids: List[Level] = []
+        asks: List[Level] = []
+        for side, price, size in msg.changes:
+            (bids if side == "buy" else asks).append((price, size))
+        return Parsed(BOOK, None, [BookEvent(UPDATE, VENUE, msg.product_id,
+                                             msg.time.timestamp() * 1000.0, ts_recv, None, None,
+                                             bids, asks)])
+    if kind is _Snapshot:
+        # A snapshot has no time of its own on the wire.
+        return Parsed(BOOK, None, [BookEvent(SNAPSHOT, VENUE, msg.product_id, None, ts_recv,
+                                             None, None, msg.bids, msg.asks)])
+    if kind is _Heartbeat:
+        return Parsed(HEARTBEAT, None, [])
+    if kind is _Subscriptions:
+        return Parsed(REPLY, None, [])
+    return Parsed(IGNORED, None, [])
+
+
+def _explain(raw: Raw, ex: Exception) -> Parsed:
+    """The slow path: errors, unknown types, and broken book messages (which name
+    the product they would have changed)."""
+    msg = loads(raw)
     if not isinstance(msg, dict):
         raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}")
     kind = msg.get("type")
-    if kind == "l2update" or kind == "snapshot":
-        return Parsed(BOOK, None, [_book_event(msg, ts_recv)])
-    if kind == "heartbeat":
-        return Parsed(HEARTBEAT, None, [])
-    if kind == "subscriptions":
-        return Parsed(REPLY, None, [], detail=str(msg.get("channels")))
-    if kind in _OTHER_TYPES:
-        return Parsed(IGNORED, None, [])
     if kind == "error":
-        reason = msg.get("reason")
-        text = str(msg.get("message", "error"))
-        return Parsed(ERROR, None, [], detail=f"{text}: {reason}" if reason else text)
-    raise FrameError("unknown_type", f"unknown message type {kind!r}")
+        text = safe_text(msg.get("message", "error"))
+        extra = msg.get("reason")
+        detail = f"{text}: {safe_text(extra)}" if isinstance(extra, str) and extra else text
+        return Parsed(ERROR, None, [], detail=detail, code=text[:60])
+    if kind in ("snapshot", "l2update"):
+        product = valid_product(msg.get("product_id"))
+        raise FrameError("bad_level", f"{kind}: {reason(ex)}", None, [product] if product else [])
+    if isinstance(kind, str) and (kind in OTHER_TYPES or kind in ("heartbeat", "subscriptions")):
+        raise FrameError("bad_frame", f"{kind}: {reason(ex)}")
+    shown = safe_text(kind, 40) if isinstance(kind, str) else f"<{type(kind).__name__}>"
+    raise FrameError("unknown_type", f"unknown message type {shown}")
 
 
-def _book_event(msg: Dict[str, Any], ts_recv: float) -> BookEvent:
-    product = msg.get("product_id")
-    products = [product] if isinstance(product, str) else []
-    try:
+class CoinbaseExchangeProtocol(Protocol):
+    """One subscribe carries the book channel and ``heartbeat`` for every product;
+    errors carry no request id and are pinned on the oldest subscribe waiting."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__(settings)
+        self.channel = str(settings.get("channel", DEFAULT_CHANNEL))
+        self._pending: Deque[Tuple[bool, List[str]]] = deque()
+
+    def _message(self, kind: str, products: Sequence[str],
+                 channels: List[str]) -> List[Message]:
         if not products:
-            raise KeyError("product_id")
-        if msg["type"] == "snapshot":
-            # A snapshot has no time of its own on the wire.
-            return BookEvent(SNAPSHOT, VENUE, product, None, ts_recv, None, None,
-                             levels(msg["bids"], 0, 1), levels(msg["asks"], 0, 1))
-        bids, asks = _changes(msg["changes"])
-        return BookEvent(UPDATE, VENUE, product, iso_ms(msg["time"]), ts_recv, None, None,
-                         bids, asks)
-    except FrameError as ex:
-        raise FrameError(ex.kind, str(ex), None, products) from None
-    except (KeyError, TypeError, ValueError, IndexError) as ex:
-        raise FrameError("bad_level", f"unreadable {msg.get('type')}: {type(ex).__name__}: {ex}",
-                         None, products) from None
+            return []
+        if len(self._pending) >= self.MAX_PENDING:
+            self._pending.popleft()
+            self.forgotten += 1
+        self._pending.append((kind == "subscribe", list(products)))
+        return [{"type": kind, "product_ids": list(products), "channels": channels}]
+
+    def open(self, products: Sequence[str]) -> List[Message]:
+        return self._message("subscribe", products, [self.channel, HEARTBEAT_CHANNEL])
+
+    def subscribe(self, products: Sequence[str]) -> List[Message]:
+        return self._message("subscribe", products, [self.channel])
+
+    def unsubscribe(self, products: Sequence[str]) -> List[Message]:
+        return self._message("unsubscribe", products, [self.channel])
+
+    def reply(self, ref: Any) -> Reply:
+        if self._pending:
+            return Reply(self._pending.popleft()[1], False)
+        return Reply([], False)
+
+    def refused(self, ref: Any, detail: str) -> Optional[List[str]]:
+        if not self._pending:
+            return None
+        subscribe, products = self._pending.popleft()
+        if not subscribe:
+            return None
+        named = [p for p in products if p in detail]
+        return named or products
+
+    def reset(self) -> None:
+        self._pending.clear()
 
 
-def _changes(changes: List[Any]) -> Tuple[List[Level], List[Level]]:
-    """Split ``[side, price, size]`` entries into bid and ask levels, keeping their order."""
-    bids: List[Any] = []
-    asks: List[Any] = []
-    for change in changes:
-        side = change[0]
-        if side == "buy":
-            bids.append(change)
-        elif side == "sell":
-            asks.append(change)
-        else:
-            raise FrameError("bad_level", f"unknown side {side!r}")
-    return levels(bids, 1, 2), levels(asks, 1, 2)
+def _check_channel(value: Any) -> Optional[str]:
+    if value == "level2":
+        return "level2 needs authentication, which lobstream does not do yet; use level2_batch"
+    return None
 
 
-def subscribe(products: List[str], channel: str = DEFAULT_CHANNEL) -> List[Dict[str, Any]]:
-    """The message that starts a connection: the book channel for the products, plus
-    ``heartbeat``, so a quiet product still shows the connection is alive."""
-    return [{"type": "subscribe", "product_ids": list(products),
-             "channels": [channel, HEARTBEAT_CHANNEL]}]
-
-
-def resubscribe(product: str, channel: str = DEFAULT_CHANNEL) -> List[Dict[str, Any]]:
-    """Messages that make the server send a fresh snapshot of one product."""
-    return [{"type": kind, "product_ids": [product], "channels": [channel]}
-            for kind in ("unsubscribe", "subscribe")]
+VENUE_SPEC = Venue(
+    name=VENUE,
+    title="Coinbase Exchange",
+    default_url=DEFAULT_URL,
+    parse=parse,
+    protocol=CoinbaseExchangeProtocol,
+    # 8 requests/s per IP with bursts of 20, at most 100 client messages/s per IP;
+    # no documented connection cap. Half of each, to leave room for other clients.
+    limits=Limits(max_connections=None, connects_per_second=4.0, products_per_connection=10,
+                  max_products_per_connection=100, messages_per_second=4.0),
+    default_products=("BTC-USD", "ETH-USD"),
+    check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"), "BTC-USD"),
+    settings=(Setting("channel", DEFAULT_CHANNEL, "book channel", PUBLIC_CHANNELS + ("level2",),
+                      _check_channel),),
+    hints=(
+        ("channels now require authentication", "level2 needs credentials, which lobstream "
+         "does not use; use level2_batch (coinbase_exchange.channel = \"level2_batch\")"),
+        ("not a valid product", "check the product names in the configuration"),
+    ),
+)

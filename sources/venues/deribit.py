@@ -1,4 +1,4 @@
-"""Deribit JSON-RPC v2 market data: ``book.{instrument}.{interval}``, parsed.
+"""Deribit JSON-RPC v2 (``wss://www.deribit.com/ws/api/v2``): the venue's home.
 
 Wire format (docs.deribit.com, subscriptions/orderbook): notifications are
 ``{"method": "subscription", "params": {"channel", "data"}}``; ``data`` carries
@@ -6,122 +6,303 @@ Wire format (docs.deribit.com, subscriptions/orderbook): notifications are
 first ``prev_change_id``, which must equal the previous ``change_id``. Entries are
 ``[action, price, amount]`` with action ``new``/``change``/``delete`` and ``amount``
 the new level total. The first message is the full book: it is recognised by the
-missing ``prev_change_id`` (older API versions omit ``type``), which also makes the
-grouped ``book.{inst}.{group}.{depth}.{interval}`` channel work: each of its
-messages is a complete top-N book without ``prev_change_id``.
+missing ``prev_change_id`` (older API versions omit ``type``). Numbers are JSON
+numbers on this venue, so the decoder is strict: a price written as a string is
+bad input here.
 
-``raw`` books need authentication; public clients use ``100ms``.
+Two book channels:
+
+* ``book.{instrument}.{interval}`` (``100ms``; ``agg2``; ``raw`` needs
+  authentication): a snapshot, then chained changes. The chain is per instrument,
+  so one instrument's gap resubscribes that instrument alone while the others on
+  the connection keep streaming.
+* ``book.{instrument}.none.{depth}.{interval}`` (``depth`` 1, 10 or 20): every
+  notification is a complete top-N book of ``[price, amount]`` pairs without
+  ``prev_change_id``. Each one replaces the book (:data:`~state.events.REFRESH`),
+  there is no chain to check, and summaries say the book is depth-limited.
+
+One connection carries many instruments: ``public/subscribe`` takes up to 500
+channels per request. Deribit allows 32 connections per IP and answers every
+request with its ``id``; heartbeats are switched on with ``public/set_heartbeat``
+and each ``test_request`` must be answered with ``public/test`` or the server
+closes the connection.
 """
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from itertools import count
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
-from sources.venues.frames import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST,
-                            FrameError, Parsed)
-from state.events import SNAPSHOT, UPDATE, BookEvent, Level
+import msgspec
+
+from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, FrameError,
+                                 Limits, Message, Millis, Parsed, Price, ProductId, Protocol, Raw,
+                                 Reply, SeqNo, Setting, Size, Venue, check_name, loads, reason,
+                                 safe_text, valid_product, valid_seq)
+from state.events import REFRESH, SNAPSHOT, UPDATE, BookEvent, Level
+from state.sync import chain_exact
 
 VENUE = "deribit"
 DEFAULT_URL = "wss://www.deribit.com/ws/api/v2"
 DEFAULT_INTERVAL = "100ms"
+#: Book intervals a public (unauthenticated) client may subscribe.
+INTERVALS = ("100ms", "agg2")
+#: Depths of the grouped channel; 0 means the plain (full, chained) book channel.
+GROUPED_DEPTHS = (0, 1, 10, 20)
 #: Seconds between the server's heartbeats; 10 is the server's minimum.
 HEARTBEAT_INTERVAL = 10
-
-_ACTIONS = frozenset(("new", "change", "delete"))
-_INF = float("inf")
-_ids = count(1)
+#: Channels per ``public/subscribe`` (the documented maximum is 500).
+CHANNELS_PER_REQUEST = 500
 
 
-def parse(msg: Any, ts_recv: float) -> Parsed:
-    """Parse one decoded Deribit message."""
+#: Absent raw fields decode to an empty Raw (msgspec cannot make Raw Optional).
+_ABSENT = msgspec.Raw()
+
+
+class _Envelope(msgspec.Struct):
+    method: Optional[str] = None
+    id: Optional[SeqNo] = None
+    params: msgspec.Raw = _ABSENT
+    result: msgspec.Raw = _ABSENT
+    error: msgspec.Raw = _ABSENT
+
+
+class _Notification(msgspec.Struct):
+    channel: str
+    data: msgspec.Raw
+
+
+class _Heartbeat(msgspec.Struct):
+    type: str = ""
+
+
+class _Book(msgspec.Struct):
+    instrument_name: ProductId
+    timestamp: Millis
+    change_id: SeqNo
+    bids: List[Tuple[Literal["new", "change", "delete"], Price, Size]]
+    asks: List[Tuple[Literal["new", "change", "delete"], Price, Size]]
+    prev_change_id: Optional[SeqNo] = None
+
+
+class _TopBook(msgspec.Struct):
+    instrument_name: ProductId
+    timestamp: Millis
+    change_id: SeqNo
+    bids: List[Tuple[Price, Size]]
+    asks: List[Tuple[Price, Size]]
+
+
+class _Error(msgspec.Struct):
+    code: int
+    message: str = ""
+    data: msgspec.Raw = _ABSENT
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_NOTIFICATION = msgspec.json.Decoder(_Notification)
+_HEARTBEAT = msgspec.json.Decoder(_Heartbeat)
+_BOOK = msgspec.json.Decoder(_Book)
+_TOP_BOOK = msgspec.json.Decoder(_TopBook)
+_ERROR = msgspec.json.Decoder(_Error)
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+
+
+def parse(raw: Raw, ts_recv: float) -> Parsed:
+    """Parse one raw Deribit frame."""
+    try:
+        env = _ENVELOPE.decode(raw)
+    except _DECODE_ERRORS as ex:
+        return _explain(raw, ex)
+    method = env.method
+    if method == "subscription" and env.params:
+        return _notification(env.params, ts_recv)
+    if method == "heartbeat":
+        try:
+            beat = _HEARTBEAT.decode(env.params) if env.params else _Heartbeat()
+        except _DECODE_ERRORS as ex:
+            raise FrameError("bad_frame", f"heartbeat: {reason(ex)}") from None
+        return Parsed(TEST_REQUEST if beat.type == "test_request" else HEARTBEAT, None, [])
+    error = env.error if env.error and bytes(env.error) != b"null" else None
+    if method is None and env.id is not None:
+        if error is not None:
+            try:
+                err = _ERROR.decode(error)
+            except _DECODE_ERRORS:
+                return Parsed(ERROR, None, [], ref=env.id, detail="unreadable error", code="?")
+            detail = f"{err.code} {safe_text(err.message)}"
+            if err.data:
+                detail += f" {safe_text(bytes(err.data), 160)}"
+            return Parsed(ERROR, None, [], ref=env.id, detail=detail, code=str(err.code))
+        return Parsed(REPLY, None, [], ref=env.id)
+    if method is None and error is not None:
+        # An error that names no request of ours (id null) concerns no subscription.
+        return Parsed(ERROR, None, [], detail=f"unattributed error "
+                      f"{safe_text(bytes(error), 160)}", code="unattributed")
+    raise FrameError("unknown_type", f"unknown message (method {safe_text(method, 40)!r})")
+
+
+def _notification(params: msgspec.Raw, ts_recv: float) -> Parsed:
+    try:
+        note = _NOTIFICATION.decode(params)
+    except _DECODE_ERRORS as ex:
+        raise FrameError("bad_frame", f"subscription params: {reason(ex)}") from None
+    parts = note.channel.split(".")
+    if parts[0] != "book":
+        return Parsed(IGNORED, None, [])
+    grouped = len(parts) == 5
+    try:
+        if grouped:
+            top = _TOP_BOOK.decode(note.data)
+            event = BookEvent(REFRESH, VENUE, top.instrument_name, top.timestamp, ts_recv,
+                              top.change_id, None, top.bids, top.asks,
+                              depth_limit=_depth(parts[3]))
+        else:
+            book = _BOOK.decode(note.data)
+            prev = book.prev_change_id
+            event = BookEvent(SNAPSHOT if prev is None else UPDATE, VENUE, book.instrument_name,
+                              book.timestamp, ts_recv, book.change_id, prev,
+                              _levels(book.bids), _levels(book.asks))
+    except _DECODE_ERRORS as ex:
+        raise FrameError("bad_level", f"{safe_text(note.channel, 80)}: {reason(ex)}", None,
+                         _products(note.data, parts)) from None
+    return Parsed(BOOK, None, [event])
+
+
+def _levels(entries: List[Tuple[str, float, float]]) -> List[Level]:
+    return [(price, 0.0 if action == "delete" else amount) for action, price, amount in entries]
+
+
+def _depth(text: str) -> Optional[int]:
+    return int(text) if text.isdigit() else None
+
+
+def _products(data: msgspec.Raw, parts: List[str]) -> List[str]:
+    """The instrument a broken book notification was about: from its data, else
+    from the channel name."""
+    try:
+        decoded = loads(bytes(data))
+    except FrameError:
+        decoded = None
+    name = valid_product(decoded.get("instrument_name")) if isinstance(decoded, dict) else None
+    name = name or (valid_product(parts[1]) if len(parts) > 2 else None)
+    return [name] if name else []
+
+
+def _explain(raw: Raw, ex: Exception) -> Parsed:
+    """The slow path for an envelope the typed decode rejected."""
+    msg = loads(raw)
     if not isinstance(msg, dict):
         raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}")
-    method = msg.get("method")
-    params = msg.get("params") or {}
-    if not isinstance(params, dict):
-        raise FrameError("unknown_type", f"params is a {type(params).__name__}, not an object")
-    if method == "subscription":
-        channel = params.get("channel")
-        if isinstance(channel, str) and channel.startswith("book."):
-            return Parsed(BOOK, None, [_book_event(params.get("data"), ts_recv)])
-        return Parsed(IGNORED, None, [])
-    if method == "heartbeat":
-        kind = TEST_REQUEST if params.get("type") == "test_request" else HEARTBEAT
-        return Parsed(kind, None, [])
-    if "id" in msg:
-        err = msg.get("error")
-        if err is not None:
-            detail = f"{err.get('code')} {err.get('message')}" if isinstance(err, dict) else str(err)
-            if isinstance(err, dict) and err.get("data"):
-                detail += f" {err['data']}"
-            return Parsed(ERROR, None, [], ref=msg["id"], detail=detail)
-        return Parsed(REPLY, None, [], ref=msg["id"], detail=str(msg.get("result")))
-    raise FrameError("unknown_type", f"unknown message (method {method!r})")
+    if "id" in msg and valid_seq(msg["id"]) is None and msg["id"] is not None:
+        raise FrameError("bad_reply", f"request id is a {type(msg['id']).__name__}, "
+                                      "not one lobstream sent")
+    raise FrameError("unknown_type", f"unreadable message: {reason(ex)}")
 
 
-def _book_event(data: Any, ts_recv: float) -> BookEvent:
-    try:
-        product = data["instrument_name"]
-        prev = data.get("prev_change_id")
-        event = BookEvent(SNAPSHOT if prev is None else UPDATE, VENUE, product,
-                          float(data["timestamp"]), ts_recv, data["change_id"], prev,
-                          _levels(data["bids"]), _levels(data["asks"]))
-    except FrameError as ex:
-        raise FrameError(ex.kind, str(ex), None, _product(data)) from None
-    except (KeyError, TypeError, ValueError, IndexError) as ex:
-        raise FrameError("bad_level", f"unreadable book data: {type(ex).__name__}: {ex}",
-                         None, _product(data)) from None
-    return event
-
-
-def _levels(entries: List[Any]) -> List[Level]:
-    out: List[Level] = []
-    for entry in entries:
-        if len(entry) == 3:
-            action, price, amount = entry
-            if action not in _ACTIONS:
-                raise FrameError("bad_level", f"unknown action {action!r}")
-            if action == "delete":
-                amount = 0.0
-        else:  # grouped channels send plain [price, amount]
-            price, amount = entry
-        p = float(price)
-        s = float(amount)
-        if not (s >= 0.0 and p >= 0.0) or s == _INF or p == _INF:
-            raise FrameError("bad_level", f"invalid level {entry!r}")
-        out.append((p, s))
-    return out
-
-
-def _product(data: Any) -> List[str]:
-    name = data.get("instrument_name") if isinstance(data, dict) else None
-    return [name] if isinstance(name, str) else []
-
-
-def _request(method: str, params: Dict[str, Any]) -> Dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params}
-
-
-def channel(product: str, interval: str = DEFAULT_INTERVAL) -> str:
+def channel(product: str, interval: str = DEFAULT_INTERVAL, depth: int = 0) -> str:
+    """The book channel of one instrument."""
+    if depth:
+        return f"book.{product}.none.{depth}.{interval}"
     return f"book.{product}.{interval}"
 
 
-def subscribe(products: List[str], interval: str = DEFAULT_INTERVAL) -> List[Dict[str, Any]]:
-    """Messages that start a connection: heartbeats on, then the book channels."""
-    return [
-        _request("public/set_heartbeat", {"interval": HEARTBEAT_INTERVAL}),
-        _request("public/subscribe", {"channels": [channel(p, interval) for p in products]}),
-    ]
+class DeribitProtocol(Protocol):
+    """JSON-RPC requests with per-connection ids; subscribe and unsubscribe
+    requests remember their instruments so an answer or an error can be pinned on
+    exactly them. ``public/test`` answers are not tracked at all: a server that
+    keeps asking must not grow any table."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        super().__init__(settings)
+        self.interval = str(settings.get("interval", DEFAULT_INTERVAL))
+        self.depth = int(settings.get("depth", 0))
+        self._ids = count(1)
+        #: id -> (method, instruments) of requests awaiting an answer.
+        self._pending: "OrderedDict[int, Tuple[str, List[str]]]" = OrderedDict()
+
+    def _request(self, method: str, params: Dict[str, Any],
+                 products: Optional[Sequence[str]] = None) -> Message:
+        ident = next(self._ids)
+        if products is not None:
+            if len(self._pending) >= self.MAX_PENDING:
+                self._pending.popitem(last=False)
+                self.forgotten += 1
+            self._pending[ident] = (method, list(products))
+        return {"jsonrpc": "2.0", "id": ident, "method": method, "params": params}
+
+    def _channels(self, method: str, products: Sequence[str]) -> List[Message]:
+        out = []
+        for i in range(0, len(products), CHANNELS_PER_REQUEST):
+            chunk = list(products[i:i + CHANNELS_PER_REQUEST])
+            out.append(self._request(method, {"channels": [
+                channel(p, self.interval, self.depth) for p in chunk]}, chunk))
+        return out
+
+    def open(self, products: Sequence[str]) -> List[Message]:
+        return [self._request("public/set_heartbeat", {"interval": HEARTBEAT_INTERVAL}, [])
+                ] + self.subscribe(products)
+
+    def subscribe(self, products: Sequence[str]) -> List[Message]:
+        return self._channels("public/subscribe", products)
+
+    def unsubscribe(self, products: Sequence[str]) -> List[Message]:
+        return self._channels("public/unsubscribe", products)
+
+    def answer_test_request(self) -> List[Message]:
+        return [self._request("public/test", {})]
+
+    def reply(self, ref: Any) -> Reply:
+        method, products = self._pending.pop(ref, ("", []))
+        # Deribit confirms a subscription before it sends the snapshot.
+        return Reply(products, method == "public/subscribe")
+
+    def refused(self, ref: Any, detail: str) -> Optional[List[str]]:
+        method, products = self._pending.pop(ref, ("", []))
+        return products if method == "public/subscribe" and products else None
+
+    def reset(self) -> None:
+        self._pending.clear()
 
 
-def resubscribe(product: str, interval: str = DEFAULT_INTERVAL) -> List[Dict[str, Any]]:
-    """Messages that make the server send a fresh full book of one instrument."""
-    ch = [channel(product, interval)]
-    return [_request("public/unsubscribe", {"channels": ch}),
-            _request("public/subscribe", {"channels": ch})]
+def _check_interval(value: Any) -> Optional[str]:
+    if value == "raw":
+        return ("raw books need authentication, which lobstream does not do yet; "
+                "use 100ms")
+    return None
 
 
-def answer_test_request() -> Dict[str, Any]:
-    """The reply to a ``test_request``; without it the server closes the connection."""
-    return _request("public/test", {})
+_NAME = re.compile(r"[A-Z0-9]{2,10}(_[A-Z0-9]{2,10})?-(PERPETUAL|[0-9]{1,2}[A-Z]{3}[0-9]{2}"
+                   r"(-[0-9]+(d[0-9]+)?-[CP])?)")
+
+VENUE_SPEC = Venue(
+    name=VENUE,
+    title="Deribit",
+    default_url=DEFAULT_URL,
+    parse=parse,
+    protocol=DeribitProtocol,
+    # 32 connections per IP (json-rpc overview); public/subscribe is credit-limited
+    # to about 3.3 requests/s sustained: lobstream sends at most 2 control messages/s.
+    limits=Limits(max_connections=32, connects_per_second=2.0, products_per_connection=100,
+                  max_products_per_connection=500, messages_per_second=2.0,
+                  channels_per_request=CHANNELS_PER_REQUEST),
+    default_products=("BTC-PERPETUAL", "ETH-PERPETUAL"),
+    check_product=check_name(_NAME, "BTC-PERPETUAL, BTC-27JUN25-60000-C"),
+    book_chain=chain_exact,
+    settings=(
+        Setting("interval", DEFAULT_INTERVAL, "book interval", INTERVALS + ("raw",),
+                _check_interval),
+        Setting("depth", 0, "0 = full chained book; 1, 10 or 20 = the grouped top-N channel "
+                "book.{instrument}.none.{depth}.{interval}", GROUPED_DEPTHS),
+    ),
+    hints=(
+        ("13778", "raw books need authentication; use the 100ms interval "
+                  "(deribit.interval = \"100ms\")"),
+        ("raw_subscriptions_not_available", "raw books need authentication; use 100ms"),
+        ("10028", "Deribit's request credit ran out: lower the subscribe rate"),
+        ("Invalid params", "check the instrument names in the configuration"),
+    ),
+    answers_test_requests=True,
+)
