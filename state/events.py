@@ -66,6 +66,52 @@ class BookStatus(NamedTuple):
     detail: str
 
 
-def book_key(venue: str, product: str) -> str:
-    """The Bytewax routing key of a product: ``"venue:product"``."""
-    return f"{venue}:{product}"
+class Trade(NamedTuple):
+    """One trade print, venue-neutral.
+
+    ``side`` is the **aggressor** (taker) side, ``buy`` or ``sell``, whatever the
+    venue's own field means (each venue home documents where it comes from).
+    ``size`` is in the venue's wire unit; ``base_size`` and ``notional`` are the
+    same trade in base currency and in quote currency, converted by the venue's
+    instrument rules (inverse contracts in USD or in contracts). ``seq`` is the
+    venue's sequential trade id where it has one (Binance ``a``/``t``, Deribit
+    ``trade_seq``, Coinbase Exchange ``trade_id``), for gap detection; ``fills``
+    the number of underlying fills (Binance ``aggTrade``: ``l - f + 1``).
+    """
+
+    venue: str
+    product: str
+    ts_exchange: float
+    ts_recv: float
+    trade_id: str
+    price: float
+    size: float
+    side: str
+    base_size: float
+    notional: float
+    seq: Optional[int] = None
+    fills: int = 1
+
+
+class Ticker(NamedTuple):
+    """Mark, index and funding of a derivative, or a spot ticker's last price;
+    fields the venue does not send are None."""
+
+    venue: str
+    product: str
+    ts_exchange: float
+    ts_recv: float
+    mark: Optional[float]
+    index: Optional[float]
+    funding_rate: Optional[float]
+    last: Optional[float]
+
+
+class Clock(NamedTuple):
+    """The exchange time reached on a product's connection (any frame that carries
+    a time: heartbeats, other products' updates, replies). It advances the
+    product's event-time watermark, so a quiet product's bars still close."""
+
+    venue: str
+    product: str
+    ts_exchange: float

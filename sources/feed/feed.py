@@ -12,17 +12,25 @@ A connection carries a group of products. Where the venue numbers frames per
 connection (Coinbase Advanced Trade), a gap concerns every product on it; where
 books are chained per product (Deribit, Binance) a gap resubscribes that product
 alone while the others keep streaming.
+
+Books come back in one of two ways. Most venues send a snapshot in the stream
+when a product is (re)subscribed. Binance does not: the feed buffers the
+product's diffs (bounded), asks for a REST snapshot (:attr:`Feed.requests`, which
+the transport fetches and hands back through :meth:`Feed.on_rest`), and applies
+the snapshot followed by the buffered diffs that chain onto it, all or nothing:
+if the diffs do not connect (the snapshot is older than the first buffered diff),
+nothing is emitted and a newer snapshot is fetched, the diffs staying buffered.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from collections import Counter, deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from sources.feed.reporting import BadInput, ErrorReplies
-from sources.venues.base import (BOOK, ERROR, REPLY, TEST_REQUEST, FrameError, Message, Raw,
-                                 Venue, valid_product)
+from sources.venues.base import (BOOK, ERROR, RECONNECT, REPLY, TEST_REQUEST, FrameError,
+                                 Message, Raw, Venue, valid_product)
 from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus
 from state.sync import (BOGUS, DUPLICATE, GAP, OK, STALE, STUCK, STUCK_AFTER, UNSYNCED, BookSync,
                         ConnectionSequence)
@@ -45,6 +53,10 @@ DEFAULT_HINT = ("lobstream does not retry a refused subscription; check the prod
 #: cause a storm of 5 MB snapshots.
 SNAPSHOT_TIMEOUT_MS = 15_000.0
 SNAPSHOT_RETRY_CAP_MS = 240_000.0
+#: Diffs buffered per product while its REST snapshot is on the way (100 ms diffs:
+#: over 8 minutes). Beyond it the oldest are dropped and counted: the snapshot that
+#: finally comes is then checked against the oldest diff kept.
+MAX_BUFFERED = 5000
 
 
 def default_key(venue: str) -> Callable[[str], str]:
@@ -55,7 +67,8 @@ def default_key(venue: str) -> Callable[[str], str]:
 class _Product:
     """One product's state on a connection."""
 
-    __slots__ = ("key", "sync", "awaiting_since", "retry_ms", "snapshot_next", "refused")
+    __slots__ = ("key", "sync", "awaiting_since", "retry_ms", "snapshot_next", "refused",
+                 "buffer", "fetching")
 
     def __init__(self, key: str, sync: BookSync) -> None:
         self.key = key
@@ -67,6 +80,11 @@ class _Product:
         #: the snapshot (JSON-RPC venues answer before they send data).
         self.snapshot_next = False
         self.refused: Optional[str] = None
+        #: REST-snapshot venues: diffs received since the book was lost, in order
+        #: (None while the book is synced).
+        self.buffer: Optional[Deque[BookEvent]] = None
+        #: A snapshot request for this product is on its way.
+        self.fetching = False
 
 
 class Feed:
@@ -92,11 +110,18 @@ class Feed:
         self.errors = errors or ErrorReplies()
         self.counts: Counter = Counter()
         self.outbox: List[Message] = []
+        #: Products whose REST snapshot the transport should fetch now.
+        self.requests: List[str] = []
+        self.rest = venue.rest_snapshots
+        #: The server announced a shutdown: the transport should reconnect now.
+        self.reconnect = False
         for product in products or ():
             self._product(product)
 
     def _product(self, product: str) -> _Product:
         state = self.books[product] = _Product(self._key(product), BookSync(self.venue.book_chain))
+        if self.rest:
+            state.buffer = deque()  # diffs wait for the product's first snapshot
         return state
 
     @property
@@ -121,7 +146,10 @@ class Feed:
             state = self.books[product]
             state.sync.invalidate()
             state.snapshot_next = False
+            state.fetching = False
             self._await(state, ts, reset=True)
+            if self.rest:
+                state.buffer = deque()  # the snapshot is fetched once the first diff is in
         return self.protocol.open(wanted) if wanted else []
 
     def disconnected(self, ts: float, reason: str) -> List[Keyed]:
@@ -162,15 +190,96 @@ class Feed:
         return self.protocol.unsubscribe(gone)
 
     def tick(self, now: float) -> None:
-        """Resubscribe products whose awaited snapshot is overdue (see
-        :data:`SNAPSHOT_TIMEOUT_MS`)."""
+        """Ask again for snapshots that are overdue (see :data:`SNAPSHOT_TIMEOUT_MS`)."""
         for product, state in self.books.items():
             since = state.awaiting_since
-            if since is not None and now - since >= state.retry_ms and state.refused is None:
+            if since is not None and now - since >= state.retry_ms and state.refused is None \
+                    and not state.fetching:
                 self.counts["snapshot_retries"] += 1
                 state.retry_ms = min(state.retry_ms * 2.0, SNAPSHOT_RETRY_CAP_MS)
                 state.awaiting_since = now
-                self.outbox.extend(self.protocol.resubscribe(product))
+                self._ask_snapshot(product, state)
+
+    def _ask_snapshot(self, product: str, state: _Product) -> None:
+        """Make the exchange send ``product``'s book again: a resubscription, or
+        for REST-snapshot venues a snapshot request (its diffs buffered meanwhile)."""
+        if not self.rest:
+            self.outbox.extend(self.protocol.resubscribe(product))
+            return
+        if state.buffer is None:
+            state.buffer = deque()
+        if not state.fetching:
+            state.fetching = True
+            self.requests.append(product)
+
+    # -- REST snapshots ----------------------------------------------------------
+    def on_rest(self, url: str, raw: Raw, ts: float, out: List[Keyed]) -> None:
+        """A REST snapshot reply (live, or recorded in a capture)."""
+        self.counts["rest_replies"] += 1
+        assert self.venue.parse_rest is not None
+        try:
+            parsed = self.venue.parse_rest(url, raw, ts)
+        except FrameError as ex:
+            self._reject(ex, raw, ts, out)
+            for product in ex.products:
+                if product in self.books:
+                    self.books[product].fetching = False
+            return
+        for snapshot in parsed.events:
+            state = self.books.get(snapshot.product)
+            if state is None:
+                if self.fixed or valid_product(snapshot.product) is None:
+                    self.counts["unexpected_product"] += 1
+                    continue
+                state = self._product(snapshot.product)
+            state.fetching = False
+            self._apply_snapshot(state, snapshot, out)
+
+    def rest_failed(self, product: str, ts: float) -> None:
+        """A snapshot request gave up (the REST client logged why): it is asked
+        for again when the product's retry timer runs out."""
+        state = self.books.get(product)
+        if state is not None:
+            state.fetching = False
+            self.counts["rest_failures"] += 1
+
+    def _apply_snapshot(self, state: _Product, snapshot: BookEvent, out: List[Keyed]) -> None:
+        """The snapshot and the buffered diffs that chain onto it, all or nothing."""
+        sync = state.sync
+        sync.check(snapshot)
+        buffered = list(state.buffer or ())
+        applied = [snapshot]
+        for i, ev in enumerate(buffered):
+            verdict = sync.check(ev)
+            if verdict is OK:
+                applied.append(ev)
+            elif verdict is STALE or verdict is DUPLICATE:
+                self.counts["dropped_stale"] += 1
+            else:
+                # The snapshot is older than the diffs (or the diffs have a hole):
+                # emit nothing, keep the diffs, fetch a newer snapshot.
+                self.counts["stale_snapshots"] += 1
+                sync.invalidate()
+                state.buffer = deque(buffered[i:])
+                self._ask_snapshot(snapshot.product, state)
+                return
+        state.buffer = None
+        state.awaiting_since = None
+        state.retry_ms = SNAPSHOT_TIMEOUT_MS
+        self.counts["snapshots"] += 1
+        self.counts["updates"] += len(applied) - 1
+        out.extend((state.key, ev) for ev in applied)
+
+    def _buffer(self, state: _Product, ev: BookEvent) -> None:
+        buffer = state.buffer
+        if buffer is None:
+            return
+        if len(buffer) >= MAX_BUFFERED:
+            buffer.popleft()
+            self.counts["dropped_buffer"] += 1
+        buffer.append(ev)
+        if not state.fetching and state.awaiting_since is not None:
+            self._ask_snapshot(ev.product, state)
 
     # -- inbound ---------------------------------------------------------------
     def on_frame(self, raw: Raw, ts: float, out: List[Keyed]) -> None:
@@ -192,6 +301,9 @@ class Feed:
             self.outbox.extend(self.protocol.answer_test_request())
         elif kind == ERROR:
             self._error(parsed.ref, parsed.code, parsed.detail, ts, out)
+        elif kind == RECONNECT:
+            self.counts["server_shutdowns"] += 1
+            self.reconnect = True
         elif kind == REPLY:
             reply = self.protocol.reply(parsed.ref)
             if reply.confirms_subscribe:
@@ -229,6 +341,9 @@ class Feed:
         elif verdict is STALE:
             self.counts["dropped_stale"] += 1
         elif verdict is UNSYNCED:
+            if self.rest:
+                self._buffer(state, ev)
+                return
             self.counts["dropped_unsynced"] += 1
             if state.snapshot_next:
                 # Subscribed, yet an update came first: the snapshot was lost, and
@@ -239,6 +354,7 @@ class Feed:
         elif verdict is GAP:
             self._gap(ev.product, ev.ts_recv, "gap",
                       f"update {ev.prev_seq}->{ev.seq} does not follow {last}", out)
+            self._buffer(state, ev)  # the first diff after the hole is still needed
         elif verdict is BOGUS:
             self.counts["bad_seq"] += 1
             self._gap(ev.product, ev.ts_recv, "bad_input",
@@ -309,8 +425,8 @@ class Feed:
         if state.refused is not None or state.awaiting_since is not None:
             return
         self.counts["resyncs"] += 1
-        self.outbox.extend(self.protocol.resubscribe(product))
         self._await(state, ts)
+        self._ask_snapshot(product, state)
         # Updates the server sent before it saw this resubscription are still on
         # the way; only the new subscription's confirmation says the snapshot is next.
         state.snapshot_next = False

@@ -56,7 +56,8 @@ class Connection:
 
     def __init__(self, index: int, venue: str, url: str, stream: str, inbox: Inbox, *,
                  connects: TokenBucket, messages_per_second: float, exit_on_close: bool,
-                 silence_timeout: float, recorder: Optional[Recorder] = None) -> None:
+                 silence_timeout: float, recorder: Optional[Recorder] = None,
+                 max_lifetime: Optional[float] = None) -> None:
         self.index = index
         self.venue = venue
         self.url = url
@@ -67,12 +68,15 @@ class Connection:
         self.exit_on_close = exit_on_close
         self.silence_timeout = silence_timeout
         self.recorder = recorder
+        self.max_lifetime = max_lifetime
         self.backoff = Backoff()
         self._ws: Optional[ClientConnection] = None
         self._outgoing: Deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
         self._silent = False
+        #: The close was ours, to renew the connection (lifetime, server shutdown).
+        self._recycle = False
         self._last_frame = 0.0
 
     # -- called on the socket thread's loop ------------------------------------
@@ -88,6 +92,12 @@ class Connection:
             self._outgoing.clear()
             asyncio.ensure_future(self._ws.close(1011, "send queue overflow"))
         self._wake.set()
+
+    def reconnect(self) -> None:
+        """Close the current connection; :meth:`run` opens a new one at once."""
+        if self._ws is not None:
+            self._recycle = True
+            asyncio.ensure_future(self._ws.close(1000, "reconnecting"))
 
     def stop(self) -> None:
         """End the connection for good."""
@@ -119,7 +129,7 @@ class Connection:
             async with connect(self.url, max_size=MAX_FRAME_BYTES, open_timeout=10,
                                ping_interval=20, ping_timeout=20, close_timeout=2) as ws:
                 self._ws = ws
-                self._silent = False
+                self._silent = self._recycle = False
                 self._outgoing.clear()
                 self._last_frame = time.monotonic()
                 self.inbox.put(Connected(self.index, time.time() * 1000.0))
@@ -133,6 +143,8 @@ class Connection:
             code = ws.close_code
             if self._silent:
                 return f"no traffic for {self.silence_timeout:g} s"
+            if self._recycle:
+                return "connection renewed"
         except WebSocketException as ex:
             return f"connection lost ({ex})"
         except OSError as ex:
@@ -179,9 +191,15 @@ class Connection:
 
     async def _watchdog(self, ws: ClientConnection) -> None:
         step = min(1.0, self.silence_timeout / 4)
+        opened = time.monotonic()
         while True:
             await asyncio.sleep(step)
-            if time.monotonic() - self._last_frame >= self.silence_timeout:
+            now = time.monotonic()
+            if self.max_lifetime is not None and now - opened >= self.max_lifetime:
+                # Renew before the server's own lifetime limit cuts us off mid-stream.
+                self.reconnect()
+                return
+            if now - self._last_frame >= self.silence_timeout:
                 self._silent = True
                 await ws.close(1001, "no traffic")
                 return

@@ -47,6 +47,22 @@ class Overflowed(NamedTuple):
     dropped: int
 
 
+class RestReply(NamedTuple):
+    """The body of a REST snapshot request made for connection ``conn``."""
+
+    conn: int
+    url: str
+    raw: bytes
+    ts: float
+
+
+class RestFailed(NamedTuple):
+    """A REST snapshot request for ``product`` gave up (the client logged why)."""
+
+    conn: int
+    product: str
+
+
 class Ended(NamedTuple):
     """Connection ``conn`` is finished for good (end of input, or stopped)."""
 

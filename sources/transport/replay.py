@@ -55,6 +55,7 @@ class ReplayFrame(NamedTuple):
     stream: str
     direction: str
     raw: bytes
+    url: Optional[str] = None
 
 
 def capture_files(paths: Sequence[PathLike]) -> List[Path]:
@@ -91,7 +92,7 @@ def _frames(path: Path, streams: Set[str]) -> Iterator[ReplayFrame]:
             continue
         raw = d.get("raw")
         data = raw.encode() if isinstance(raw, str) else orjson.dumps(d.get("msg"))
-        yield ReplayFrame(d["ts"], stream, d.get("dir", "recv"), data)
+        yield ReplayFrame(d["ts"], stream, d.get("dir", "recv"), data, d.get("url"))
 
 
 class ReplaySource(DynamicSource[Keyed]):
@@ -179,6 +180,8 @@ class _ReplayPartition(StatelessSourcePartition[Keyed]):
                 break
             if frame.direction == "recv":
                 feeds[frame.stream].on_frame(frame.raw, frame.ts, out)
+            elif frame.direction == "rest" and frame.url is not None:
+                feeds[frame.stream].on_rest(frame.url, frame.raw, frame.ts, out)
         for feed in feeds.values():
             feed.outbox.clear()  # a recording cannot be asked for a new snapshot
         if not feeds:

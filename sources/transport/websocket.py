@@ -37,8 +37,11 @@ from sources.runtime.placement import ConnectionPlan, routing_key
 from sources.runtime.registry import Registry
 from sources.runtime.resync import ResyncRequests
 from sources.transport.connection import Connection, Recorder
-from sources.transport.inbox import Connected, Disconnected, Ended, Frame, Inbox, Overflowed
+from sources.transport.inbox import (Connected, Disconnected, Ended, Frame, Inbox, Overflowed,
+                                     RestFailed, RestReply)
 from sources.transport.limits import TokenBucket
+from sources.transport.ratelimit import RateLimit
+from sources.transport.rest import HostLimits, RestClient, RestError
 
 log = logging.getLogger("lobstream.websocket")
 
@@ -132,6 +135,10 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
                 log.warning("%s: the dataflow fell behind; %d frames dropped, resyncing its "
                             "books", feeds[item.conn].stream, item.dropped)
                 feeds[item.conn].overflow(item.ts, item.dropped, out)
+            elif kind is RestReply:
+                feeds[item.conn].on_rest(item.url, item.raw, item.ts, out)
+            elif kind is RestFailed:
+                feeds[item.conn].rest_failed(item.product, time.time() * 1000.0)
             elif kind is Ended:
                 self._ended.add(item.conn)
         now = time.time() * 1000.0
@@ -147,6 +154,13 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
             if feed.outbox:
                 self._thread.send(conn, feed.outbox)
                 feed.outbox = []
+            if feed.requests:
+                for product in feed.requests:
+                    self._thread.fetch(conn, product)
+                feed.requests = []
+            if feed.reconnect:
+                feed.reconnect = False
+                self._thread.reconnect(conn)
             if conn not in self._refused_all and feed.books and not feed.wanted:
                 # The exchange refused everything this connection is for; retrying can
                 # only end in a reconnect loop, so the connection ends (others go on).
@@ -174,6 +188,7 @@ class _SocketThread(threading.Thread):
         self.started = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._connections: List[Connection] = []
+        self._rest: RestClient
         self._ready = threading.Event()
 
     def start(self) -> None:
@@ -186,6 +201,7 @@ class _SocketThread(threading.Thread):
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._rest = RestClient()
         source = self._source
         limiters: Dict[str, TokenBucket] = {}
         for index, plan in enumerate(self._plans):
@@ -202,11 +218,17 @@ class _SocketThread(threading.Thread):
                 connects=limiters[venue.name],
                 messages_per_second=venue.limits.messages_per_second,
                 exit_on_close=source.exit_on_close, silence_timeout=source.silence_timeout,
-                recorder=recorder))
+                recorder=recorder, max_lifetime=venue.max_lifetime))
+            if venue.rest_snapshots:
+                rest_url = str(plan.settings.get("rest_url", ""))
+                # Half the venue's weight budget, shared by this host's workers.
+                budget = max(1, int(venue.limits.rest_weight_per_minute / 2 / self._workers))
+                self._rest.configure(rest_url, HostLimits(rate=RateLimit(budget, 60.0)))
         self._ready.set()
         try:
             await asyncio.gather(*(c.run() for c in self._connections))
         finally:
+            await self._rest.close()
             for c in self._connections:
                 if c.recorder is not None:
                     c.recorder.close()
@@ -223,6 +245,37 @@ class _SocketThread(threading.Thread):
     def send(self, conn: int, messages: List[dict]) -> None:
         if messages and conn < len(self._connections):
             self._call(self._connections[conn].send, list(messages))
+
+    def fetch(self, conn: int, product: str) -> None:
+        """Fetch ``product``'s REST snapshot for connection ``conn``; the reply (or
+        the failure) comes back through the inbox."""
+        if conn < len(self._plans):
+            self._call(self._start_fetch, conn, product)
+
+    def _start_fetch(self, conn: int, product: str) -> None:
+        asyncio.ensure_future(self._fetch(conn, product))
+
+    async def _fetch(self, conn: int, product: str) -> None:
+        plan = self._plans[conn]
+        venue = plan.venue
+        assert venue.snapshot_request is not None
+        url, weight = venue.snapshot_request(str(plan.settings.get("rest_url", "")), product,
+                                             plan.settings)
+        try:
+            reply = await self._rest.get(url, weight=weight)
+        except RestError as ex:
+            log.warning("%s: snapshot of %s failed: %s", plan.stream, product, ex)
+            self._inbox.put(RestFailed(conn, product))
+            return
+        ts = time.time() * 1000.0
+        recorder = self._connections[conn].recorder
+        if recorder is not None:
+            recorder.write(ts, venue.name, plan.stream, reply.body, "rest", url)
+        self._inbox.put(RestReply(conn, url, reply.body, ts))
+
+    def reconnect(self, conn: int) -> None:
+        if conn < len(self._connections):
+            self._call(self._connections[conn].reconnect)
 
     def stop(self, conn: int) -> None:
         if conn < len(self._connections):

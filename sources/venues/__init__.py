@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-from sources.venues import coinbase, coinbase_exchange, deribit
+from sources.venues import binance, coinbase, coinbase_exchange, deribit
 from sources.venues.base import Venue
 
 VENUES: Dict[str, Venue] = {spec.name: spec for spec in (
     coinbase.VENUE_SPEC,
     deribit.VENUE_SPEC,
     coinbase_exchange.VENUE_SPEC,
+    binance.BINANCE,
+    binance.BINANCE_USDM,
+    binance.BINANCE_COINM,
 )}
 
 VENUE_NAMES: Tuple[str, ...] = tuple(VENUES)

@@ -22,7 +22,7 @@ nest 1,000 deep would raise RecursionError).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import (Annotated, Any, Callable, Dict, List, Mapping, NamedTuple, Optional,
                     Sequence, Tuple, Union)
@@ -42,6 +42,7 @@ TEST_REQUEST = "test_request"  # the server wants an answer (Deribit) or it drop
 REPLY = "reply"            # answer to one of our requests (subscriptions, results)
 ERROR = "error"            # the exchange refused something we asked for
 IGNORED = "ignored"        # a channel lobstream does not consume (ticker, trades...)
+RECONNECT = "reconnect"    # the server announced it will close (Binance serverShutdown)
 
 #: The largest price accepted: prices of real instruments are far below it, and
 #: anything above would overflow mid, microprice and depth sums towards infinity.
@@ -176,6 +177,8 @@ class Limits:
     max_products_per_connection: int
     messages_per_second: float
     channels_per_request: int = 1_000
+    #: REST request weight per minute per IP (Binance), of which lobstream uses half.
+    rest_weight_per_minute: int = 1200
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,14 @@ class Venue:
     hints: Tuple[Tuple[str, str], ...] = ()
     #: Whether the venue needs an answer to its test requests (Deribit).
     answers_test_requests: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Books are synchronised from REST snapshots (Binance) rather than from a
+    #: snapshot in the stream: ``snapshot_request(rest_url, product, settings)`` gives
+    #: the request URL and its weight, ``parse_rest(url, raw, ts)`` parses the reply.
+    rest_snapshots: bool = False
+    snapshot_request: Optional[Callable[[str, str, Mapping[str, Any]], Tuple[str, int]]] = None
+    parse_rest: Optional[Callable[[str, Raw, float], Parsed]] = None
+    #: Connections are recycled before the server's own lifetime limit (seconds).
+    max_lifetime: Optional[float] = None
 
     def hint(self, detail: str) -> str:
         """What to tell the operator about an error reply."""

@@ -1,0 +1,305 @@
+"""Binance spot, USD-M and COIN-M futures: the venues' home (three registry entries).
+
+Wire format (binance-spot-api-docs ``web-socket-streams.md``; the derivatives docs
+for USD-M and COIN-M): combined streams wrap every event as
+``{"stream": "<symbol>@depth@100ms", "data": {...}}``; subscriptions are
+``{"method": "SUBSCRIBE", "params": [...], "id": n}`` answered by
+``{"result": null, "id": n}`` or an error ``{"code": n, "msg": "...", "id": n}``.
+Prices and quantities are decimal strings; quantities are absolute level totals
+and ``"0"`` removes the level. Symbols are upper case in events and lower case in
+stream names.
+
+Books are synchronised with REST snapshots, per symbol (exchange-protocols.md §D):
+the feed buffers a symbol's diffs while its ``/depth`` snapshot is fetched, then
+applies the snapshot and the buffered diffs that chain onto it. The chain rules
+differ (:mod:`state.sync`): **spot** events carry ``U``/``u`` (``prev_seq`` =
+``U - 1``), deltas with ``u <= lastUpdateId`` are stale and the first applied
+straddles ``lastUpdateId + 1``; **futures** events carry ``pu`` (the previous
+event's ``u``), deltas with ``u < lastUpdateId`` are stale and the first applied
+satisfies ``U <= lastUpdateId <= u``. A break re-fetches that symbol's snapshot
+alone, with its diffs buffered, not dropped. The summary's ``seq`` is ``u``.
+
+Sizes: spot and USD-M in base units; COIN-M in contracts (each ``contractSize`` USD,
+from the instrument list).
+
+USD-M futures split their websocket host by data tier since 2026: ``/public``
+carries ``@depth``, ``@bookTicker`` and ``@trade``; ``/market`` carries
+``@aggTrade`` and ``@markPrice``. A stream on the wrong path is silently never
+delivered, so the depth connection uses ``/public``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from itertools import count
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+
+from sources.venues.base import (BOOK, ERROR, IGNORED, RECONNECT, REPLY, FrameError, Limits,
+                                 Message, Millis, Parsed, Price, ProductId, Protocol, Raw, Reply,
+                                 SeqNo, Setting, Size, Venue, check_name, loads, reason, safe_text,
+                                 valid_product, valid_seq)
+from state.events import SNAPSHOT, UPDATE, BookEvent
+from state.sync import chain_binance_futures, chain_binance_spot
+
+#: Streams per SUBSCRIBE message; a connection may carry 1,024 streams.
+STREAMS_PER_REQUEST = 200
+
+_ABSENT = msgspec.Raw()
+
+
+class _Envelope(msgspec.Struct):
+    stream: Optional[str] = None
+    data: msgspec.Raw = _ABSENT
+    id: Optional[SeqNo] = None
+    result: msgspec.Raw = _ABSENT
+    code: Optional[int] = None
+    msg: str = ""
+
+
+class _Event(msgspec.Struct):
+    e: str = ""
+
+
+class _SpotDiff(msgspec.Struct):
+    E: Millis
+    s: ProductId
+    U: SeqNo
+    u: SeqNo
+    b: List[Tuple[Price, Size]]
+    a: List[Tuple[Price, Size]]
+
+
+class _FuturesDiff(msgspec.Struct):
+    E: Millis
+    T: Millis
+    s: ProductId
+    U: SeqNo
+    u: SeqNo
+    pu: SeqNo
+    b: List[Tuple[Price, Size]]
+    a: List[Tuple[Price, Size]]
+
+
+class _Depth(msgspec.Struct):
+    lastUpdateId: SeqNo
+    bids: List[Tuple[Price, Size]]
+    asks: List[Tuple[Price, Size]]
+    E: Optional[Millis] = None
+    T: Optional[Millis] = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_EVENT = msgspec.json.Decoder(_Event)
+_SPOT_DIFF = msgspec.json.Decoder(_SpotDiff, strict=False)
+_FUTURES_DIFF = msgspec.json.Decoder(_FuturesDiff, strict=False)
+_DEPTH = msgspec.json.Decoder(_Depth, strict=False)
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+#: Event types of streams lobstream does not consume (yet) but that are legitimate.
+OTHER_EVENTS = frozenset(("trade", "aggTrade", "bookTicker", "markPriceUpdate", "kline",
+                          "24hrTicker", "24hrMiniTicker"))
+
+
+def _parser(venue: str, futures: bool):  # type: ignore[no-untyped-def]
+    diff_decoder = _FUTURES_DIFF if futures else _SPOT_DIFF
+
+    def parse(raw: Raw, ts_recv: float) -> Parsed:
+        """Parse one raw frame of the combined stream."""
+        try:
+            env = _ENVELOPE.decode(raw)
+        except _DECODE_ERRORS as ex:
+            return _explain(raw, ex)
+        if env.stream is not None and env.data:
+            return _event(env.stream, env.data, ts_recv)
+        if env.code is not None:
+            detail = f"{env.code} {safe_text(env.msg)}"
+            return Parsed(ERROR, None, [], ref=env.id, detail=detail, code=str(env.code))
+        if env.id is not None:
+            return Parsed(REPLY, None, [], ref=env.id)
+        raise FrameError("unknown_type", "neither a stream event nor a reply")
+
+    def _event(stream: str, data: msgspec.Raw, ts_recv: float) -> Parsed:
+        try:
+            kind = _EVENT.decode(data).e
+        except _DECODE_ERRORS as ex:
+            raise FrameError("bad_frame", f"{safe_text(stream, 60)}: {reason(ex)}") from None
+        if kind == "depthUpdate":
+            try:
+                d = diff_decoder.decode(data)
+            except _DECODE_ERRORS as ex:
+                raise FrameError("bad_level", f"{safe_text(stream, 60)}: {reason(ex)}", None,
+                                 _symbol(stream)) from None
+            if futures:
+                ev = BookEvent(UPDATE, venue, d.s, d.T, ts_recv, d.u, d.pu, d.b, d.a,
+                               first_seq=d.U)
+            else:
+                ev = BookEvent(UPDATE, venue, d.s, d.E, ts_recv, d.u, d.U - 1, d.b, d.a,
+                               first_seq=d.U)
+            if d.U > d.u:
+                raise FrameError("bad_seq", f"first update id {d.U} above last {d.u}", None,
+                                 [d.s])
+            return Parsed(BOOK, None, [ev])
+        if kind == "serverShutdown":
+            return Parsed(RECONNECT, None, [], detail="the server announced a shutdown")
+        if kind in OTHER_EVENTS or not kind:  # spot bookTicker events carry no "e"
+            return Parsed(IGNORED, None, [])
+        raise FrameError("unknown_type", f"unknown event {safe_text(kind, 40)!r}")
+
+    def parse_rest(url: str, raw: Raw, ts_recv: float) -> Parsed:
+        """A REST depth snapshot; its symbol comes from the request URL."""
+        symbol = snapshot_symbol(url)
+        if symbol is None:
+            raise FrameError("bad_rest", f"not a depth request: {safe_text(url, 120)}")
+        try:
+            d = _DEPTH.decode(raw)
+        except _DECODE_ERRORS as ex:
+            raise FrameError("bad_level", f"depth snapshot: {reason(ex)}", None, [symbol]) \
+                from None
+        return Parsed(BOOK, None, [BookEvent(SNAPSHOT, venue, symbol, d.T or d.E, ts_recv,
+                                             d.lastUpdateId, None, d.bids, d.asks)])
+
+    return parse, parse_rest
+
+
+def _symbol(stream: str) -> List[str]:
+    name = valid_product(stream.split("@", 1)[0].upper())
+    return [name] if name else []
+
+
+def _explain(raw: Raw, ex: Exception) -> Parsed:
+    msg = loads(raw)
+    if not isinstance(msg, dict):
+        raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}")
+    if "id" in msg and msg["id"] is not None and valid_seq(msg["id"]) is None:
+        raise FrameError("bad_reply", f"request id is a {type(msg['id']).__name__}, "
+                                      "not one lobstream sent")
+    stream = msg.get("stream")
+    if isinstance(stream, str):
+        raise FrameError("bad_frame", f"{safe_text(stream, 60)}: {reason(ex)}", None,
+                         _symbol(stream))
+    raise FrameError("unknown_type", f"unreadable message: {reason(ex)}")
+
+
+def snapshot_symbol(url: str) -> Optional[str]:
+    """The symbol of a ``/depth?symbol=...`` request URL."""
+    query = parse_qs(urlsplit(url).query)
+    symbols = query.get("symbol") or []
+    return valid_product(symbols[0]) if len(symbols) == 1 else None
+
+
+class BinanceProtocol(Protocol):
+    """``SUBSCRIBE``/``UNSUBSCRIBE`` with ids; a book is resynchronised by a REST
+    snapshot, not a resubscription, so :meth:`resubscribe` sends nothing."""
+
+    def __init__(self, settings: Mapping[str, Any], stream_suffix: str) -> None:
+        super().__init__(settings)
+        self.suffix = stream_suffix
+        self._ids = count(1)
+        self._pending: "OrderedDict[int, Tuple[str, List[str]]]" = OrderedDict()
+
+    def _requests(self, method: str, products: Sequence[str]) -> List[Message]:
+        out = []
+        for i in range(0, len(products), STREAMS_PER_REQUEST):
+            chunk = list(products[i:i + STREAMS_PER_REQUEST])
+            ident = next(self._ids)
+            if len(self._pending) >= self.MAX_PENDING:
+                self._pending.popitem(last=False)
+                self.forgotten += 1
+            self._pending[ident] = (method, chunk)
+            out.append({"method": method, "params": [f"{p.lower()}{self.suffix}" for p in chunk],
+                        "id": ident})
+        return out
+
+    def open(self, products: Sequence[str]) -> List[Message]:
+        return self.subscribe(products)
+
+    def subscribe(self, products: Sequence[str]) -> List[Message]:
+        return self._requests("SUBSCRIBE", products)
+
+    def unsubscribe(self, products: Sequence[str]) -> List[Message]:
+        return self._requests("UNSUBSCRIBE", products)
+
+    def resubscribe(self, product: str) -> List[Message]:
+        return []
+
+    def reply(self, ref: Any) -> Reply:
+        method, products = self._pending.pop(ref, ("", []))
+        return Reply(products, False)
+
+    def refused(self, ref: Any, detail: str) -> Optional[List[str]]:
+        method, products = self._pending.pop(ref, ("", []))
+        return products if method == "SUBSCRIBE" and products else None
+
+    def reset(self) -> None:
+        self._pending.clear()
+
+
+def _depth_weight(limits: Tuple[Tuple[int, int], ...]):  # type: ignore[no-untyped-def]
+    def weight(limit: int) -> int:
+        return next(w for top, w in limits if limit <= top)
+    return weight
+
+
+_SYMBOL = re.compile(r"[A-Z0-9]{2,20}(_[A-Z0-9]{2,12})?")
+
+
+def _spec(name: str, title: str, url: str, rest_url: str, depth_path: str, futures: bool,
+          speeds: Tuple[str, ...], default_speed: str, max_limit: int,
+          weights: Tuple[Tuple[int, int], ...], messages_per_second: float,
+          rest_weight: int, example: str) -> Venue:
+    parse, parse_rest = _parser(name, futures)
+
+    def stream_suffix(speed: str) -> str:
+        # 1000 ms (spot) and 250 ms (futures) are the plain @depth stream.
+        return "@depth" if speed in ("1000ms", "250ms") else f"@depth@{speed}"
+
+    def protocol(settings: Mapping[str, Any]) -> BinanceProtocol:
+        return BinanceProtocol(settings, stream_suffix(str(settings.get("speed", default_speed))))
+
+    def snapshot_request(rest: str, product: str, settings: Mapping[str, Any]) -> Tuple[str, int]:
+        limit = int(settings.get("snapshot_limit", 1000))
+        return f"{rest}{depth_path}?symbol={product}&limit={limit}", _depth_weight(weights)(limit)
+
+    return Venue(
+        name=name, title=title, default_url=url, parse=parse, protocol=protocol,
+        # 300 connection attempts per 5 minutes per IP (1/s); 1,024 streams per
+        # connection; 5 (spot) or 10 (futures) incoming messages per second,
+        # pings and pongs included: lobstream sends at most 80 % of that. REST
+        # weight: spot 6,000 per minute per IP, futures 2,400.
+        limits=Limits(max_connections=None, connects_per_second=0.5,
+                      products_per_connection=100, max_products_per_connection=1024,
+                      messages_per_second=messages_per_second,
+                      channels_per_request=STREAMS_PER_REQUEST,
+                      rest_weight_per_minute=rest_weight),
+        default_products=("BTCUSDT", "ETHUSDT") if not name.endswith("coinm")
+        else ("BTCUSD_PERP", "ETHUSD_PERP"),
+        check_product=check_name(_SYMBOL, example),
+        book_chain=chain_binance_futures if futures else chain_binance_spot,
+        settings=(
+            Setting("speed", default_speed, "diff depth stream speed", speeds),
+            Setting("snapshot_limit", 1000, "levels per side in REST snapshots",
+                    tuple(n for n in (100, 500, 1000, 5000) if n <= max_limit)),
+            Setting("rest_url", rest_url, "REST base URL for depth snapshots"),
+        ),
+        hints=(("Invalid request", "check the symbols in the configuration"),),
+        rest_snapshots=True,
+        parse_rest=parse_rest,
+        snapshot_request=snapshot_request,
+        max_lifetime=23.5 * 3600.0,
+    )
+
+
+BINANCE = _spec("binance", "Binance spot", "wss://stream.binance.com:9443/stream",
+                "https://api.binance.com", "/api/v3/depth", False, ("100ms", "1000ms"), "100ms",
+                5000, ((100, 5), (500, 25), (1000, 50), (5000, 250)), 4.0, 6000, "BTCUSDT")
+BINANCE_USDM = _spec("binance_usdm", "Binance USD-M futures",
+                     "wss://fstream.binance.com/public/stream", "https://fapi.binance.com",
+                     "/fapi/v1/depth", True, ("0ms", "100ms", "250ms", "500ms"), "100ms", 1000,
+                     ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSDT")
+BINANCE_COINM = _spec("binance_coinm", "Binance COIN-M futures",
+                      "wss://dstream.binance.com/stream", "https://dapi.binance.com",
+                      "/dapi/v1/depth", True, ("0ms", "100ms", "250ms", "500ms"), "100ms", 1000,
+                      ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSD_PERP")
