@@ -50,6 +50,7 @@ _check = msgspec.json.Decoder(msgspec.Raw)
 _encode = msgspec.json.Encoder()
 _DECODE_ERRORS = (msgspec.DecodeError, RecursionError, ValueError, OverflowError)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_NON_FINITE_TS = re.compile(rb'\{\s*"ts"\s*:\s*-?(NaN|Infinity)\b')
 
 
 class NotACapture(ValueError):
@@ -259,7 +260,7 @@ class LineParser:
 
     def head(self, line: bytes) -> Union[Tuple[float, str, str], BadLine]:
         """``(ts, venue, stream)`` of a line, reading only its head where possible."""
-        split = self._split(line)
+        split = _split(line)
         if split is not None:
             ts = _number(line[6:split[0]])
             head = self._head(line[split[0]:split[1]])
@@ -269,20 +270,6 @@ class LineParser:
         return got if isinstance(got, BadLine) else (got[0], got[1], got[2])
 
     # -- fast path
-
-    @staticmethod
-    def _split(line: bytes) -> Optional[Tuple[int, int, bool]]:
-        """``(head start, frame key start, is msg)`` for lobstream's own layout."""
-        if not line.startswith(b'{"ts":') or not line.endswith(b"}"):
-            return None
-        j = line.find(b',"venue":', 6, 6 + _TS_LIMIT)
-        if j < 0:
-            return None
-        k = line.find(b',"msg":', j, j + _HEAD_LIMIT)
-        r = line.find(b',"raw":', j, k if k >= 0 else j + _HEAD_LIMIT)
-        if r >= 0:
-            return j, r, False
-        return (j, k, True) if k >= 0 else None
 
     def _head(self, key: bytes) -> Optional[Head]:
         head = self._heads.get(key)
@@ -304,7 +291,7 @@ class LineParser:
         return head
 
     def _fast(self, line: bytes) -> Union[CaptureFrame, BadLine, None, object]:
-        split = self._split(line)
+        split = _split(line)
         if split is None:
             return _SLOW
         j, k, is_msg = split
@@ -364,6 +351,8 @@ class LineParser:
         except RecursionError:
             return BadLine("too_deep", "line nested too deeply to decode")
         except _DECODE_ERRORS:
+            if _NON_FINITE_TS.match(line):  # what json.dumps writes for NaN/inf
+                return BadLine("ts", "ts is not finite")
             return BadLine("json", "line is not JSON")
         if not isinstance(d, dict):
             return BadLine("not_object", "line is not a JSON object")
@@ -384,6 +373,28 @@ class LineParser:
 
 
 _SLOW = object()
+
+
+def _split(line: bytes) -> Optional[Tuple[int, int, bool]]:
+    """``(head start, frame key start, is msg)`` for lobstream's own layout."""
+    if not line.startswith(b'{"ts":') or not line.endswith(b"}"):
+        return None
+    j = line.find(b',"venue":', 6, 6 + _TS_LIMIT)
+    if j < 0:
+        return None
+    k = line.find(b',"msg":', j, j + _HEAD_LIMIT)
+    r = line.find(b',"raw":', j, k if k >= 0 else j + _HEAD_LIMIT)
+    if r >= 0:
+        return j, r, False
+    return (j, k, True) if k >= 0 else None
+
+
+def head_key(line: bytes) -> Optional[bytes]:
+    """The envelope bytes after ``ts`` (``,"venue":..,"dir":..``), which repeat on
+    every line of one stream and direction, for a line in lobstream's layout; None
+    for any other layout. Lets a scan skip lines whose head it has already read."""
+    split = _split(line)
+    return line[split[0]:split[1]] if split is not None else None
 
 
 def _number(token: bytes) -> Optional[Union[int, float]]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from sources.capture.codec import (
-    SKIP, BadLine, CaptureFrame, LineParser, NotACapture, parse_header, sample,
+    SKIP, BadLine, CaptureFrame, LineParser, NotACapture, head_key, parse_header, sample,
 )
 
 log = logging.getLogger("lobstream.capture")
@@ -228,15 +228,21 @@ def list_streams(paths: Sequence[PathLike]) -> Dict[str, StreamInfo]:
         f, _ = _open_checked(path)
         parser = LineParser(validate=False)
         in_file: Set[str] = set()
+        known: Set[bytes] = set()  # heads already read in this file: the line adds nothing
         for _, line, ended in _lines(f, path, quiet):
+            key = head_key(line) if ended else None
+            if key is not None and key in known:
+                continue
             if not line.strip():
                 continue
             head = parser.head(line) if ended else parser.parse(line)
+            if head is SKIP or isinstance(head, BadLine):
+                continue
             if isinstance(head, CaptureFrame):  # a last line: counts only if complete
                 head = (head.ts, head.venue, head.stream)
-            elif not isinstance(head, tuple):
-                continue
             ts, venue, stream = head
+            if key is not None:
+                known.add(key)
             if stream in in_file:
                 continue
             in_file.add(stream)

@@ -214,7 +214,7 @@ class Recorder:
     def _current(self, now: float) -> Optional[CaptureWriter]:
         w = self._writer
         if w is not None and (
-                (self.rotate_bytes is not None and w.bytes_written >= self.rotate_bytes)
+                (self.rotate_bytes is not None and w.size >= self.rotate_bytes)
                 or (self.rotate_seconds is not None and now - w.opened >= self.rotate_seconds)):
             self._finish()
             w = None

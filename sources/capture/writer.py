@@ -34,9 +34,10 @@ from typing import Optional, Union
 
 from sources.capture.codec import encode_line, header_line
 
-#: Bytes of lines buffered before they are written out (and, for gzip, sync-flushed).
-#: 256 KiB keeps syscalls and sync-flush overhead (5 bytes each) negligible.
-FLUSH_BYTES = 256 * 1024
+#: Bytes of lines buffered before they are written out (and, for gzip, sync-flushed):
+#: what a write error can lose at most. On the Coinbase Exchange capture, 64 KiB
+#: chunks compress 0.5% worse than one stream, 16 KiB 1.4% worse.
+FLUSH_BYTES = 64 * 1024
 _GZIP_HEADER = b"\x1f\x8b\x08\x00"  # magic, deflate, no flags; then mtime, XFL, OS
 _FINAL_EMPTY_BLOCK = b"\x03\x00"    # a final fixed-Huffman block holding only end-of-block
 
@@ -93,6 +94,11 @@ class CaptureWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file plus bytes buffered for it (compressed output so far)."""
+        return self.bytes_written + len(self._pending)
 
     @property
     def pending_frames(self) -> int:
@@ -155,7 +161,7 @@ class CaptureWriter:
             except OSError as ex:
                 failure = ex
         if failure is not None:
-            self._fail(failure)
+            self._fail(failure, done)
         self.bytes_written += len(self._pending)
         self.frames_written += self._pending_frames
         self._good = (self.bytes_written, self._crc, self._size)
@@ -163,10 +169,18 @@ class CaptureWriter:
         self._pending_in = self._pending_frames = 0
         self.last_flush = time.monotonic()
 
-    def _fail(self, cause: OSError) -> None:
-        """Cut the file back to its last whole chunk, end it readably, close, raise."""
+    def _fail(self, cause: OSError, done: int) -> None:
+        """Cut the file back to its last whole chunk (a plain file: to its last whole
+        line), end it readably, close, and raise."""
         offset, crc, size = self._good
-        lost = self._pending_frames
+        salvaged = 0
+        if not self._gzip:  # the lines of the chunk that did reach the file stay
+            kept = self._pending.rfind(b"\n", 0, done) + 1
+            salvaged = min(self._pending.count(b"\n", 0, kept), self._pending_frames)
+            offset += kept
+            self.frames_written += salvaged
+            self.bytes_written = offset
+        lost = self._pending_frames - salvaged
         self._closed = True
         try:
             os.ftruncate(self._fd, offset)
