@@ -141,7 +141,8 @@ def decode_frame(raw: bytes) -> Any:
 
 
 def is_json(data: bytes) -> bool:
-    """Whether ``data`` is one well-formed JSON value in valid UTF-8.
+    """Whether ``data`` is one well-formed JSON value in valid UTF-8 without lone
+    surrogate escapes.
 
     A structural check (3.8 ms for a 5 MB frame, 10x cheaper than decoding), used by
     the writer to choose ``msg`` over ``raw`` and by the reader to reject damaged

@@ -17,9 +17,8 @@ anything) and guarantees that what is on disk is always a readable capture:
 
 gzip is written with zlib directly (raw deflate framed by hand: a 10-byte header,
 the trailer's CRC-32 and length) because the recovery above needs the CRC and
-length *at the last sync point*, which :mod:`gzip` does not expose. Compression
-speed on the bundled Advanced Trade capture (11 MB of lines), see the recorder's
-docstring for figures.
+length *at the last sync point*, which :mod:`gzip` does not expose. Throughput figures are in
+:mod:`sources.capture.recorder`.
 """
 
 from __future__ import annotations
@@ -195,6 +194,14 @@ class CaptureWriter:
             os.close(self._fd)
         self._pending.clear()
         raise CaptureWriteError(self.path, cause, lost) from None
+
+    def __del__(self) -> None:
+        # A writer dropped without close() must not leak its descriptor (and
+        # should still end its file readably).
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __enter__(self) -> "CaptureWriter":
         return self

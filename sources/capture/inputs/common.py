@@ -72,7 +72,8 @@ def _open_text(path: Path, meter: Meter) -> IO[str]:
 
 
 def lines(path: Path, skipped: Counter, meter: Optional[Meter] = None) -> Iterator[str]:
-    """The lines of a recorder file without their line endings.
+    """The non-blank lines of a recorder file without their line endings; blank
+    lines are counted as ``blank`` in ``skipped``.
 
     A compressed file cut short (a recorder killed mid-write) ends the lines
     early and counts ``cut_off`` in ``skipped``; text that is not UTF-8 is a
@@ -83,7 +84,10 @@ def lines(path: Path, skipped: Counter, meter: Optional[Meter] = None) -> Iterat
     with _open_text(path, meter) as f:
         try:
             for n, line in enumerate(f, 1):
-                yield line.rstrip("\r\n")
+                if line.strip():
+                    yield line.rstrip("\r\n")
+                else:
+                    skipped["blank"] += 1
         except (EOFError, zlib.error, gzip.BadGzipFile):
             skipped["cut_off"] += 1
         except UnicodeDecodeError:
@@ -100,10 +104,9 @@ def first_lines(path: Path, limit: int) -> list[str]:
     """Up to ``limit`` non-blank lines from the start of ``path``, for detection."""
     out: list[str] = []
     for line in lines(path, Counter()):
-        if line.strip():
-            out.append(line)
-            if len(out) >= limit:
-                break
+        out.append(line)
+        if len(out) >= limit:
+            break
     return out
 
 

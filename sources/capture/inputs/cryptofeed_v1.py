@@ -60,9 +60,6 @@ def read(path: Path, venue: str, skipped: Counter, meter: Optional[Meter] = None
     stream = f"{venue}:{base}"
     connects = 0
     for line in lines(path, skipped, meter):
-        if not line.strip():
-            skipped["blank"] += 1
-            continue
         if line.startswith("configuration:"):
             skipped["configuration"] += 1
             continue

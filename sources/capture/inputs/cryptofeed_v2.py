@@ -51,9 +51,6 @@ def detect(first: Sequence[str], path: Path) -> Detected:
 
 def read(path: Path, venue: str, skipped: Counter, meter: Optional[Meter] = None) -> Iterator[Frame]:
     for line in lines(path, skipped, meter):
-        if not line.strip():
-            skipped["blank"] += 1
-            continue
         rec = loads(line)
         kind = rec.get("t") if isinstance(rec, dict) else None
         direction = _DIRECTIONS.get(kind) if isinstance(kind, str) else None

@@ -75,9 +75,6 @@ def read(path: Path, venue: str, skipped: Counter, meter: Optional[Meter] = None
     symbol: Optional[str] = None
     held: List[tuple] = []  # (ts, payload, snapshot or None) waiting for the symbol
     for line in lines(path, skipped, meter):
-        if not line.strip():
-            skipped["blank"] += 1
-            continue
         m = _LINE.match(line)
         if m is None:
             skipped["malformed"] += 1

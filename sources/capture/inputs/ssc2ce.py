@@ -87,9 +87,6 @@ def read(path: Path, venue: str, skipped: Counter, meter: Optional[Meter] = None
     waiting: List[str] = []  # frames before the first stamp, which lends them its time
     last: Optional[float] = None
     for line in lines(path, skipped, meter):
-        if not line.strip():
-            skipped["blank"] += 1
-            continue
         stamp = exchange_stamp(venue, loads(line))
         if last is None:
             if stamp is None:
