@@ -480,6 +480,22 @@ def test_recorder_close_from_another_thread_keeps_the_tail(tmp_path: Path) -> No
     assert got == list(range(stats.written))
 
 
+def test_recorder_into_a_file_pauses_without_raising(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    target = tmp_path / "not_a_dir"
+    target.write_text("x")
+    r = Recorder(target, "deribit", "deribit:x", retry_seconds=0.01)
+    with caplog.at_level(logging.ERROR, logger="lobstream.recorder"):
+        for i in range(5):
+            r.write(T0 + i, "deribit", "deribit:x", b"{}")
+            time.sleep(0.02)  # past the retry interval: each frame retries, fails again
+    r.close()
+    assert r.stats().dropped == 5 and r.stats().written == 0 and r.stats().files == 0
+    (message,) = [rec.getMessage() for rec in caplog.records]  # logged once per pause
+    assert message.startswith(f"recording to {target} paused: Not a directory; the feed continues")
+    assert target.read_text() == "x"
+
+
 def test_check_record_dir(tmp_path: Path) -> None:
     assert check_record_dir(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
     assert (tmp_path / "new" / "dir").is_dir() and not list((tmp_path / "new" / "dir").iterdir())

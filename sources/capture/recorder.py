@@ -42,6 +42,7 @@ speed.
 from __future__ import annotations
 
 import atexit
+import errno
 import hashlib
 import logging
 import os
@@ -230,6 +231,8 @@ class Recorder:
 
     def _open(self, now: float) -> Optional[CaptureWriter]:
         try:
+            if self.record_dir.exists() and not self.record_dir.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
             self.record_dir.mkdir(parents=True, exist_ok=True)
             for n in range(_MAX_COLLISIONS):
                 path = self._name(n)
