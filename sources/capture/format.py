@@ -1,119 +1,76 @@
-"""lobstream's capture format: raw exchange frames as JSON lines.
+"""lobstream's capture format (version 1): raw exchange frames as JSON lines.
 
-One header line, then one line per frame::
+This module is the specification and the stable import point; the code lives in
+:mod:`~sources.capture.codec` (pure line codec), :mod:`~sources.capture.reader`,
+:mod:`~sources.capture.writer` and :mod:`~sources.capture.recorder`.
 
-    {"lobstream_capture": 1, "source": "...", "created": 1786309548026.3}
-    {"ts": 1786309548483.587, "venue": "coinbase", "stream": "coinbase:BTC-USD", "dir": "recv", "msg": {...}}
-    {"ts": 1786309548501.002, "venue": "deribit", "stream": "deribit:ws-1", "dir": "recv", "raw": "{not json"}
+File
+    UTF-8 text, one JSON object per line, each line ended by ``\\n`` (a reader also
+    accepts ``\\r\\n``). gzip-compressed when the file starts with the gzip magic
+    bytes (the writers name such files ``*.jsonl.gz``); several concatenated gzip
+    members read as one file. Blank lines are ignored.
 
-* ``ts``: local receive (or send) time, epoch milliseconds.
+Header (first line)
+    ``{"lobstream_capture":1,"source":"<who wrote it>","created":<epoch ms>}``.
+    ``lobstream_capture`` is the format version; a reader refuses a file whose
+    first line is not such a header, and a version newer than it knows.
+
+Frame line (every other line), in lobstream's writers' exact layout::
+
+    {"ts":<number>,"venue":"<venue>","stream":"<stream>","dir":"recv"|"send"|"rest"[,"url":"<url>"],"msg":<frame JSON verbatim>}
+    {"ts":<number>,"venue":"<venue>","stream":"<stream>","dir":"recv"|"send"|"rest"[,"url":"<url>"],"raw":"<frame text>"}
+
+* ``ts``: local receive (``recv``, ``rest``) or send time, epoch milliseconds, a
+  JSON number within 2000-01-01..2100-01-01 (946684800000 <= ts < 4102444800000).
+  Within one stream it never decreases in file order.
+* ``venue``: the lobstream venue name the frames belong to (``coinbase``,
+  ``coinbase_exchange``, ``deribit``, ``binance``, ``binance_usdm``,
+  ``binance_coinm``: :data:`sources.capture.venues.REPLAYABLE_VENUES`).
 * ``stream``: the connection the frame travelled on. Connection-level counters
-  (Coinbase ``sequence_num``) are only meaningful within one stream, so replay keeps
-  streams apart. lobstream's live sources use one connection per product, so their
-  captures have one stream per product.
-* ``dir``: ``recv`` (from the exchange) or ``send`` (our subscribe messages).
-* ``msg``: the frame itself, embedded verbatim as JSON, so a reader parses each line
-  once instead of decoding a JSON string and then the JSON inside it. A frame that is
-  not valid JSON is kept verbatim as a string under ``raw`` instead, so malformed
-  input can be replayed too.
+  (Coinbase ``sequence_num``) only mean something within one stream, so a replay
+  keeps streams apart. lobstream's live sources use one connection per product:
+  stream ``<venue>:<product>``.
+* ``dir``: ``recv`` (from the exchange), ``send`` (our subscribe messages),
+  ``rest`` (a REST reply body, such as a Binance depth snapshot, at the moment it
+  arrived). Readers select frames by ``dir``; captures written before ``rest``
+  existed simply have none.
+* ``url``: only on ``rest`` lines: the request URL, query included.
+* ``msg``: the frame as the exchange sent it, embedded verbatim as JSON (no
+  re-serialisation: a reader can slice the bytes out and decode them once).
+  Newlines, which JSON allows only as whitespace between tokens, are turned
+  into spaces so the frame stays on its line.
+* ``raw``: instead of ``msg``, a frame that is not valid JSON (or not valid
+  UTF-8; invalid bytes become U+FFFD), as a JSON string, so malformed input can
+  be replayed too. A line has exactly one of ``msg`` and ``raw``.
 
-Files ending in ``.gz`` are read and written gzip-compressed.
+Readers must accept the same object in any other valid JSON layout (other key
+order, spaces, extra keys, which are ignored) and do so through a full decode;
+the exact layout above is only what makes the fast path apply.
+
+Damage a reader survives (see :mod:`sources.capture.reader`): bad lines are
+counted and skipped, a last line without its newline that is not complete JSON is
+skipped, a gzip file without its trailer yields every complete line.
 """
 
 from __future__ import annotations
 
-import gzip
-import time
-from pathlib import Path
-from typing import IO, Any, Iterator, NamedTuple, Optional, Union
+from sources.capture.codec import (
+    DIRECTIONS, FORMAT_VERSION, TS_MAX_MS, TS_MIN_MS, BadLine, CaptureFrame, FrameDecodeError,
+)
+from sources.capture.reader import (
+    CaptureReport, NotACaptureError, StreamInfo, capture_files, frame_lines, list_streams,
+    read_capture, read_header,
+)
+from sources.capture.recorder import (
+    Recorder, RecorderStats, RecordDirError, check_record_dir, safe_name,
+)
+from sources.capture.writer import CaptureWriteError, CaptureWriter
 
-import orjson
-
-FORMAT_VERSION = 1
-
-
-class CaptureFrame(NamedTuple):
-    """One captured frame. ``msg`` is the decoded JSON, or None when ``raw`` holds
-    a frame that was not valid JSON."""
-
-    ts: float
-    venue: str
-    stream: str
-    dir: str
-    msg: Any
-    raw: Optional[str]
-
-
-def _open(path: Union[str, Path], mode: str) -> IO[bytes]:
-    if str(path).endswith(".gz"):
-        return gzip.open(path, mode + "b")  # type: ignore[return-value]
-    return open(path, mode + "b")
-
-
-def frame_lines(path: Union[str, Path]) -> Iterator[bytes]:
-    """The undecoded frame lines of a capture, after checking its header.
-
-    Readers that only want some streams look at a line's head before paying for
-    decoding all of it (a deep-book snapshot line is several MB).
-    """
-    with _open(path, "r") as f:
-        header = orjson.loads(f.readline() or b"{}")
-        if header.get("lobstream_capture") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: not a lobstream capture (first line must be a header with "
-                f'"lobstream_capture": {FORMAT_VERSION}); convert recorder files with '
-                "python -m sources.capture.convert"
-            )
-        for line in f:
-            if line.strip():
-                yield line
-
-
-def read_capture(path: Union[str, Path]) -> Iterator[CaptureFrame]:
-    """Yield the frames of a capture in file order."""
-    for line in frame_lines(path):
-        d = orjson.loads(line)
-        yield CaptureFrame(d["ts"], d["venue"], d["stream"], d.get("dir", "recv"),
-                           d.get("msg"), d.get("raw"))
-
-
-class CaptureWriter:
-    """Append frames to a capture; each frame is one ``write`` of one whole line,
-    so an interrupted recorder never leaves a partial line behind a complete one."""
-
-    def __init__(self, path: Union[str, Path], source: str = "lobstream recorder") -> None:
-        self._f: IO[bytes] = _open(path, "w")
-        header = {"lobstream_capture": FORMAT_VERSION, "source": source,
-                  "created": time.time() * 1000.0}
-        self._f.write(orjson.dumps(header) + b"\n")
-
-    def write(self, ts: float, venue: str, stream: str, frame: Union[str, bytes],
-              direction: str = "recv") -> None:
-        """Record one raw frame as received; it is embedded verbatim when it is JSON."""
-        raw = frame.encode() if isinstance(frame, str) else frame
-        head = orjson.dumps({"ts": ts, "venue": venue, "stream": stream, "dir": direction})
-        try:
-            orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            line = head[:-1] + b',"raw":' + orjson.dumps(raw.decode("utf-8", "replace")) + b"}\n"
-        else:
-            line = head[:-1] + b',"msg":' + raw.strip() + b"}\n"
-        self._f.write(line)
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> "CaptureWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def dumps_frame(msg: Any) -> str:
-    """Serialise a decoded message back into a compact frame (simulator, tests)."""
-    return orjson.dumps(msg).decode()
+__all__ = [
+    "DIRECTIONS", "FORMAT_VERSION", "TS_MAX_MS", "TS_MIN_MS", "BadLine", "CaptureFrame",
+    "FrameDecodeError", "CaptureReport", "NotACaptureError", "StreamInfo", "capture_files",
+    "frame_lines", "list_streams", "read_capture", "read_header", "Recorder",
+    "RecorderStats", "RecordDirError", "check_record_dir", "safe_name", "CaptureWriteError",
+    "CaptureWriter",
+]
 
