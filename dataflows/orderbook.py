@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import resource
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -34,7 +34,7 @@ from dataflows.config import Config, ConfigError, load_config
 from dataflows.monitoring import register_collector, serve_metrics, start_status_log
 from sinks import SINKS
 from sinks.console import ConsoleSink
-from sources.capture.format import CaptureWriter
+from sources.capture.format import Recorder, check_record_dir
 from sources.feed.feed import Item
 from sources.runtime import shutdown
 from sources.runtime.placement import ConnectionPlan, VenueRun, plan_connections
@@ -87,7 +87,7 @@ def venue_runs(cfg: Config) -> List[VenueRun]:
             for name, vc in cfg.venues.items()]
 
 
-def planner(cfg: Config):  # type: ignore[no-untyped-def]
+def planner(cfg: Config) -> Callable[[int], List[ConnectionPlan]]:
     """The connection plan for a worker count, within the open-file limit."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     budget = None if soft == resource.RLIM_INFINITY else max(1, soft - FILE_RESERVE)
@@ -99,15 +99,12 @@ def planner(cfg: Config):  # type: ignore[no-untyped-def]
     return plan
 
 
-def _recorder(directory: str):  # type: ignore[no-untyped-def]
-    from pathlib import Path
+def _recorder(directory: str) -> Callable[[str, str, str], Recorder]:
+    """Makes each connection's recorder: new files per run and rotation, gzip,
+    flushed every second, paused (not fatal) on write errors."""
 
-    root = Path(directory)
-
-    def make(venue: str, stream: str, url: str) -> CaptureWriter:
-        root.mkdir(parents=True, exist_ok=True)
-        name = stream.replace(":", "_", 1).replace("/", "_")
-        return CaptureWriter(root / f"{name}.jsonl", source=f"lobstream recorder {url}")
+    def make(venue: str, stream: str, url: str) -> Recorder:
+        return Recorder(directory, venue, stream, source=f"lobstream recorder {url}")
 
     return make
 
@@ -124,6 +121,8 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
         source.check()
         events = op.input("replay", flow, source)
     else:
+        if cfg.record_dir:
+            check_record_dir(cfg.record_dir)
         events = op.input("feeds", flow, WebsocketSource(
             planner(cfg), resync=resync, registry=registry, exit_on_close=cfg.exit_on_close,
             silence_timeout=cfg.silence_timeout,

@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, Iterable, Optional, Tuple
 
-REPLAYABLE_VENUES = ("coinbase", "coinbase_exchange", "deribit",
-                     "binance", "binance_usdm", "binance_coinm")
-BINANCE_VENUES = ("binance", "binance_usdm", "binance_coinm")
+from sources.venues import VENUE_NAMES, get_venue
+
+#: The venue registry is the one list; a venue whose books come from REST
+#: snapshots is a Binance market (their captures inline the snapshot).
+REPLAYABLE_VENUES = VENUE_NAMES
+BINANCE_VENUES = tuple(v for v in VENUE_NAMES if get_venue(v).rest_snapshots)
 
 #: Websocket and REST hosts, most specific first ("fstream.binance.com" before
 #: "stream.binance.com"). The Coinbase Exchange (formerly Pro) host tells it from
@@ -47,18 +50,6 @@ _LABELS: Tuple[Tuple[str, str], ...] = (
     ("deribit", "deribit"),
 )
 
-BINANCE_DEPTH_URLS: Dict[str, str] = {
-    "binance": "https://api.binance.com/api/v3/depth",
-    "binance_usdm": "https://fapi.binance.com/fapi/v1/depth",
-    "binance_coinm": "https://dapi.binance.com/dapi/v1/depth",
-}
-#: The ``limit`` values each depth endpoint accepts (spot allows 1..5000, but
-#: these are the ones its weight table and clients use).
-_DEPTH_LIMITS: Dict[str, Tuple[int, ...]] = {
-    "binance": (5, 10, 20, 50, 100, 500, 1000, 5000),
-    "binance_usdm": (5, 10, 20, 50, 100, 500, 1000),
-    "binance_coinm": (5, 10, 20, 50, 100, 500, 1000),
-}
 #: COIN-M symbols: BTCUSD_PERP, ETHUSD_240927 (quarterly).
 _COINM_SYMBOL = re.compile(r"^[A-Z0-9]+USD_(PERP|\d{6})$")
 
@@ -127,10 +118,15 @@ def binance_market(msgs: Iterable[Any]) -> Optional[str]:
 
 
 def binance_depth_url(venue: str, symbol: str, levels: int) -> str:
-    """The REST request that returns a depth snapshot of ``levels`` levels a side:
-    the venue's endpoint with ``symbol`` and the smallest valid ``limit`` that
-    covers ``levels`` (the recorder's request is not in the file; 1,000 levels a
-    side, as in every bundled snapshot, gives ``limit=1000``)."""
-    limits = _DEPTH_LIMITS[venue]
+    """The REST request that returns a depth snapshot of ``levels`` levels a side,
+    as the venue's home builds it: its default REST host and the smallest
+    ``snapshot_limit`` it offers that covers ``levels`` (the recorder's request is
+    not in the file; 1,000 levels a side, as in every bundled snapshot, gives
+    ``limit=1000``)."""
+    spec = get_venue(venue)
+    assert spec.snapshot_request is not None
+    limits = spec.setting("snapshot_limit").choices
     limit = next((n for n in limits if n >= levels), limits[-1])
-    return f"{BINANCE_DEPTH_URLS[venue]}?symbol={symbol.upper()}&limit={limit}"
+    url, _ = spec.snapshot_request(spec.setting("rest_url").default, symbol.upper(),
+                                   {"snapshot_limit": limit})
+    return url

@@ -25,12 +25,12 @@ import heapq
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-import orjson
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
-from sources.capture.format import frame_lines
+from sources.capture.format import (CaptureFrame, CaptureReport, StreamInfo, capture_files,
+                                    list_streams, read_capture)
 from sources.feed.feed import Feed, Keyed
 from sources.feed.reporting import BadInput, ErrorReplies
 from sources.runtime import shutdown
@@ -45,56 +45,6 @@ PathLike = Union[str, Path]
 MAX_PACED_FILES = 256
 
 
-class StreamInfo(NamedTuple):
-    venue: str
-    files: Tuple[Path, ...]
-
-
-class ReplayFrame(NamedTuple):
-    ts: float
-    stream: str
-    direction: str
-    raw: bytes
-    url: Optional[str] = None
-
-
-def capture_files(paths: Sequence[PathLike]) -> List[Path]:
-    """Expand directories into the captures they hold, in a stable order."""
-    files: List[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files.extend(sorted(q for q in p.iterdir() if q.name.endswith((".jsonl", ".jsonl.gz"))))
-        elif p.exists():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"capture {p} does not exist")
-    return files
-
-
-def list_streams(files: Sequence[Path]) -> Dict[str, StreamInfo]:
-    """Each stream's venue and the files holding it (in file order)."""
-    found: Dict[str, Tuple[str, List[Path]]] = {}
-    for path in files:
-        for line in frame_lines(path):
-            d = orjson.loads(line)
-            venue, paths = found.setdefault(d["stream"], (d["venue"], []))
-            if not paths or paths[-1] != path:
-                paths.append(path)
-    return {s: StreamInfo(v, tuple(p)) for s, (v, p) in found.items()}
-
-
-def _frames(path: Path, streams: Set[str]) -> Iterator[ReplayFrame]:
-    """The frames of ``streams`` in one capture, in file order."""
-    for line in frame_lines(path):
-        d = orjson.loads(line)
-        stream = d["stream"]
-        if stream not in streams:
-            continue
-        raw = d.get("raw")
-        data = raw.encode() if isinstance(raw, str) else orjson.dumps(d.get("msg"))
-        yield ReplayFrame(d["ts"], stream, d.get("dir", "recv"), data, d.get("url"))
-
-
 class ReplaySource(DynamicSource[Keyed]):
     """Book events from captures (files or directories of them)."""
 
@@ -102,6 +52,8 @@ class ReplaySource(DynamicSource[Keyed]):
                  *, resync: Optional[ResyncRequests] = None,
                  registry: Optional[Registry] = None) -> None:
         self.files = capture_files(paths)
+        #: One report for the whole replay, so each kind of bad line is logged once.
+        self.report = CaptureReport()
         self.speed = speed
         self.batch_size = batch_size
         self.resync = resync or ResyncRequests()
@@ -152,13 +104,13 @@ class _ReplayPartition(StatelessSourcePartition[Keyed]):
             self._feeds[stream] = feed
         files = [f for f in source.files if any(f in i.files for i in streams.values())]
         wanted = set(streams)
-        readers = (_frames(f, wanted) for f in files)
-        self._frames: Iterator[ReplayFrame] = (
+        readers = (read_capture(f, wanted, report=source.report, validate=False) for f in files)
+        self._frames: Iterator[CaptureFrame] = (
             heapq.merge(*readers, key=lambda fr: fr.ts) if source.speed > 0
             else (fr for reader in readers for fr in reader))
         self._speed = source.speed
         self._batch_size = source.batch_size
-        self._pending: Optional[ReplayFrame] = None
+        self._pending: Optional[CaptureFrame] = None
         self._t0: Optional[Tuple[float, float]] = None  # (first frame ts, wall clock at start)
         self._awake: Optional[datetime] = None
         self._owned: Set[Tuple[str, str]] = set()
@@ -178,9 +130,9 @@ class _ReplayPartition(StatelessSourcePartition[Keyed]):
             if self._speed > 0.0 and not self._due(frame.ts):
                 self._pending = frame
                 break
-            if frame.direction == "recv":
+            if frame.dir == "recv":
                 feeds[frame.stream].on_frame(frame.raw, frame.ts, out)
-            elif frame.direction == "rest" and frame.url is not None:
+            elif frame.dir == "rest" and frame.url is not None:
                 feeds[frame.stream].on_rest(frame.url, frame.raw, frame.ts, out)
         for feed in feeds.values():
             feed.outbox.clear()  # a recording cannot be asked for a new snapshot

@@ -285,6 +285,10 @@ class Venue:
     #: Connections are recycled before the server's own lifetime limit (seconds).
     max_lifetime: Optional[float] = None
 
+    def setting(self, key: str) -> Setting:
+        """The venue-specific setting called ``key``."""
+        return next(s for s in self.settings if s.key == key)
+
     def hint(self, detail: str) -> str:
         """What to tell the operator about an error reply."""
         return next((h for needle, h in self.hints if needle in detail), "")
