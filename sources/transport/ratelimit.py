@@ -98,6 +98,8 @@ class WeightBudget:
         self._report_until = now + (self.rate.window - wall % self.rate.window)
 
     def _expire(self, now: float) -> None:
-        horizon = now - self.rate.window
-        while self._spent and self._spent[0][0] <= horizon:
+        # ``ts + window``, exactly as ``wait`` computes it, so that ``wait`` saying 0
+        # and the entry having left the window agree to the last bit.
+        window = self.rate.window
+        while self._spent and self._spent[0][0] + window <= now:
             self._local -= self._spent.popleft()[1]
