@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sources.instruments.model import FUTURE, OPTION, PERPETUAL, SPOT, Instrument
-from sources.instruments.select import Rule, diff, parse_rule, parse_rules, resolve
+from sources.instruments.select import diff, parse_rule, parse_rules, resolve
 from sources.instruments.venues import APIS
 
 REFERENCE = Path(__file__).resolve().parent.parent / "recordings" / "reference"

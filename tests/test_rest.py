@@ -14,12 +14,11 @@ import asyncio
 import gzip
 import logging
 import math
-import random
 import threading
 import time
 from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 import pytest
 from aiohttp import web
@@ -114,17 +113,18 @@ class VenueServer:
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
-        elif what == "big":  # a plain body of n bytes; chunked (no length) if asked
-            body = b"x" * action[1]
-            if len(action) > 2 and action[2] == "chunked":
-                resp = web.StreamResponse()
-                resp.enable_chunked_encoding()
-                await resp.prepare(request)
-                for i in range(0, len(body), 65536):
-                    await resp.write(body[i:i + 65536])
-                await resp.write_eof()
-                return resp
-            return web.Response(body=body)
+        elif what == "big":  # a plain body of n bytes, with its Content-Length
+            return web.Response(body=b"x" * action[1])
+        elif what == "stream":  # ("stream", n, chunk, pause): chunked, no length, paced
+            _, size, chunk, pause = action
+            resp = web.StreamResponse()
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            for _ in range(0, size, chunk):
+                await resp.write(b"x" * chunk)
+                await asyncio.sleep(pause)
+            await resp.write_eof()
+            return resp
         elif what == "bomb":  # n zero bytes, gzip-encoded (~1 KB per MB on the wire)
             return web.Response(body=gzip.compress(bytes(action[1])),
                                 headers={"Content-Encoding": "gzip"})
@@ -313,13 +313,14 @@ def test_slow_reply_times_out_and_is_retried() -> None:
 
 def test_attempt_timeout_bounds_a_dripping_reply() -> None:
     async def main() -> None:
-        limits = HostLimits(read_timeout=5.0, attempt_timeout=1.0, retries=0)
+        # 100 bytes every 0.2 s never trips the 1 s read timeout; the attempt's does.
+        limits = HostLimits(read_timeout=1.0, attempt_timeout=1.5, retries=0)
         async with VenueServer() as server, RestClient(limits) as client:
-            server.plan(PATH, ("slow", 2.0))
+            server.plan(PATH, ("stream", 2_000, 100, 0.2))
             started = time.monotonic()
             with pytest.raises(RestError) as info:
                 await client.get(server.url + PATH)
-            assert info.value.kind == "timeout" and time.monotonic() - started < 1.9
+            assert info.value.kind == "timeout" and 1.4 <= time.monotonic() - started < 3.9
     run(main(), 30)
 
 
@@ -506,7 +507,7 @@ def test_backoff_gives_the_slot_back() -> None:
 
 @pytest.mark.parametrize("action,limit", [
     (("big", 200_000), 100_000),             # Content-Length says so: refused unread
-    (("big", 200_000, "chunked"), 100_000),  # no length: counted while reading
+    (("stream", 200_000, 65_536, 0.0), 100_000),  # no length: counted while reading
     (("bomb", 4_000_000), 1_000_000),        # 4 KB on the wire, 4 MB decompressed
 ])
 def test_oversized_body(action: Tuple[Any, ...], limit: int) -> None:

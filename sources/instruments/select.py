@@ -46,7 +46,8 @@ import json
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, NoReturn, Optional,
+                    Sequence, Tuple)
 
 from sources.instruments.fields import CURRENCY_CODE
 from sources.instruments.model import EXPIRING, KINDS, OPTION, OPTION_TYPES, Instrument
@@ -121,7 +122,7 @@ def parse_rule(venue: str, table: Any) -> Rule:
                          '{kind = "perpetual"}')
     text = _render(table)
 
-    def fail(problem: str) -> None:
+    def fail(problem: str) -> NoReturn:
         raise ValueError(f"{venue}: rule {text}: {problem}")
 
     for key in table:
@@ -189,7 +190,7 @@ def parse_rule(venue: str, table: Any) -> Rule:
         if not api.volume:
             fail(f"by = \"volume\": the {venue} instrument list carries no 24 h volume; "
                  "rank by volume works on: " + ", ".join(a.venue for a in APIS.values() if a.volume))
-        if codes["quote"] is None or len(codes["quote"]) != 1:
+        if codes["quote"] is None or len({q.upper() for q in codes["quote"]}) != 1:
             fail("by = \"volume\" compares 24 h volumes in the quote currency, so it needs "
                  "exactly one quote, e.g. quote = \"USD\"")
     active = table.get("active", True)

@@ -197,7 +197,8 @@ class RestClient:
             raise RestError("bad_url", url, str(ex)) from None
         host = self._host(target)
         limits = host.limits
-        if not 1 <= weight <= limits.rate.limit:
+        if isinstance(weight, bool) or not isinstance(weight, int) \
+                or not 1 <= weight <= limits.rate.limit:
             raise RestError("budget", target, f"weight {weight} is outside 1..{limits.rate.limit}, "
                             f"the budget per {limits.rate.window:g} s")
         if host.pending >= limits.max_concurrent + limits.max_queued:
