@@ -538,7 +538,7 @@ def test_bad_urls(url: str, message: str) -> None:
 
 # --- the budget itself, against a brute-force count ---------------------------------
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(limit=st.integers(1, 30), window=st.sampled_from([0.5, 1.0, 60.0]),
        steps=st.lists(st.tuples(st.floats(0.0, 2.0), st.integers(1, 30),
                                 st.one_of(st.none(), st.integers(0, 40))), max_size=40))
@@ -556,7 +556,7 @@ def test_budget_never_exceeds_its_window(limit: int, window: float,
         weight = min(weight, limit)
         if used is not None:
             budget.observe(used, now, wall)
-            report = (used, len(spent), now + window - wall % window)
+            report = (used, len(spent), now + (window - wall % window))
         wait = budget.wait(weight, now)
         at = now + wait
         for _ in range(3):  # as the client does: check again after the wait (float rounding)
