@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from sinks import SINKS
 from sources.venues import VENUE_NAMES, VENUES
 from sources.venues.base import Setting, Venue, safe_text
+from state.bars import parse_interval
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,12 @@ class Config:
     metrics_addr: Optional[str] = None
     queue_frames: int = 100_000
     queue_mb: int = 256
+    #: Bar intervals in ms (empty: no bars); lateness and revision window in seconds.
+    bar_intervals: Tuple[int, ...] = (60_000,)
+    bar_lateness: float = 2.0
+    bar_keep: float = 60.0
+    bar_empty: bool = False
+    bar_console: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,14 @@ RUN_KEYS = (
     Key("metrics_addr", "", "serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)"),
     Key("queue_frames", 100_000, "frames buffered per worker before dropping", 1000, 10**7),
     Key("queue_mb", 256, "MiB buffered per worker before dropping", 16, 65536),
+)
+BARS_KEYS = (
+    Key("intervals", ["1m"], "bar intervals, e.g. 1s, 10s, 1m, 5m, 1h; [] for none"),
+    Key("lateness", 2.0, "seconds of exchange time a trade may arrive late", 0.0, 3600.0),
+    Key("keep", 60.0, "seconds after its end a bar is still revised by late trades", 0.0,
+        86400.0),
+    Key("empty", False, "also emit windows without trades"),
+    Key("console", False, "print a line per closed bar"),
 )
 REPLAY_KEYS = (
     Key("paths", [], "capture files or directories; replaces the live venues"),
@@ -129,6 +144,7 @@ def _env_names() -> Dict[str, Tuple[str, str]]:
     names = {f"LOBSTREAM_{k.name.upper()}": ("run", k.name) for k in RUN_KEYS}
     names["LOBSTREAM_REPLAY"] = ("replay", "paths")
     names["LOBSTREAM_REPLAY_SPEED"] = ("replay", "speed")
+    names.update({f"LOBSTREAM_BARS_{k.name.upper()}": ("bars", k.name) for k in BARS_KEYS})
     for venue in VENUES.values():
         for key in VENUE_COMMON + tuple(s.key for s in venue.settings):
             names[f"LOBSTREAM_{venue.name.upper()}_{key.upper()}"] = (venue.name, key)
@@ -148,10 +164,11 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: cannot read ({ex.strerror})") from None
         except tomllib.TOMLDecodeError as ex:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: invalid TOML ({ex})") from None
-    _check_keys("config file", raw, ("run", "replay") + VENUE_NAMES)
-    tables = {name: _table(raw, name) for name in ("run", "replay") + VENUE_NAMES}
+    _check_keys("config file", raw, ("run", "replay", "bars") + VENUE_NAMES)
+    tables = {name: _table(raw, name) for name in ("run", "replay", "bars") + VENUE_NAMES}
     _check_keys("[run]", tables["run"], [k.name for k in RUN_KEYS])
     _check_keys("[replay]", tables["replay"], [k.name for k in REPLAY_KEYS])
+    _check_keys("[bars]", tables["bars"], [k.name for k in BARS_KEYS])
     for venue in VENUES.values():
         _check_keys(f"[{venue.name}]", tables[venue.name],
                     VENUE_COMMON + tuple(s.key for s in venue.settings))
@@ -168,6 +185,14 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
     run = {k.name: _value(k, tables["run"].get(k.name, k.default), k.name) for k in RUN_KEYS}
     replay = {k.name: _value(k, tables["replay"].get(k.name, k.default), f"replay.{k.name}")
               for k in REPLAY_KEYS}
+    bars = {k.name: _value(k, tables["bars"].get(k.name, k.default), f"bars.{k.name}")
+            for k in BARS_KEYS}
+    intervals = []
+    for text in bars["intervals"]:
+        try:
+            intervals.append(parse_interval(text))
+        except ValueError as ex:
+            raise ConfigError(f"bars.intervals: {ex}") from None
     cfg = Config(
         depth=run["depth"], alert_bps=run["alert_bps"], jsonl_dir=run["jsonl_dir"],
         sinks=run["sinks"] or _empty("sinks", tuple(SINKS)),
@@ -175,7 +200,9 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         silence_timeout=run["silence_timeout"], status_interval=run["status_interval"],
         metrics_addr=run["metrics_addr"] or None, queue_frames=run["queue_frames"],
         queue_mb=run["queue_mb"], replay=[str(p) for p in replay["paths"]],
-        replay_speed=replay["speed"])
+        replay_speed=replay["speed"], bar_intervals=tuple(sorted(set(intervals))),
+        bar_lateness=bars["lateness"], bar_keep=bars["keep"], bar_empty=bars["empty"],
+        bar_console=bars["console"])
     if cfg.metrics_addr:
         parse_addr(cfg.metrics_addr)
     for p in cfg.replay:

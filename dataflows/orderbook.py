@@ -28,6 +28,7 @@ import resource
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import bytewax.operators as op
+from bytewax.operators import StatefulLogic
 from bytewax.dataflow import Dataflow
 
 from dataflows.config import Config, ConfigError, load_config
@@ -35,7 +36,6 @@ from dataflows.monitoring import register_collector, serve_metrics, start_status
 from sinks import SINKS
 from sinks.console import ConsoleSink
 from sources.capture.format import Recorder, check_record_dir
-from sources.feed.feed import Item
 from sources.runtime import shutdown
 from sources.runtime.placement import ConnectionPlan, VenueRun, plan_connections
 from sources.runtime.registry import Registry
@@ -43,7 +43,7 @@ from sources.runtime.resync import ResyncRequests
 from sources.transport.replay import ReplaySource
 from sources.transport.websocket import WebsocketSource
 from sources.venues import VENUES
-from state.product import ProductState
+from state.product import BarSpec, Item, ProductState
 
 Record = Dict[str, Any]
 
@@ -52,32 +52,65 @@ FILE_RESERVE = 128
 
 
 class BookStep:
-    """The ``stateful_flat_map`` mapper: one :class:`ProductState` per key.
-
-    The state's per-epoch snapshot leaves the book out (see :mod:`state.product`),
-    so Bytewax's deep copy of it costs microseconds however deep the book is. A
-    book found crossed or locked is reported to the product's source through
-    ``resync``, which sits on the same worker.
-    """
+    """What the book step of every product shares: its settings, the resync
+    requests to its sources, and the registry its states are listed in. It builds
+    one :class:`ProductLogic` per key (Bytewax calls it with the key's resume
+    state)."""
 
     def __init__(self, depth: int, alert_bps: float, resync: ResyncRequests,
-                 registry: Registry) -> None:
+                 registry: Registry, bars: Optional[BarSpec] = None) -> None:
         self.depth = depth
         self.alert_bps = alert_bps
         self.resync = resync
         self.books = registry.books
+        self.bars = bars
 
-    def __call__(self, state: Optional[ProductState],
-                 item: Item) -> Tuple[ProductState, List[Record]]:
-        if state is None:
-            state = ProductState()
-        # Also after a restore, where Bytewax hands the mapper a new object.
-        self.books[(item.venue, item.product)] = state
-        records = state.on_item(item, self.depth, self.alert_bps)
+    def __call__(self, resume: Optional[bytes]) -> "ProductLogic":
+        state = ProductState.restore(resume, self.bars) if resume is not None \
+            else ProductState(self.bars)
+        return ProductLogic(self, state)
+
+
+class ProductLogic(StatefulLogic[Item, Record, bytes]):
+    """One product's :class:`ProductState` as a Bytewax stateful logic.
+
+    A lower-level operator than ``stateful_flat_map`` for two reasons: end of input
+    must emit the open bars (``on_eof``), and the per-epoch snapshot is the state's
+    own compact pickle (no deep copy; the book is never in it). A book found
+    crossed or locked is reported to the product's source through the step's
+    resync requests, which sit on the same worker.
+    """
+
+    __slots__ = ("_step", "_state", "_name")
+
+    def __init__(self, step: BookStep, state: ProductState) -> None:
+        self._step = step
+        self._state = state
+        self._name: Optional[Tuple[str, str]] = None
+
+    def on_item(self, item: Item) -> Tuple[List[Record], bool]:
+        step = self._step
+        if self._name is None:
+            self._name = (item.venue, item.product)
+            step.books[self._name] = self._state
+        records = self._state.on_item(item, step.depth, step.alert_bps)
         for rec in records:
             if rec["type"] == "alert" and rec["kind"] in ("crossed", "locked"):
-                self.resync.request(item.venue, item.product, rec["kind"], rec["detail"])
-        return state, records
+                step.resync.request(item.venue, item.product, rec["kind"], rec["detail"])
+        return records, StatefulLogic.RETAIN
+
+    def on_eof(self) -> Tuple[List[Record], bool]:
+        if self._name is None:
+            return [], StatefulLogic.RETAIN
+        return self._state.finish(*self._name), StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return self._state.snapshot()
+
+
+#: Record types every data sink receives; the console shows alerts and statuses
+#: (and closed bars, when asked).
+DATA_TYPES = frozenset(("summary", "status", "trade", "ticker", "bar"))
 
 
 def venue_runs(cfg: Config) -> List[VenueRun]:
@@ -109,6 +142,12 @@ def _recorder(directory: str) -> Callable[[str, str, str], Recorder]:
     return make
 
 
+def clock_ms(cfg: Config) -> float:
+    """How often each connection tells its products the exchange time it reached:
+    every second (or each shortest bar, if shorter), only when bars are built."""
+    return float(min((1000,) + cfg.bar_intervals)) if cfg.bar_intervals else 0.0
+
+
 def build_flow(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
     """The dataflow for ``cfg``. ``registry`` collects the live feeds and book
     states for monitoring (a fresh one if not given)."""
@@ -117,7 +156,7 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
     flow = Dataflow("lobstream")
     if cfg.replay:
         source = ReplaySource(cfg.replay, speed=cfg.replay_speed, resync=resync,
-                              registry=registry)
+                              registry=registry, clock_ms=clock_ms(cfg))
         source.check()
         events = op.input("replay", flow, source)
     else:
@@ -127,11 +166,15 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
             planner(cfg), resync=resync, registry=registry, exit_on_close=cfg.exit_on_close,
             silence_timeout=cfg.silence_timeout,
             recorder=_recorder(cfg.record_dir) if cfg.record_dir else None,
-            queue_frames=cfg.queue_frames, queue_bytes=cfg.queue_mb * 2**20))
-    step = BookStep(cfg.depth, cfg.alert_bps, resync, registry)
-    records = op.stateful_flat_map("book", events, step)
-    data = op.filter("data", records, lambda kv: kv[1]["type"] != "alert")
-    console = op.filter("console", records, lambda kv: kv[1]["type"] != "summary")
+            queue_frames=cfg.queue_frames, queue_bytes=cfg.queue_mb * 2**20,
+            clock_ms=clock_ms(cfg)))
+    bars = BarSpec(cfg.bar_intervals, cfg.bar_lateness * 1000.0, cfg.bar_keep * 1000.0,
+                   cfg.bar_empty) if cfg.bar_intervals else None
+    step = BookStep(cfg.depth, cfg.alert_bps, resync, registry, bars)
+    records = op.stateful("book", events, step)
+    data = op.filter("data", records, lambda kv: kv[1]["type"] in DATA_TYPES)
+    shown = frozenset(("alert", "status") + (("bar",) if cfg.bar_console else ()))
+    console = op.filter("console", records, lambda kv: kv[1]["type"] in shown)
     op.output("console_out", console, ConsoleSink())
     options = {"jsonl_dir": cfg.jsonl_dir}
     for name in cfg.sinks:

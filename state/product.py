@@ -7,69 +7,160 @@ output records (plain dicts, ready for any sink):
 * ``{"type": "summary", ...}`` after every update applied to a valid book;
 * ``{"type": "status", ...}`` when the book becomes invalid or is rebuilt;
 * ``{"type": "alert", ...}`` when the spread widens past the threshold, or the
-  book crosses or locks.
+  book crosses or locks;
+* ``{"type": "trade", ...}`` for every trade print counted (each once), and
+  ``{"type": "ticker", ...}`` for mark/index/funding updates;
+* ``{"type": "bar", ...}`` when a time bar closes (see :mod:`state.bars`).
 
-Bytewax snapshots state at every epoch (with ``copy.deepcopy``, recovery or not).
-A live book can never be resumed from a snapshot (the feed has no replayable
-position, so a restored book would silently miss every update since), so the
-snapshot deliberately leaves the book out: restored state waits for a fresh
-exchange snapshot, and the per-epoch cost is constant instead of a deep copy of
-tens of thousands of levels. Counters do survive a restart.
+Bytewax snapshots state at every epoch, recovery or not. A live book can never
+be resumed from a snapshot (the feed has no replayable position, so a restored
+book would silently miss every update since), so the snapshot deliberately leaves
+the book out: restored state waits for a fresh exchange snapshot, and the
+per-epoch cost is constant instead of a copy of tens of thousands of levels.
+Counters, the recent trade ids (so a trade resent after a restart is not counted
+twice) and the open bars do survive a restart.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
+from state.bars import Bars
 from state.book import OrderBook
-from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus
+from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus, Clock, Ticker, Trade
 from state.metrics import EMPTY_TOP, Top, summarize
 from state.top import TopWindow
+from state.trades import DUPLICATE, TradeLog
 
 Record = Dict[str, Any]
+Item = Union[BookEvent, BookStatus, Trade, Ticker, Clock]
 
 VALID = "synced"
 INVALID = "invalid"
+#: A status that reports a problem without changing the book's validity.
+WARNING = "warning"
 #: The source's reason when the exchange refused the product's subscription.
 REFUSED = "refused"
 
 
+class BarSpec(NamedTuple):
+    """How bars are built: intervals, allowed lateness, how long emitted bars stay
+    open to revisions (all ms), and whether windows without trades are emitted."""
+
+    intervals_ms: Sequence[int]
+    lateness_ms: float
+    keep_ms: float
+    empty: bool = False
+
+    def build(self) -> Bars:
+        return Bars(self.intervals_ms, self.lateness_ms, self.keep_ms, self.empty)
+
+
 class ProductState:
-    """Book, validity, alert latch and counters of one product."""
+    """Book, validity, alert latch, counters, trade ids and bars of one product."""
 
-    __slots__ = ("book", "window", "valid", "top", "wide", "counts")
+    __slots__ = ("book", "window", "valid", "top", "wide", "counts", "trades", "bar_spec",
+                 "bars")
 
-    def __init__(self) -> None:
+    def __init__(self, bars: Optional[BarSpec] = None) -> None:
         self.book = OrderBook()
         self.window: Optional[TopWindow] = None
         self.valid = False
         self.top: Top = EMPTY_TOP
         self.wide = False
         self.counts: Counter = Counter()
+        self.trades = TradeLog()
+        self.bar_spec = bars
+        self.bars: Optional[Bars] = bars.build() if bars else None
 
-    # Bytewax's per-epoch snapshot and recovery go through these two.
-    def __deepcopy__(self, memo: Dict[int, Any]) -> "ProductState":
-        clone = ProductState()
-        clone.counts = Counter(self.counts)
-        return clone
-
+    # -- recovery: everything but the book -----------------------------------------
     def __getstate__(self) -> Dict[str, Any]:
-        return {"counts": dict(self.counts)}
+        return {"counts": dict(self.counts), "trades": self.trades, "bar_spec": self.bar_spec,
+                "bars": self.bars}
 
     def __setstate__(self, data: Dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.__init__(data["bar_spec"])  # type: ignore[misc]
         self.counts.update(data["counts"])
+        self.trades = data["trades"]
+        self.bars = data["bars"]
 
-    def on_item(
-        self, item: Union[BookEvent, BookStatus], depth_n: int, alert_bps: float
-    ) -> List[Record]:
+    def snapshot(self) -> bytes:
+        """An immutable copy for Bytewax (pickled now, so later changes cannot leak in)."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, snapshot: bytes, bars: Optional[BarSpec]) -> "ProductState":
+        """The state a snapshot held; its bars are kept only if ``bars`` is still
+        what they were built with (a changed configuration starts them afresh)."""
+        state: ProductState = pickle.loads(snapshot)
+        if state.bar_spec != bars:
+            state.bar_spec = bars
+            state.bars = bars.build() if bars else None
+        return state
+
+    def on_item(self, item: Item, depth_n: int, alert_bps: float) -> List[Record]:
         """Apply one event (or a status from the source) and return the records.
 
         A book found crossed or locked yields an ``alert`` record of that kind: the
         caller asks the source to resynchronise the product when it sees one."""
-        if isinstance(item, BookStatus):
-            return self._on_status(item)
+        kind = type(item)
+        if kind is BookEvent:
+            out = self._on_book(item, depth_n, alert_bps)  # type: ignore[arg-type]
+            bars = self.bars
+            if bars is not None and item.ts_exchange is not None:  # type: ignore[union-attr]
+                for rec in out:
+                    if rec["type"] == "summary":
+                        bars.on_book(item.ts_exchange, rec)  # type: ignore[union-attr]
+                out.extend(bars.advance(item.ts_exchange, item.venue,  # type: ignore[union-attr]
+                                        item.product))
+            return out
+        if kind is Trade:
+            return self._on_trade(item)  # type: ignore[arg-type]
+        if kind is Ticker:
+            return self._on_ticker(item)  # type: ignore[arg-type]
+        if kind is Clock:
+            bars = self.bars
+            return bars.advance(item.ts_exchange, item.venue, item.product) if bars else []
+        return self._on_status(item)  # type: ignore[arg-type]
+
+    def finish(self, venue: str, product: str) -> List[Record]:
+        """End of input: the bars still open, marked incomplete."""
+        return self.bars.finish(venue, product) if self.bars is not None else []
+
+    def _on_trade(self, t: Trade) -> List[Record]:
+        verdict, missing = self.trades.accept(t)
+        if verdict is DUPLICATE:
+            self.counts["trade_duplicates"] += 1
+            return []
+        self.counts["trades"] += 1
+        out: List[Record] = [{
+            "type": "trade", "venue": t.venue, "product": t.product,
+            "ts_exchange": t.ts_exchange, "ts_recv": t.ts_recv, "trade_id": t.trade_id,
+            "price": t.price, "size": t.size, "side": t.side, "base_size": t.base_size,
+            "notional": t.notional, "fills": t.fills}]
+        if missing:
+            self.counts["trade_gaps"] += 1
+            self.counts["trades_missing"] += missing
+            out.append(_status(t.venue, t.product, t.ts_recv, WARNING, "trade_gap",
+                               f"{missing} trade ids missing before {t.seq}"))
+        if self.bars is not None:
+            out.extend(self.bars.on_trade(t, missing, t.venue, t.product))
+        return out
+
+    def _on_ticker(self, t: Ticker) -> List[Record]:
+        self.counts["tickers"] += 1
+        out: List[Record] = [{
+            "type": "ticker", "venue": t.venue, "product": t.product,
+            "ts_exchange": t.ts_exchange, "ts_recv": t.ts_recv, "mark": t.mark,
+            "index": t.index, "funding_rate": t.funding_rate, "last": t.last}]
+        if self.bars is not None:
+            self.bars.on_ticker(t)
+            out.extend(self.bars.advance(t.ts_exchange, t.venue, t.product))
+        return out
+
+    def _on_book(self, item: BookEvent, depth_n: int, alert_bps: float) -> List[Record]:
         counts = self.counts
         window = self.window
         if window is None or window.n != depth_n:

@@ -9,7 +9,7 @@ import pytest
 
 from sources.venues import coinbase
 from sources.capture.format import read_capture
-from sources.venues.base import iso_ms, BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
+from sources.venues.base import iso_ms, BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES, FrameError
 from state.events import SNAPSHOT, UPDATE
 
 
@@ -53,14 +53,18 @@ def _update_msg(seq=7, updates=None, product="BTC-USD"):
 
 def test_every_frame_parses_and_kinds_are_counted(frames, parsed):
     assert len(frames) == 1030
-    assert Counter(p.kind for p in parsed) == {BOOK: 775, IGNORED: 225, HEARTBEAT: 25, REPLY: 5}
+    assert Counter(p.kind for p in parsed) == {BOOK: 775, TRADES: 59, TICKER: 160, IGNORED: 6,
+                                               HEARTBEAT: 25, REPLY: 5}
     # every frame carries its connection counter, whatever the channel
     assert [p.seq for p in parsed] == list(range(1030))
     by_channel = Counter((f.msg["channel"], p.kind) for f, p in zip(frames, parsed))
-    assert by_channel == {("l2_data", BOOK): 775, ("ticker", IGNORED): 160,
-                          ("market_trades", IGNORED): 59, ("candles", IGNORED): 6,
+    assert by_channel == {("l2_data", BOOK): 775, ("ticker", TICKER): 160,
+                          ("market_trades", TRADES): 59, ("candles", IGNORED): 6,
                           ("heartbeats", HEARTBEAT): 25, ("subscriptions", REPLY): 5}
-    events = [e for p in parsed for e in p.events]
+    trades = [t for p in parsed if p.kind == TRADES for t in p.events]
+    assert len(trades) == 279 and len({t.trade_id for t in trades}) == 279
+    assert {t.side for t in trades} == {"buy", "sell"}
+    events = [e for p in parsed if p.kind == BOOK for e in p.events]
     assert Counter((e.kind, e.product) for e in events) == {
         (SNAPSHOT, "BTC-USD"): 1, (SNAPSHOT, "ETH-USD"): 1,
         (UPDATE, "BTC-USD"): 399, (UPDATE, "ETH-USD"): 374}
@@ -68,7 +72,8 @@ def test_every_frame_parses_and_kinds_are_counted(frames, parsed):
 
 
 def test_snapshot_level_counts_and_offer_side(frames, parsed):
-    snaps = {e.product: e for p in parsed for e in p.events if e.kind == SNAPSHOT}
+    snaps = {e.product: e for p in parsed if p.kind == BOOK for e in p.events
+             if e.kind == SNAPSHOT}
     btc, eth = snaps["BTC-USD"], snaps["ETH-USD"]
     assert (len(btc.bids), len(btc.asks)) == (18764, 27236)
     assert (len(eth.bids), len(eth.asks)) == (6935, 16399)
@@ -218,16 +223,20 @@ def test_subscriptions_reply_and_heartbeat():
 
 
 def test_open_subscribes_one_channel_per_message_plus_heartbeats():
-    msgs = coinbase.CoinbaseProtocol({}).open(["BTC-USD", "ETH-USD"])
+    msgs = coinbase.CoinbaseProtocol({"tickers": True}).open(["BTC-USD", "ETH-USD"])
     assert msgs == [
         {"type": "subscribe", "channel": "heartbeats"},
         {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "level2"},
+        {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "market_trades"},
+        {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "ticker"},
     ]
+    books_only = coinbase.CoinbaseProtocol({"trades": False}).open(["BTC-USD"])
+    assert [m["channel"] for m in books_only] == ["heartbeats", "level2"]
     assert all("channels" not in m for m in msgs)
 
 
 def test_errors_are_pinned_on_the_oldest_waiting_subscribe():
-    proto = coinbase.CoinbaseProtocol({})
+    proto = coinbase.CoinbaseProtocol({"trades": False})
     proto.open(["BTC-USD", "ETH-USD"])
     assert proto.reply(None).products == []  # the heartbeats subscription
     assert proto.refused(None, "Failed to subscribe: unknown product_ids ['ETH-USD']") == [
@@ -238,7 +247,7 @@ def test_errors_are_pinned_on_the_oldest_waiting_subscribe():
 
 
 def test_pending_requests_are_bounded():
-    proto = coinbase.CoinbaseProtocol({})
+    proto = coinbase.CoinbaseProtocol({"trades": False})
     for _ in range(proto.MAX_PENDING + 10):
         proto.subscribe(["BTC-USD"])
     assert len(proto._pending) == proto.MAX_PENDING and proto.forgotten == 10

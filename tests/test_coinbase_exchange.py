@@ -25,7 +25,7 @@ from dataflows.config import Config, ConfigError, VenueConfig, load_config
 from dataflows.orderbook import build_flow
 from sources.venues import coinbase_exchange as cx
 from sources.capture.format import read_capture
-from sources.venues.base import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError
+from sources.venues.base import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES, FrameError
 from sources.simulator import Recording, SimulatorThread, load_recording
 from sources.simulator.coinbase_exchange import AUTH_REASON
 from sources.venues import VENUE_NAMES, get_venue
@@ -85,9 +85,9 @@ def _update(changes: Any, product: str = "SKL-USD") -> Dict[str, Any]:
 
 def test_every_frame_parses_into_books_and_known_kinds(frames, parsed):
     assert len(frames) == 9946
-    assert Counter(p.kind for p in parsed) == {BOOK: 9729, IGNORED: 214, REPLY: 3}
+    assert Counter(p.kind for p in parsed) == {BOOK: 9729, TRADES: 107, TICKER: 107, REPLY: 3}
     assert all(p.seq is None for p in parsed)  # the L2 feed has no sequence
-    events = [e for p in parsed for e in p.events]
+    events = [e for p in parsed if p.kind == BOOK for e in p.events]
     assert Counter(e.product for e in events if e.kind == SNAPSHOT) == {p: 1 for p in PRODUCTS}
     assert Counter(e.product for e in events if e.kind == UPDATE) == UPDATES
     assert all(e.venue == "coinbase_exchange" and e.seq is None and e.prev_seq is None
@@ -141,8 +141,15 @@ def test_control_messages():
     reply = parse({"type": "subscriptions",
                       "channels": [{"name": "level2_batch", "product_ids": ["BTC-USD"]}]}, 1.0)
     assert reply.kind == REPLY
-    for kind in ("ticker", "match", "last_match"):
+    for kind in ("status", "auction"):
         assert parse({"type": kind, "product_id": "BTC-USD"}, 1.0).kind == IGNORED
+    match = parse({"type": "match", "trade_id": 10, "sequence": 50, "time": "2014-11-07T08:19:27.028459Z",
+                   "product_id": "BTC-USD", "size": "5.23512", "price": "400.23", "side": "sell"}, 1.0)
+    (t,) = match.events
+    assert (match.kind, t.side, t.seq, t.trade_id, t.base_size) == (TRADES, "buy", 10, "10", 5.23512)
+    with pytest.raises(FrameError) as ei:
+        parse({"type": "match", "product_id": "BTC-USD"}, 1.0)
+    assert (ei.value.kind, ei.value.products) == ("bad_trade", ["BTC-USD"])
     error = parse({"type": "error", "message": "Failed to subscribe", "reason": AUTH_REASON}, 1.0)
     assert (error.kind, error.ref) == (ERROR, None)
     assert error.detail == f"Failed to subscribe: {AUTH_REASON}"
@@ -188,7 +195,7 @@ def test_subscribe_messages_and_venue():
     proto = cx.CoinbaseExchangeProtocol({})
     assert proto.open(["BTC-USD", "ETH-USD"]) == [
         {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"],
-         "channels": ["level2_batch", "heartbeat"]}]
+         "channels": ["level2_batch", "heartbeat", "matches"]}]
     assert proto.resubscribe("ETH-USD") == [
         {"type": "unsubscribe", "product_ids": ["ETH-USD"], "channels": ["level2_batch"]},
         {"type": "subscribe", "product_ids": ["ETH-USD"], "channels": ["level2_batch"]}]
@@ -196,7 +203,7 @@ def test_subscribe_messages_and_venue():
     venue = get_venue("coinbase_exchange")
     assert (venue.name, venue.default_url) == ("coinbase_exchange",
                                                "wss://ws-feed.exchange.coinbase.com")
-    level2 = venue.protocol({"channel": "level2"})
+    level2 = venue.protocol({"channel": "level2", "trades": False})
     assert level2.open(["A-B"])[0]["channels"] == ["level2", "heartbeat"]
     assert level2.resubscribe("A-B")[1]["channels"] == ["level2"]
 
@@ -241,15 +248,17 @@ def _error(env: Dict[str, str]) -> str:
     return str(ei.value)
 
 
+CX_SETTINGS = {"channel": "level2_batch", "trades": True, "tickers": False}
+
+
 def test_config_only_runs_the_exchange_when_asked(tmp_path):
     assert list(load_config(env={}).venues) == ["coinbase", "deribit"]
     cfg = load_config(env=_toml(tmp_path, '[coinbase_exchange]\nproducts = ["SKL-USD"]\n'))
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["SKL-USD"], "wss://ws-feed.exchange.coinbase.com", {"channel": "level2_batch"}, 10)}
+        ["SKL-USD"], "wss://ws-feed.exchange.coinbase.com", CX_SETTINGS, 10)}
     cfg = load_config(env={"LOBSTREAM_VENUES": "coinbase_exchange"})
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["BTC-USD", "ETH-USD"], "wss://ws-feed.exchange.coinbase.com", {"channel": "level2_batch"},
-        10)}
+        ["BTC-USD", "ETH-USD"], "wss://ws-feed.exchange.coinbase.com", CX_SETTINGS, 10)}
 
 
 def test_config_environment(tmp_path):
@@ -257,8 +266,7 @@ def test_config_environment(tmp_path):
                            "LOBSTREAM_COINBASE_EXCHANGE_URL": "ws://127.0.0.1:1/coinbase-exchange",
                            "LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "level2_batch"})
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["NU-GBP", "YFI-BTC"], "ws://127.0.0.1:1/coinbase-exchange", {"channel": "level2_batch"},
-        10)}
+        ["NU-GBP", "YFI-BTC"], "ws://127.0.0.1:1/coinbase-exchange", CX_SETTINGS, 10)}
 
 
 @pytest.mark.parametrize("env,expected", [
@@ -280,7 +288,7 @@ def test_config_file_level2_and_unknown_key(tmp_path):
         "coinbase_exchange.channel='level2' (level2 needs authentication")
     assert _error(_toml(tmp_path, '[coinbase_exchange]\ninterval = "100ms"\n')) == (
         "[coinbase_exchange]: unknown key 'interval'; valid keys: products, url, "
-        "products_per_connection, channel")
+        "products_per_connection, channel, trades, tickers")
 
 
 # ------------------------------------------------------------------ simulator protocol

@@ -6,7 +6,8 @@ from dataflows.config import Config, ConfigError, VenueConfig, load_config
 
 CB_URL = "wss://advanced-trade-ws.coinbase.com"
 DERIBIT_URL = "wss://www.deribit.com/ws/api/v2"
-DERIBIT_DEFAULTS = {"interval": "100ms", "depth": 0}
+DERIBIT_DEFAULTS = {"interval": "100ms", "depth": 0, "trades": True, "tickers": True}
+CB = {"trades": True, "tickers": False}
 
 
 def _toml(tmp_path, text):
@@ -26,7 +27,7 @@ def _error(env):
 def test_defaults():
     cfg = load_config(env={})
     assert cfg == Config(
-        venues={"coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, {}, 1),
+        venues={"coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, CB, 1),
                 "deribit": VenueConfig(["BTC-PERPETUAL", "ETH-PERPETUAL"], DERIBIT_URL,
                                        DERIBIT_DEFAULTS, 100)},
         replay=[], replay_speed=0.0, depth=10, alert_bps=10.0, sinks=["jsonl"], jsonl_dir="out",
@@ -51,7 +52,7 @@ products_per_connection = 20
 """)
     cfg = load_config(env={"LOBSTREAM_CONFIG": path})
     assert cfg.venues == {"deribit": VenueConfig(["BTC-PERPETUAL"], "wss://test.deribit.com/ws/api/v2",
-                                                 {"interval": "agg2", "depth": 0}, 20)}
+                                                 dict(DERIBIT_DEFAULTS, interval="agg2"), 20)}
     assert (cfg.depth, cfg.alert_bps, cfg.sinks, cfg.jsonl_dir, cfg.exit_on_close) == (
         5, 2.5, ["jsonl", "stdout"], "results", True)
 
@@ -63,7 +64,7 @@ products_per_connection = 20
     assert cfg.depth == 20 and cfg.sinks == ["stdout"] and cfg.exit_on_close is False
     assert cfg.alert_bps == 2.5  # not overridden: still from the file
     assert cfg.venues == {
-        "coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, {}, 1),
+        "coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, CB, 1),
         "deribit": VenueConfig(["ETH-PERPETUAL", "BTC-PERPETUAL"],
                                "wss://test.deribit.com/ws/api/v2", DERIBIT_DEFAULTS, 20)}
 
@@ -71,12 +72,13 @@ products_per_connection = 20
 def test_venue_table_alone_selects_that_venue(tmp_path):
     path = _toml(tmp_path, '[coinbase]\nproducts = ["SOL-USD"]\n')
     cfg = load_config(env={"LOBSTREAM_CONFIG": path})
-    assert cfg.venues == {"coinbase": VenueConfig(["SOL-USD"], CB_URL, {}, 1)}
+    assert cfg.venues == {"coinbase": VenueConfig(["SOL-USD"], CB_URL, CB, 1)}
 
 
 @pytest.mark.parametrize("env,expected", [
     ({"LOBSTREAM_VENUES": "coinbase,kraken"},
-     "venues: unknown value 'kraken'; valid choices: coinbase, deribit, coinbase_exchange"),
+     "venues: unknown value 'kraken'; valid choices: coinbase, deribit, coinbase_exchange, "
+     "binance, binance_usdm, binance_coinm"),
     ({"LOBSTREAM_SINKS": "jsonl,parquet"},
      "sinks: unknown value 'parquet'; valid choices: jsonl, stdout"),
     ({"LOBSTREAM_DERIBIT_INTERVAL": "1s"},
@@ -140,16 +142,18 @@ def test_grouped_book_depth_bounds_the_imbalance_depth(tmp_path):
     assert _error({"LOBSTREAM_DERIBIT_DEPTH": "5"}) == (
         "deribit.depth=5; valid choices: 0, 1, 10, 20")
     cfg = load_config(env={"LOBSTREAM_DERIBIT_DEPTH": "10"})
-    assert cfg.venues["deribit"].settings == {"interval": "100ms", "depth": 10}
+    assert cfg.venues["deribit"].settings == dict(DERIBIT_DEFAULTS, depth=10)
 
 
 @pytest.mark.parametrize("text,expected", [
     ("[run]\ndepht = 5\n", "[run]: unknown key 'depht'; did you mean depth?"),
     ('[coinbase]\ninterval = "100ms"\n',
-     "[coinbase]: unknown key 'interval'; valid keys: products, url, products_per_connection"),
+     "[coinbase]: unknown key 'interval'; valid keys: products, url, products_per_connection, "
+     "trades, tickers"),
     ("[replay]\npath = 'x'\n", "[replay]: unknown key 'path'; did you mean paths?"),
     ("[kraken]\nproducts = ['XBT/USD']\n",
-     "config file: unknown key 'kraken'; valid keys: run, replay, coinbase, deribit, coinbase_exchange"),
+     "config file: unknown key 'kraken'; valid keys: run, replay, bars, coinbase, deribit, "
+     "coinbase_exchange, binance, binance_usdm, binance_coinm"),
     ("[run]\ndepth = 0\n", "depth=0: must be in [1, 1000]"),
     ('[run]\nsinks = ["console"]\n', "sinks: unknown value 'console'; valid choices: jsonl, stdout"),
     ('[deribit]\nurl = "deribit.com"\n', "deribit.url='deribit.com': expected a ws:// or wss:// URL"),

@@ -467,7 +467,7 @@ def test_binance_market_from_the_snapshot_alone(tmp_path: Path) -> None:
         '{"lastUpdateId":1,"E":1723161256567,"T":1723161256561,"bids":[],"asks":[]}':
             ("binance_usdm", "/fapi/v1/depth?symbol=ETHUSDT"),
         '{"lastUpdateId":1,"bids":[["1.0","2.0"]],"asks":[]}':
-            ("binance", "/api/v3/depth?symbol=ETHUSDT&limit=5"),
+            ("binance", "/api/v3/depth?symbol=ETHUSDT&limit=100"),
     }
     for i, (snapshot, (venue, url)) in enumerate(cases.items()):
         src = tmp_path / f"{i}.gz"

@@ -8,7 +8,8 @@ import pytest
 
 from sources.venues import deribit
 from sources.capture.format import read_capture
-from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, FrameError)
+from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, TICKER,
+                                 TRADES, FrameError)
 from state.events import REFRESH, SNAPSHOT, UPDATE
 
 
@@ -64,8 +65,10 @@ def test_gap_fixture_snapshot_without_type_field():
 def test_options_recording_kinds_and_chains():
     frames = _recv(OPTIONS)
     parsed = [parse(f.msg, f.ts) for f in frames]
-    assert Counter(p.kind for p in parsed) == {BOOK: 187, IGNORED: 273, REPLY: 1}
-    events = [e for p in parsed for e in p.events]
+    assert Counter(p.kind for p in parsed) == {BOOK: 187, TICKER: 273, REPLY: 1}
+    tickers = [e for p in parsed if p.kind == TICKER for e in p.events]
+    assert all(t.mark is not None and t.index is not None for t in tickers)
+    events = [e for p in parsed if p.kind == BOOK for e in p.events]
     assert Counter(e.kind for e in events) == {SNAPSHOT: 10, UPDATE: 177}
     assert len({e.product for e in events}) == 10
     last = {}
@@ -147,8 +150,25 @@ def test_book_data_missing_change_id_is_bad_level():
 
 
 def test_other_subscriptions_are_ignored():
-    msg = _note({"instrument_name": "BTC-PERPETUAL"}, channel="ticker.BTC-PERPETUAL.100ms")
+    msg = _note({"instrument_name": "BTC-PERPETUAL"}, channel="markprice.options.btc_usd")
     assert parse(msg, 0.0).kind == IGNORED
+
+
+def test_trades_are_taker_side_and_inverse_sizes_are_converted():
+    data = [{"trade_seq": 30289442, "trade_id": "48079269", "timestamp": 1590484512188,
+             "tick_direction": 2, "price": 8950, "mark_price": 8948.9,
+             "instrument_name": "BTC-PERPETUAL", "index_price": 8955.88, "direction": "sell",
+             "amount": 10}]
+    p = parse(_note(data, channel="trades.BTC-PERPETUAL.100ms"), 1.0)
+    (t,) = p.events
+    assert (p.kind, t.side, t.seq, t.trade_id, t.size) == (TRADES, "sell", 30289442, "48079269", 10.0)
+    assert t.notional == 10.0 and t.base_size == pytest.approx(10 / 8950)  # 10 USD of BTC
+    option = dict(data[0], instrument_name="BTC-25MAR22-400000-C", price=0.027, amount=2)
+    (t,) = parse(_note([option], channel="trades.BTC-25MAR22-400000-C.100ms"), 1.0).events
+    assert (t.base_size, t.notional) == (2.0, pytest.approx(0.054))  # 2 BTC options, premium in BTC
+    with pytest.raises(FrameError) as ei:
+        parse(_note([dict(data[0], direction="up")], channel="trades.BTC-PERPETUAL.100ms"), 1.0)
+    assert (ei.value.kind, ei.value.products) == ("bad_trade", ["BTC-PERPETUAL"])
 
 
 # ------------------------------------------------------------------ control messages
@@ -203,8 +223,11 @@ def test_unusable_messages_are_classified(msg, kind):
 # ------------------------------------------------------------------ outbound messages
 
 
+BOOKS_ONLY = {"trades": False, "tickers": False}
+
+
 def test_open_sets_heartbeat_and_book_channels_with_unique_ids():
-    proto = deribit.DeribitProtocol({})
+    proto = deribit.DeribitProtocol(BOOKS_ONLY)
     msgs = proto.open(["BTC-PERPETUAL", "ETH-PERPETUAL"])
     assert [m["method"] for m in msgs] == ["public/set_heartbeat", "public/subscribe"]
     assert msgs[0]["params"] == {"interval": 10}
@@ -214,14 +237,27 @@ def test_open_sets_heartbeat_and_book_channels_with_unique_ids():
     more = proto.subscribe(["BTC-PERPETUAL"]) + proto.resubscribe("BTC-PERPETUAL")
     ids = [m["id"] for m in msgs + more + proto.answer_test_request()]
     assert len(set(ids)) == len(ids) == 6
-    agg2 = deribit.DeribitProtocol({"interval": "agg2", "depth": 10}).subscribe(["ETH-PERPETUAL"])
+    agg2 = deribit.DeribitProtocol({"interval": "agg2", "depth": 10, **BOOKS_ONLY}).subscribe(
+        ["ETH-PERPETUAL"])
     assert agg2[0]["params"] == {"channels": ["book.ETH-PERPETUAL.none.10.agg2"]}
+
+
+def test_trades_and_ticker_ride_the_same_subscribe_but_a_resync_is_the_book_alone():
+    proto = deribit.DeribitProtocol({})
+    (sub,) = proto.subscribe(["BTC-PERPETUAL"])
+    assert sub["params"]["channels"] == ["book.BTC-PERPETUAL.100ms", "trades.BTC-PERPETUAL.100ms",
+                                         "ticker.BTC-PERPETUAL.100ms"]
+    assert [m["params"]["channels"] for m in proto.resubscribe("BTC-PERPETUAL")] == [
+        ["book.BTC-PERPETUAL.100ms"]] * 2
 
 
 def test_subscribe_splits_at_500_channels_per_request():
     names = [f"BTC-{i}" for i in range(1201)]
-    msgs = deribit.DeribitProtocol({}).subscribe(names)
+    msgs = deribit.DeribitProtocol(BOOKS_ONLY).subscribe(names)
     assert [len(m["params"]["channels"]) for m in msgs] == [500, 500, 201]
+    msgs = deribit.DeribitProtocol({}).subscribe(names)  # three channels per instrument
+    assert max(len(m["params"]["channels"]) for m in msgs) <= 500
+    assert sum(len(m["params"]["channels"]) for m in msgs) == 3 * 1201
 
 
 def test_replies_and_errors_are_pinned_on_their_request():

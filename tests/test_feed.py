@@ -27,13 +27,17 @@ def cb_frames():
 
 
 def on_message(feed, msg, ts, out):
-    feed.on_frame(orjson.dumps(msg), ts, out)
+    _run(feed, [(ts, msg)], out)
 
 
 def _run(feed, frames, out=None):
+    """Feed frames; keep what concerns books (trades and tickers pass through the
+    feed untouched and are tested with the trade path)."""
     out = [] if out is None else out
     for ts, msg in frames:
-        feed.on_frame(orjson.dumps(msg), ts, out)
+        got = []
+        feed.on_frame(orjson.dumps(msg), ts, got)
+        out.extend(item for item in got if isinstance(item[1], (BookEvent, BookStatus)))
     return out
 
 
@@ -91,7 +95,8 @@ def test_fixed_products_count_other_products_as_unexpected(cb_frames):
     feed = _cb_feed(["BTC-USD"])
     out = _run(feed, cb_frames)
     assert Counter(k for k, _ in out) == {BTC: 400}
-    assert feed.counts["unexpected_product"] == 375
+    # ETH-USD's book events, trades and tickers: counted, never emitted
+    assert feed.counts["unexpected_product"] == 375 + 139 + 80
     assert feed.counts["gaps"] == 0
 
 
@@ -247,6 +252,9 @@ def test_disconnected_reports_each_synced_book_once(cb_frames):
 T0 = 1_600_000_000_000  # a plausible exchange time (2020-09-13) for synthetic frames
 
 
+DERIBIT_BOOKS = {"trades": False, "tickers": False}
+
+
 def _deribit_frames(name):
     return [(f.ts, f.msg) for f in read_capture(RECORDINGS / name) if f.dir == "recv"]
 
@@ -333,7 +341,7 @@ def _feed_logs(caplog):
 
 def test_refused_subscription_concerns_exactly_its_products(caplog):
     products = ["BTC-PERPETUAL", "ETH-PERPETUAL"]
-    feed = Feed(get_venue("deribit"), products, BadInput())
+    feed = Feed(get_venue("deribit"), products, BadInput(), settings=DERIBIT_BOOKS)
     hb, sub = feed.connected(0.0)
     assert hb["method"] == "public/set_heartbeat"
     assert sub["params"]["channels"] == ["book.BTC-PERPETUAL.100ms", "book.ETH-PERPETUAL.100ms"]

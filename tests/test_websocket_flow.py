@@ -121,10 +121,12 @@ def test_recorded_live_feed_replays_to_the_same_output(tmp_path, recording):
         run_main(build_flow(cfg))
     captures = sorted(p.name for p in (tmp_path / "captures").iterdir())
     # Coinbase numbers frames per connection: one product per connection by default;
-    # Deribit chains books per instrument: the three share one connection.
+    # Deribit chains books per instrument: the three share one connection. Each
+    # connection records to its own file, named by stream, UTC start and pid.
     first = sorted(DERIBIT_PRODUCTS[:3])[0]
-    assert captures == ["coinbase_BTC-USD.jsonl", "coinbase_ETH-USD.jsonl",
-                        f"deribit_{first}+2.jsonl"]
+    assert [name.rsplit("_", 2)[0] for name in captures] == [
+        "coinbase_BTC-USD", "coinbase_ETH-USD", f"deribit_{first}%2B2"]
+    assert all(name.endswith(".jsonl.gz") for name in captures)
     live = read_dir(tmp_path / "live")
     for run in ("r1", "r2"):
         run_main(build_flow(Config(replay=[str(tmp_path / "captures")],

@@ -29,15 +29,15 @@ from collections import Counter, deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from sources.feed.reporting import BadInput, ErrorReplies
-from sources.venues.base import (BOOK, ERROR, RECONNECT, REPLY, TEST_REQUEST, FrameError,
-                                 Message, Raw, Venue, valid_product)
-from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus
+from sources.venues.base import (BOOK, ERROR, RECONNECT, REPLY, TEST_REQUEST, TICKER, TRADES,
+                                 FrameError, Message, Raw, Venue, valid_product)
+from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus, Clock, Ticker, Trade
 from state.sync import (BOGUS, DUPLICATE, GAP, OK, STALE, STUCK, STUCK_AFTER, UNSYNCED, BookSync,
                         ConnectionSequence)
 
 log = logging.getLogger("lobstream.feed")
 
-Item = Union[BookEvent, BookStatus]
+Item = Union[BookEvent, BookStatus, Trade, Ticker, Clock]
 Keyed = Tuple[str, Item]
 
 INVALID = "invalid"
@@ -98,7 +98,7 @@ class Feed:
     def __init__(self, venue: Venue, products: Optional[Iterable[str]], bad: BadInput,
                  stream: str = "", *, settings: Optional[Mapping[str, Any]] = None,
                  key: Optional[Callable[[str], str]] = None,
-                 errors: Optional[ErrorReplies] = None) -> None:
+                 errors: Optional[ErrorReplies] = None, clock_ms: float = 0.0) -> None:
         self.venue = venue
         self.stream = stream or venue.name
         self.protocol = venue.protocol(settings or {})
@@ -115,6 +115,11 @@ class Feed:
         self.rest = venue.rest_snapshots
         #: The server announced a shutdown: the transport should reconnect now.
         self.reconnect = False
+        #: Every product on the connection hears the connection's exchange time
+        #: (a :class:`~state.events.Clock`) each time it moves by ``clock_ms``, so
+        #: its bars close even while it is quiet; 0 turns that off.
+        self.clock_ms = clock_ms
+        self._clock = float("-inf")
         for product in products or ():
             self._product(product)
 
@@ -226,12 +231,9 @@ class Feed:
                     self.books[product].fetching = False
             return
         for snapshot in parsed.events:
-            state = self.books.get(snapshot.product)
+            state = self._known(snapshot.product)
             if state is None:
-                if self.fixed or valid_product(snapshot.product) is None:
-                    self.counts["unexpected_product"] += 1
-                    continue
-                state = self._product(snapshot.product)
+                continue
             state.fetching = False
             self._apply_snapshot(state, snapshot, out)
 
@@ -297,6 +299,13 @@ class Feed:
         if kind == BOOK:
             for ev in parsed.events:
                 self._book_event(ev, out)
+        elif kind == TRADES or kind == TICKER:
+            counts = self.counts
+            for ev in parsed.events:
+                state = self._known(ev.product)
+                if state is not None:
+                    counts[kind] += 1
+                    out.append((state.key, ev))
         elif kind == TEST_REQUEST:
             self.outbox.extend(self.protocol.answer_test_request())
         elif kind == ERROR:
@@ -311,19 +320,34 @@ class Feed:
                     state = self.books.get(product)
                     if state is not None and not state.sync.synced:
                         state.snapshot_next = True
+        if self.clock_ms:
+            ts = parsed.ts
+            if ts is None and parsed.events:
+                ts = parsed.events[-1].ts_exchange
+            if ts is not None and ts >= self._clock + self.clock_ms:
+                self._clock = ts
+                venue = self.venue.name
+                out.extend((s.key, Clock(venue, p, ts)) for p, s in self.books.items())
+
+    def _known(self, product: str) -> Optional[_Product]:
+        """The product's state, created on first sight when the recording decides
+        which products there are; None (counted) for a product not subscribed."""
+        state = self.books.get(product)
+        if state is not None:
+            return state
+        if self.fixed:
+            self.counts["unexpected_product"] += 1
+            return None
+        if valid_product(product) is None:
+            self.counts["bad_product"] += 1
+            self.bad.report(self.venue.name, "bad_product", "product name is not valid", product)
+            return None
+        return self._product(product)
 
     def _book_event(self, ev: BookEvent, out: List[Keyed]) -> None:
-        state = self.books.get(ev.product)
+        state = self._known(ev.product)
         if state is None:
-            if self.fixed:
-                self.counts["unexpected_product"] += 1
-                return
-            if valid_product(ev.product) is None:
-                self.counts["bad_product"] += 1
-                self.bad.report(self.venue.name, "bad_product", "product name is not valid",
-                                ev.product)
-                return
-            state = self._product(ev.product)
+            return
         sync = state.sync
         last = sync.last
         verdict = sync.check(ev)

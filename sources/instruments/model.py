@@ -113,10 +113,7 @@ class Instrument:
         positive finite number.
         """
         _check_price(price)
-        if self.size_unit == BASE:
-            return size
-        face = size if self.size_unit == QUOTE else size * self.contract_size
-        return face / price if self.inverse else face
+        return amounts(self.size_unit, self.contract_size, self.inverse, size, price)[0]
 
     def notional(self, size: float, price: float) -> float:
         """The value of a wire ``size`` at ``price``, in the quote currency.
@@ -126,10 +123,17 @@ class Instrument:
         unless ``price`` is a positive finite number.
         """
         _check_price(price)
-        if self.size_unit == BASE:
-            return size * price
-        face = size if self.size_unit == QUOTE else size * self.contract_size
-        return face if self.inverse else face * price
+        return amounts(self.size_unit, self.contract_size, self.inverse, size, price)[1]
+
+
+def amounts(size_unit: str, contract_size: float, inverse: bool, size: float,
+            price: float) -> "tuple[float, float]":
+    """``(base amount, quote notional)`` of a wire ``size`` at a positive ``price``:
+    the one place sizes are converted, for instruments and for trade parsers."""
+    if size_unit == BASE:
+        return size, size * price
+    face = size if size_unit == QUOTE else size * contract_size
+    return (face / price, face) if inverse else (face, face * price)
 
 
 def _positive(value: object) -> bool:

@@ -50,8 +50,9 @@ class ReplaySource(DynamicSource[Keyed]):
 
     def __init__(self, paths: Sequence[PathLike], speed: float = 0.0, batch_size: int = 500,
                  *, resync: Optional[ResyncRequests] = None,
-                 registry: Optional[Registry] = None) -> None:
+                 registry: Optional[Registry] = None, clock_ms: float = 0.0) -> None:
         self.files = capture_files(paths)
+        self.clock_ms = clock_ms
         #: One report for the whole replay, so each kind of bad line is logged once.
         self.report = CaptureReport()
         self.speed = speed
@@ -99,7 +100,8 @@ class _ReplayPartition(StatelessSourcePartition[Keyed]):
             def key(product: str, name: str = venue.name) -> str:
                 return routing_key(name, product, worker, workers)
 
-            feed = Feed(venue, None, source.bad, stream, key=key, errors=source.errors)
+            feed = Feed(venue, None, source.bad, stream, key=key, errors=source.errors,
+                        clock_ms=source.clock_ms)
             source.registry.add_feed(feed)
             self._feeds[stream] = feed
         files = [f for f in source.files if any(f in i.files for i in streams.values())]

@@ -67,7 +67,8 @@ class WebsocketSource(DynamicSource[Keyed]):
     def __init__(self, planner: Planner, *, resync: ResyncRequests, registry: Registry,
                  exit_on_close: bool = False, silence_timeout: float = 30.0,
                  recorder: Optional[RecorderFactory] = None, batch_size: int = 1000,
-                 queue_frames: int = 100_000, queue_bytes: int = 256 * 2**20) -> None:
+                 queue_frames: int = 100_000, queue_bytes: int = 256 * 2**20,
+                 clock_ms: float = 0.0) -> None:
         self.planner = planner
         self.resync = resync
         self.registry = registry
@@ -77,6 +78,7 @@ class WebsocketSource(DynamicSource[Keyed]):
         self.batch_size = batch_size
         self.queue_frames = queue_frames
         self.queue_bytes = queue_bytes
+        self.clock_ms = clock_ms
         self.bad = BadInput()
         self.errors = ErrorReplies()
 
@@ -105,7 +107,8 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
                 return keys.get(product) or routing_key(name, product, worker, workers)
 
             feed = Feed(plan.venue, plan.products, source.bad, plan.stream,
-                        settings=plan.settings, key=key, errors=source.errors)
+                        settings=plan.settings, key=key, errors=source.errors,
+                        clock_ms=source.clock_ms)
             source.registry.add_feed(feed)
             self._feeds.append(feed)
             self._owned.update((name, p) for p in plan.products)

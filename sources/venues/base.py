@@ -43,6 +43,8 @@ REPLY = "reply"            # answer to one of our requests (subscriptions, resul
 ERROR = "error"            # the exchange refused something we asked for
 IGNORED = "ignored"        # a channel lobstream does not consume (ticker, trades...)
 RECONNECT = "reconnect"    # the server announced it will close (Binance serverShutdown)
+TRADES = "trades"          # carries Trade events
+TICKER = "ticker"          # carries Ticker events
 
 #: The largest price accepted: prices of real instruments are far below it, and
 #: anything above would overflow mid, microprice and depth sums towards infinity.
@@ -63,6 +65,10 @@ SeqNo = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 #: checked by the feed the first time a name is seen (:func:`valid_product`), not per
 #: frame: a pattern here cost a microsecond on every update.
 ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: A funding rate: a small signed fraction (|rate| <= 1 is already absurd).
+Funding = Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)]
+#: A trade id as venues write them (numbers as strings, UUIDs), bounded.
+TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 #: Exchange times in epoch milliseconds: between 2000-01-01 and 2100-01-01.
 MIN_MS, MAX_MS = 946_684_800_000.0, 4_102_444_800_000.0
 Millis = Annotated[float, msgspec.Meta(ge=MIN_MS, le=MAX_MS)]
@@ -99,6 +105,9 @@ class Parsed(NamedTuple):
     ref: Any = None
     detail: str = ""
     code: str = ""
+    #: The exchange time a frame without events carries (heartbeats, replies), in
+    #: epoch ms: it moves the connection's event-time clock.
+    ts: Optional[float] = None
 
 
 class FrameError(Exception):

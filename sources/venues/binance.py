@@ -33,16 +33,17 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from itertools import count
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from sources.venues.base import (BOOK, ERROR, IGNORED, RECONNECT, REPLY, FrameError, Limits,
-                                 Message, Millis, Parsed, Price, ProductId, Protocol, Raw, Reply,
-                                 SeqNo, Setting, Size, Venue, check_name, loads, reason, safe_text,
-                                 valid_product, valid_seq)
-from state.events import SNAPSHOT, UPDATE, BookEvent
+from sources.instruments.model import BASE, CONTRACTS, amounts
+from sources.venues.base import (BOOK, ERROR, IGNORED, RECONNECT, REPLY, TICKER, TRADES,
+                                 FrameError, Funding, Limits, Message, Millis, Parsed, Price,
+                                 ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, Venue,
+                                 check_name, loads, reason, safe_text, valid_product, valid_seq)
+from state.events import SNAPSHOT, UPDATE, BookEvent, Ticker, Trade
 from state.sync import chain_binance_futures, chain_binance_spot
 
 #: Streams per SUBSCRIBE message; a connection may carry 1,024 streams.
@@ -84,6 +85,34 @@ class _FuturesDiff(msgspec.Struct):
     a: List[Tuple[Price, Size]]
 
 
+class _Trade(msgspec.Struct):
+    s: ProductId
+    t: SeqNo
+    p: Price
+    q: Size
+    T: Millis
+    m: bool
+
+
+class _AggTrade(msgspec.Struct):
+    s: ProductId
+    a: SeqNo
+    p: Price
+    q: Size
+    f: SeqNo
+    l: SeqNo  # noqa: E741 (Binance's field name)
+    T: Millis
+    m: bool
+
+
+class _MarkPrice(msgspec.Struct):
+    s: ProductId
+    E: Millis
+    p: Price
+    i: Optional[Price] = None
+    r: Optional[Funding] = None
+
+
 class _Depth(msgspec.Struct):
     lastUpdateId: SeqNo
     bids: List[Tuple[Price, Size]]
@@ -97,14 +126,23 @@ _EVENT = msgspec.json.Decoder(_Event)
 _SPOT_DIFF = msgspec.json.Decoder(_SpotDiff, strict=False)
 _FUTURES_DIFF = msgspec.json.Decoder(_FuturesDiff, strict=False)
 _DEPTH = msgspec.json.Decoder(_Depth, strict=False)
+_TRADE = msgspec.json.Decoder(_Trade, strict=False)
+_AGG_TRADE = msgspec.json.Decoder(_AggTrade, strict=False)
+_MARK_PRICE = msgspec.json.Decoder(_MarkPrice, strict=False)
 _DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
-#: Event types of streams lobstream does not consume (yet) but that are legitimate.
-OTHER_EVENTS = frozenset(("trade", "aggTrade", "bookTicker", "markPriceUpdate", "kline",
-                          "24hrTicker", "24hrMiniTicker"))
+#: Event types of streams lobstream does not consume but that are legitimate.
+OTHER_EVENTS = frozenset(("bookTicker", "kline", "24hrTicker", "24hrMiniTicker"))
 
 
-def _parser(venue: str, futures: bool):  # type: ignore[no-untyped-def]
+def _parser(venue: str, futures: bool, units: Callable[[str], Tuple[str, float, bool]]):  # type: ignore[no-untyped-def]
     diff_decoder = _FUTURES_DIFF if futures else _SPOT_DIFF
+
+    def trade(symbol: str, ident: str, seq: int, price: float, size: float, ts: float,
+              buyer_maker: bool, ts_recv: float, fills: int) -> Trade:
+        # ``m``: the buyer was the maker, so the seller was the aggressor.
+        base, notional = amounts(*units(symbol), size, price)
+        return Trade(venue, symbol, ts, ts_recv, ident, price, size,
+                     "sell" if buyer_maker else "buy", base, notional, seq, fills)
 
     def parse(raw: Raw, ts_recv: float) -> Parsed:
         """Parse one raw frame of the combined stream."""
@@ -142,6 +180,29 @@ def _parser(venue: str, futures: bool):  # type: ignore[no-untyped-def]
                 raise FrameError("bad_seq", f"first update id {d.U} above last {d.u}", None,
                                  [d.s])
             return Parsed(BOOK, None, [ev])
+        if kind == "aggTrade" or kind == "trade":
+            try:
+                if kind == "aggTrade":
+                    a = _AGG_TRADE.decode(data)
+                    if a.l < a.f:
+                        raise FrameError("bad_trade", f"last trade id {a.l} below first {a.f}",
+                                         None, [a.s])
+                    t = trade(a.s, f"a{a.a}", a.a, a.p, a.q, a.T, a.m, ts_recv, a.l - a.f + 1)
+                else:
+                    r = _TRADE.decode(data)
+                    t = trade(r.s, str(r.t), r.t, r.p, r.q, r.T, r.m, ts_recv, 1)
+            except _DECODE_ERRORS as ex:
+                raise FrameError("bad_trade", f"{safe_text(stream, 60)}: {reason(ex)}", None,
+                                 _symbol(stream)) from None
+            return Parsed(TRADES, None, [t])
+        if kind == "markPriceUpdate":
+            try:
+                mp = _MARK_PRICE.decode(data)
+            except _DECODE_ERRORS as ex:
+                raise FrameError("bad_ticker", f"{safe_text(stream, 60)}: {reason(ex)}", None,
+                                 _symbol(stream)) from None
+            return Parsed(TICKER, None, [Ticker(venue, mp.s, mp.E, ts_recv, mp.p, mp.i, mp.r,
+                                                None)])
         if kind == "serverShutdown":
             return Parsed(RECONNECT, None, [], detail="the server announced a shutdown")
         if kind in OTHER_EVENTS or not kind:  # spot bookTicker events carry no "e"
@@ -194,23 +255,25 @@ class BinanceProtocol(Protocol):
     """``SUBSCRIBE``/``UNSUBSCRIBE`` with ids; a book is resynchronised by a REST
     snapshot, not a resubscription, so :meth:`resubscribe` sends nothing."""
 
-    def __init__(self, settings: Mapping[str, Any], stream_suffix: str) -> None:
+    def __init__(self, settings: Mapping[str, Any], suffixes: Sequence[str]) -> None:
         super().__init__(settings)
-        self.suffix = stream_suffix
+        #: The streams of each symbol: its depth diffs first, then trades, marks.
+        self.suffixes = tuple(suffixes)
         self._ids = count(1)
         self._pending: "OrderedDict[int, Tuple[str, List[str]]]" = OrderedDict()
 
     def _requests(self, method: str, products: Sequence[str]) -> List[Message]:
         out = []
-        for i in range(0, len(products), STREAMS_PER_REQUEST):
-            chunk = list(products[i:i + STREAMS_PER_REQUEST])
+        per = max(1, STREAMS_PER_REQUEST // len(self.suffixes))
+        for i in range(0, len(products), per):
+            chunk = list(products[i:i + per])
             ident = next(self._ids)
             if len(self._pending) >= self.MAX_PENDING:
                 self._pending.popitem(last=False)
                 self.forgotten += 1
             self._pending[ident] = (method, chunk)
-            out.append({"method": method, "params": [f"{p.lower()}{self.suffix}" for p in chunk],
-                        "id": ident})
+            out.append({"method": method, "id": ident, "params": [
+                f"{p.lower()}{suffix}" for p in chunk for suffix in self.suffixes]})
         return out
 
     def open(self, products: Sequence[str]) -> List[Message]:
@@ -246,18 +309,37 @@ def _depth_weight(limits: Tuple[Tuple[int, int], ...]):  # type: ignore[no-untyp
 _SYMBOL = re.compile(r"[A-Z0-9]{2,20}(_[A-Z0-9]{2,12})?")
 
 
+def _linear(symbol: str) -> Tuple[str, float, bool]:
+    return BASE, 1.0, False
+
+
+def _coinm(symbol: str) -> Tuple[str, float, bool]:
+    """COIN-M contracts are inverse, worth 100 USD for BTC and 10 USD for every
+    other coin (the exchangeInfo ``contractSize`` of every listed contract)."""
+    return CONTRACTS, 100.0 if symbol.startswith("BTC") else 10.0, True
+
+
 def _spec(name: str, title: str, url: str, rest_url: str, depth_path: str, futures: bool,
           speeds: Tuple[str, ...], default_speed: str, max_limit: int,
           weights: Tuple[Tuple[int, int], ...], messages_per_second: float,
-          rest_weight: int, example: str) -> Venue:
-    parse, parse_rest = _parser(name, futures)
+          rest_weight: int, example: str, trade_streams: Tuple[str, ...], default_trades: str,
+          marks: bool) -> Venue:
+    units = _coinm if name == "binance_coinm" else _linear
+    parse, parse_rest = _parser(name, futures, units)
 
-    def stream_suffix(speed: str) -> str:
+    def stream_suffixes(settings: Mapping[str, Any]) -> List[str]:
+        speed = str(settings.get("speed", default_speed))
         # 1000 ms (spot) and 250 ms (futures) are the plain @depth stream.
-        return "@depth" if speed in ("1000ms", "250ms") else f"@depth@{speed}"
+        suffixes = ["@depth" if speed in ("1000ms", "250ms") else f"@depth@{speed}"]
+        trades = str(settings.get("trades", default_trades))
+        if trades != "off":
+            suffixes.append(f"@{trades}")
+        if marks and settings.get("tickers", True):
+            suffixes.append("@markPrice@1s")
+        return suffixes
 
     def protocol(settings: Mapping[str, Any]) -> BinanceProtocol:
-        return BinanceProtocol(settings, stream_suffix(str(settings.get("speed", default_speed))))
+        return BinanceProtocol(settings, stream_suffixes(settings))
 
     def snapshot_request(rest: str, product: str, settings: Mapping[str, Any]) -> Tuple[str, int]:
         limit = int(settings.get("snapshot_limit", 1000))
@@ -283,7 +365,10 @@ def _spec(name: str, title: str, url: str, rest_url: str, depth_path: str, futur
             Setting("snapshot_limit", 1000, "levels per side in REST snapshots",
                     tuple(n for n in (100, 500, 1000, 5000) if n <= max_limit)),
             Setting("rest_url", rest_url, "REST base URL for depth snapshots"),
-        ),
+            Setting("trades", default_trades, "which trade stream to follow (one per symbol, "
+                    "never both: each print would count twice)", trade_streams + ("off",)),
+        ) + ((Setting("tickers", True, "also follow markPrice@1s (mark, index, funding)"),)
+             if marks else ()),
         hints=(("Invalid request", "check the symbols in the configuration"),),
         rest_snapshots=True,
         parse_rest=parse_rest,
@@ -294,12 +379,17 @@ def _spec(name: str, title: str, url: str, rest_url: str, depth_path: str, futur
 
 BINANCE = _spec("binance", "Binance spot", "wss://stream.binance.com:9443/stream",
                 "https://api.binance.com", "/api/v3/depth", False, ("100ms", "1000ms"), "100ms",
-                5000, ((100, 5), (500, 25), (1000, 50), (5000, 250)), 4.0, 6000, "BTCUSDT")
+                5000, ((100, 5), (500, 25), (1000, 50), (5000, 250)), 4.0, 6000, "BTCUSDT",
+                ("aggTrade", "trade"), "aggTrade", False)
+# USD-M: aggTrade and markPrice are /market-tier streams, which a /public
+# connection never delivers; the /public @trade stream carries every print.
 BINANCE_USDM = _spec("binance_usdm", "Binance USD-M futures",
                      "wss://fstream.binance.com/public/stream", "https://fapi.binance.com",
                      "/fapi/v1/depth", True, ("0ms", "100ms", "250ms", "500ms"), "100ms", 1000,
-                     ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSDT")
+                     ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSDT",
+                     ("trade",), "trade", False)
 BINANCE_COINM = _spec("binance_coinm", "Binance COIN-M futures",
                       "wss://dstream.binance.com/stream", "https://dapi.binance.com",
                       "/dapi/v1/depth", True, ("0ms", "100ms", "250ms", "500ms"), "100ms", 1000,
-                      ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSD_PERP")
+                      ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSD_PERP",
+                      ("aggTrade", "trade"), "aggTrade", True)

@@ -29,10 +29,11 @@ from typing import Annotated, Any, Deque, List, Literal, Mapping, Optional, Sequ
 
 import msgspec
 
-from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Limits,
-                                 Message, Parsed, Price, ProductId, Protocol, Raw, Reply, Setting,
-                                 Size, Venue, check_name, loads, reason, safe_text, valid_product)
-from state.events import SNAPSHOT, UPDATE, BookEvent, Level
+from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES,
+                                 FrameError, Limits, Message, Parsed, Price, ProductId, Protocol,
+                                 Raw, Reply, SeqNo, Setting, Size, Venue, check_name, loads,
+                                 reason, safe_text, valid_product)
+from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
 VENUE = "coinbase_exchange"
 DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
@@ -60,8 +61,27 @@ class _L2Update(_Message, tag="l2update"):
     changes: List[Tuple[Literal["buy", "sell"], Price, Size]]
 
 
-class _Heartbeat(_Message, tag="heartbeat"):
+class _Match(_Message, tag="match"):
+    trade_id: SeqNo
+    product_id: ProductId
+    time: UtcTime
+    price: Price
+    size: Size
+    side: Literal["buy", "sell"]
+
+
+class _LastMatch(_Match, tag="last_match"):
     pass
+
+
+class _Tick(_Message, tag="ticker"):
+    product_id: ProductId
+    price: Price
+    time: Optional[UtcTime] = None
+
+
+class _Heartbeat(_Message, tag="heartbeat"):
+    time: Optional[UtcTime] = None
 
 
 class _Subscriptions(_Message, tag="subscriptions"):
@@ -69,9 +89,13 @@ class _Subscriptions(_Message, tag="subscriptions"):
 
 
 #: Message types of channels lobstream does not consume but that are legitimate traffic.
-OTHER_TYPES = ("ticker", "match", "last_match", "status", "auction", "rfq_match")
+OTHER_TYPES = ("status", "auction", "rfq_match")
+#: A ``match``'s ``side`` is the maker's order side ("sell" is an up-tick: a buyer
+#: took a resting sell), so the aggressor is the other side (Exchange websocket
+#: channels, matches; tests/test_trades.py checks it against the book).
+_AGGRESSOR = {"buy": "sell", "sell": "buy"}
 _DECODER = msgspec.json.Decoder(
-    Union[(_Snapshot, _L2Update, _Heartbeat, _Subscriptions) + tuple(
+    Union[(_Snapshot, _L2Update, _Match, _LastMatch, _Tick, _Heartbeat, _Subscriptions) + tuple(
         msgspec.defstruct(f"_{t.title()}", [], bases=(_Message,), tag=t) for t in OTHER_TYPES)],
     strict=False)
 
@@ -95,8 +119,20 @@ def parse(raw: Raw, ts_recv: float) -> Parsed:
         # A snapshot has no time of its own on the wire.
         return Parsed(BOOK, None, [BookEvent(SNAPSHOT, VENUE, msg.product_id, None, ts_recv,
                                              None, None, msg.bids, msg.asks)])
+    if kind is _Match or kind is _LastMatch:
+        # The first message is last_match, the trade before the subscription started:
+        # it is counted like any other (a duplicate after a resubscribe is dropped).
+        return Parsed(TRADES, None, [Trade(VENUE, msg.product_id, msg.time.timestamp() * 1000.0,
+                                           ts_recv, str(msg.trade_id), msg.price, msg.size,
+                                           _AGGRESSOR[msg.side], msg.size, msg.size * msg.price,
+                                           msg.trade_id)])
+    if kind is _Tick:
+        ts = msg.time.timestamp() * 1000.0 if msg.time is not None else ts_recv
+        return Parsed(TICKER, None, [Ticker(VENUE, msg.product_id, ts, ts_recv, None, None, None,
+                                            msg.price)])
     if kind is _Heartbeat:
-        return Parsed(HEARTBEAT, None, [])
+        return Parsed(HEARTBEAT, None, [],
+                      ts=msg.time.timestamp() * 1000.0 if msg.time is not None else None)
     if kind is _Subscriptions:
         return Parsed(REPLY, None, [])
     return Parsed(IGNORED, None, [])
@@ -114,9 +150,11 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
         extra = msg.get("reason")
         detail = f"{text}: {safe_text(extra)}" if isinstance(extra, str) and extra else text
         return Parsed(ERROR, None, [], detail=detail, code=text[:60])
-    if kind in ("snapshot", "l2update"):
+    if kind in ("snapshot", "l2update", "match", "last_match", "ticker"):
         product = valid_product(msg.get("product_id"))
-        raise FrameError("bad_level", f"{kind}: {reason(ex)}", None, [product] if product else [])
+        what = {"match": "bad_trade", "last_match": "bad_trade", "ticker": "bad_ticker"}
+        raise FrameError(what.get(kind, "bad_level"), f"{kind}: {reason(ex)}", None,
+                         [product] if product else [])
     if isinstance(kind, str) and (kind in OTHER_TYPES or kind in ("heartbeat", "subscriptions")):
         raise FrameError("bad_frame", f"{kind}: {reason(ex)}")
     shown = safe_text(kind, 40) if isinstance(kind, str) else f"<{type(kind).__name__}>"
@@ -130,6 +168,8 @@ class CoinbaseExchangeProtocol(Protocol):
     def __init__(self, settings: Mapping[str, Any]) -> None:
         super().__init__(settings)
         self.channel = str(settings.get("channel", DEFAULT_CHANNEL))
+        self.extra = (["matches"] if settings.get("trades", True) else []) \
+            + (["ticker"] if settings.get("tickers", False) else [])
         self._pending: Deque[Tuple[bool, List[str]]] = deque()
 
     def _message(self, kind: str, products: Sequence[str],
@@ -143,13 +183,18 @@ class CoinbaseExchangeProtocol(Protocol):
         return [{"type": kind, "product_ids": list(products), "channels": channels}]
 
     def open(self, products: Sequence[str]) -> List[Message]:
-        return self._message("subscribe", products, [self.channel, HEARTBEAT_CHANNEL])
+        return self._message("subscribe", products,
+                             [self.channel, HEARTBEAT_CHANNEL] + self.extra)
 
     def subscribe(self, products: Sequence[str]) -> List[Message]:
-        return self._message("subscribe", products, [self.channel])
+        return self._message("subscribe", products, [self.channel] + self.extra)
 
     def unsubscribe(self, products: Sequence[str]) -> List[Message]:
-        return self._message("unsubscribe", products, [self.channel])
+        return self._message("unsubscribe", products, [self.channel] + self.extra)
+
+    def resubscribe(self, product: str) -> List[Message]:
+        return (self._message("unsubscribe", [product], [self.channel])
+                + self._message("subscribe", [product], [self.channel]))
 
     def reply(self, ref: Any) -> Reply:
         if self._pending:
@@ -188,7 +233,9 @@ VENUE_SPEC = Venue(
     default_products=("BTC-USD", "ETH-USD"),
     check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"), "BTC-USD"),
     settings=(Setting("channel", DEFAULT_CHANNEL, "book channel", PUBLIC_CHANNELS + ("level2",),
-                      _check_channel),),
+                      _check_channel),
+              Setting("trades", True, "also follow matches (trade prints, bars)"),
+              Setting("tickers", False, "also follow ticker (last price in bars)")),
     hints=(
         ("channels now require authentication", "level2 needs credentials, which lobstream "
          "does not use; use level2_batch (coinbase_exchange.channel = \"level2_batch\")"),

@@ -37,11 +37,13 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import msgspec
 
-from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, FrameError,
-                                 Limits, Message, Millis, Parsed, Price, ProductId, Protocol, Raw,
-                                 Reply, SeqNo, Setting, Size, Venue, check_name, loads, reason,
-                                 safe_text, valid_product, valid_seq)
-from state.events import REFRESH, SNAPSHOT, UPDATE, BookEvent, Level
+from sources.instruments.model import BASE, QUOTE, amounts
+from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, TICKER,
+                                 TRADES, FrameError, Funding, Limits, Message, Millis, Parsed,
+                                 Price, ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size,
+                                 TradeId, Venue, check_name, loads, reason, safe_text,
+                                 valid_product, valid_seq)
+from state.events import REFRESH, SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 from state.sync import chain_exact
 
 VENUE = "deribit"
@@ -95,6 +97,25 @@ class _TopBook(msgspec.Struct):
     asks: List[Tuple[Price, Size]]
 
 
+class _Trade(msgspec.Struct):
+    trade_id: TradeId
+    trade_seq: SeqNo
+    instrument_name: ProductId
+    timestamp: Millis
+    price: Price
+    amount: Size
+    direction: Literal["buy", "sell"]
+
+
+class _Ticker(msgspec.Struct):
+    instrument_name: ProductId
+    timestamp: Millis
+    mark_price: Optional[Price] = None
+    index_price: Optional[Price] = None
+    last_price: Optional[Price] = None
+    current_funding: Optional[Funding] = None
+
+
 class _Error(msgspec.Struct):
     code: int
     message: str = ""
@@ -107,6 +128,8 @@ _HEARTBEAT = msgspec.json.Decoder(_Heartbeat)
 _BOOK = msgspec.json.Decoder(_Book)
 _TOP_BOOK = msgspec.json.Decoder(_TopBook)
 _ERROR = msgspec.json.Decoder(_Error)
+_TRADES = msgspec.json.Decoder(List[_Trade])
+_TICKER = msgspec.json.Decoder(_Ticker)
 _DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
@@ -150,6 +173,10 @@ def _notification(params: msgspec.Raw, ts_recv: float) -> Parsed:
     except _DECODE_ERRORS as ex:
         raise FrameError("bad_frame", f"subscription params: {reason(ex)}") from None
     parts = note.channel.split(".")
+    if parts[0] == "trades":
+        return _trades(note, parts, ts_recv)
+    if parts[0] == "ticker":
+        return _ticker(note, parts, ts_recv)
     if parts[0] != "book":
         return Parsed(IGNORED, None, [])
     grouped = len(parts) == 5
@@ -169,6 +196,41 @@ def _notification(params: msgspec.Raw, ts_recv: float) -> Parsed:
         raise FrameError("bad_level", f"{safe_text(note.channel, 80)}: {reason(ex)}", None,
                          _products(note.data, parts)) from None
     return Parsed(BOOK, None, [event])
+
+
+def _trades(note: _Notification, parts: List[str], ts_recv: float) -> Parsed:
+    """``trades.{instrument}.{interval}``: ``direction`` is the taker's side."""
+    try:
+        trades = _TRADES.decode(note.data)
+    except _DECODE_ERRORS as ex:
+        raise FrameError("bad_trade", f"{safe_text(note.channel, 80)}: {reason(ex)}", None,
+                         _products(note.data, parts)) from None
+    out = []
+    for t in trades:
+        base, notional = amounts(*units(t.instrument_name), t.amount, t.price)
+        out.append(Trade(VENUE, t.instrument_name, t.timestamp, ts_recv, t.trade_id, t.price,
+                         t.amount, t.direction, base, notional, t.trade_seq))
+    return Parsed(TRADES, None, out)
+
+
+def _ticker(note: _Notification, parts: List[str], ts_recv: float) -> Parsed:
+    try:
+        t = _TICKER.decode(note.data)
+    except _DECODE_ERRORS as ex:
+        raise FrameError("bad_ticker", f"{safe_text(note.channel, 80)}: {reason(ex)}", None,
+                         _products(note.data, parts)) from None
+    return Parsed(TICKER, None, [Ticker(VENUE, t.instrument_name, t.timestamp, ts_recv,
+                                        t.mark_price, t.index_price, t.current_funding,
+                                        t.last_price)])
+
+
+def units(instrument: str) -> Tuple[str, float, bool]:
+    """``(size unit, contract size, inverse)`` of an instrument's ``amount``, from its
+    name: inverse perpetuals and futures count USD; options and linear (``_USDC``)
+    instruments count the base coin (docs: subscriptions/trades, ``amount``)."""
+    linear = "_" in instrument.split("-", 1)[0]
+    option = instrument.endswith(("-C", "-P"))
+    return (BASE, 1.0, False) if linear or option else (QUOTE, 1.0, True)
 
 
 def _levels(entries: List[Tuple[str, float, float]]) -> List[Level]:
@@ -219,6 +281,8 @@ class DeribitProtocol(Protocol):
         super().__init__(settings)
         self.interval = str(settings.get("interval", DEFAULT_INTERVAL))
         self.depth = int(settings.get("depth", 0))
+        self.trades = bool(settings.get("trades", True))
+        self.tickers = bool(settings.get("tickers", True))
         self._ids = count(1)
         #: id -> (method, instruments) of requests awaiting an answer.
         self._pending: "OrderedDict[int, Tuple[str, List[str]]]" = OrderedDict()
@@ -233,12 +297,26 @@ class DeribitProtocol(Protocol):
             self._pending[ident] = (method, list(products))
         return {"jsonrpc": "2.0", "id": ident, "method": method, "params": params}
 
-    def _channels(self, method: str, products: Sequence[str]) -> List[Message]:
+    def _names(self, product: str, books_only: bool) -> List[str]:
+        names = [channel(product, self.interval, self.depth)]
+        if not books_only:
+            # trades and ticker have no raw interval for public clients either.
+            interval = "100ms" if self.interval == "raw" else self.interval
+            if self.trades:
+                names.append(f"trades.{product}.{interval}")
+            if self.tickers:
+                names.append(f"ticker.{product}.{interval}")
+        return names
+
+    def _channels(self, method: str, products: Sequence[str],
+                  books_only: bool = False) -> List[Message]:
+        per = len(self._names("X", books_only))
+        size = max(1, CHANNELS_PER_REQUEST // per)
         out = []
-        for i in range(0, len(products), CHANNELS_PER_REQUEST):
-            chunk = list(products[i:i + CHANNELS_PER_REQUEST])
+        for i in range(0, len(products), size):
+            chunk = list(products[i:i + size])
             out.append(self._request(method, {"channels": [
-                channel(p, self.interval, self.depth) for p in chunk]}, chunk))
+                n for p in chunk for n in self._names(p, books_only)]}, chunk))
         return out
 
     def open(self, products: Sequence[str]) -> List[Message]:
@@ -250,6 +328,10 @@ class DeribitProtocol(Protocol):
 
     def unsubscribe(self, products: Sequence[str]) -> List[Message]:
         return self._channels("public/unsubscribe", products)
+
+    def resubscribe(self, product: str) -> List[Message]:
+        return (self._channels("public/unsubscribe", [product], books_only=True)
+                + self._channels("public/subscribe", [product], books_only=True))
 
     def answer_test_request(self) -> List[Message]:
         return [self._request("public/test", {})]
@@ -296,6 +378,9 @@ VENUE_SPEC = Venue(
                 _check_interval),
         Setting("depth", 0, "0 = full chained book; 1, 10 or 20 = the grouped top-N channel "
                 "book.{instrument}.none.{depth}.{interval}", GROUPED_DEPTHS),
+        Setting("trades", True, "also follow trades.{instrument}.{interval}"),
+        Setting("tickers", True, "also follow ticker.{instrument}.{interval} (mark, index, "
+                "funding in bars)"),
     ),
     hints=(
         ("13778", "raw books need authentication; use the 100ms interval "
