@@ -85,7 +85,8 @@ def _update(changes: Any, product: str = "SKL-USD") -> Dict[str, Any]:
 
 def test_every_frame_parses_into_books_and_known_kinds(frames, parsed):
     assert len(frames) == 9946
-    assert Counter(p.kind for p in parsed) == {BOOK: 9729, TRADES: 107, TICKER: 107, REPLY: 3}
+    assert Counter(p.kind for p in parsed) == {BOOK: 9729, TRADES: 97, TICKER: 107, IGNORED: 10,
+                                               REPLY: 3}
     assert all(p.seq is None for p in parsed)  # the L2 feed has no sequence
     events = [e for p in parsed if p.kind == BOOK for e in p.events]
     assert Counter(e.product for e in events if e.kind == SNAPSHOT) == {p: 1 for p in PRODUCTS}

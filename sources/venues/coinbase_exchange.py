@@ -119,9 +119,11 @@ def parse(raw: Raw, ts_recv: float) -> Parsed:
         # A snapshot has no time of its own on the wire.
         return Parsed(BOOK, None, [BookEvent(SNAPSHOT, VENUE, msg.product_id, None, ts_recv,
                                              None, None, msg.bids, msg.asks)])
-    if kind is _Match or kind is _LastMatch:
-        # The first message is last_match, the trade before the subscription started:
-        # it is counted like any other (a duplicate after a resubscribe is dropped).
+    if kind is _LastMatch:
+        # The trade before the subscription started (minutes old, typically): it
+        # is history the stream does not cover, not a print to count into bars.
+        return Parsed(IGNORED, None, [])
+    if kind is _Match:
         return Parsed(TRADES, None, [Trade(VENUE, msg.product_id, msg.time.timestamp() * 1000.0,
                                            ts_recv, str(msg.trade_id), msg.price, msg.size,
                                            _AGGRESSOR[msg.side], msg.size, msg.size * msg.price,
