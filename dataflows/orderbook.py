@@ -112,11 +112,13 @@ def _recorder(directory: str):  # type: ignore[no-untyped-def]
     return make
 
 
-def build_flow(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
+def build_flow(cfg: Config, registry: Optional[Registry] = None,
+               resync: Optional[ResyncRequests] = None) -> Dataflow:
     """The dataflow for ``cfg``. ``registry`` collects the live feeds and book
-    states for monitoring (a fresh one if not given)."""
+    states for monitoring; ``resync`` carries the book step's resync requests to
+    the sources (fresh ones if not given)."""
     registry = registry or Registry()
-    resync = ResyncRequests()
+    resync = resync or ResyncRequests()
     flow = Dataflow("lobstream")
     if cfg.replay:
         source = ReplaySource(cfg.replay, speed=cfg.replay_speed, resync=resync,
