@@ -242,6 +242,11 @@ def initial(kind: str, product: str, connections: int = INITIAL, **kw: Any) -> L
     return [Fault(kind, product=product, connection=n, **kw) for n in range(connections)]
 
 
+def channel(product: str) -> str:
+    """A Deribit option's book channel as run_flow subscribes it."""
+    return f"book.{product}.100ms"
+
+
 def sent(capture_dir: Path) -> List[Dict[str, Any]]:
     """What lobstream sent on its connections, from the capture it recorded."""
     return [f.msg for path in sorted(capture_dir.iterdir()) for f in read_capture(path)
@@ -318,9 +323,16 @@ def test_swap_is_a_gap_and_the_late_frame_is_not_applied(recording, reference, t
     assert opt2["dropped_unsynced"] >= 1  # the late frame, before the new snapshot
 
 
-def test_deribit_change_id_gap_resyncs_that_instrument_only(recording, reference, tmp_path, registry):
+@pytest.mark.parametrize("per_connection", [1, 2], ids=["own_connection", "shared_connection"])
+def test_deribit_change_id_gap_resyncs_that_instrument_only(recording, reference, tmp_path,
+                                                            registry, per_connection):
+    """A change_id gap resubscribes that instrument alone, also when both options
+    share one connection (Deribit chains books per instrument): the other streams
+    on untouched, update for update as in the clean replay."""
     plan = FaultPlan([Fault("gap", product=OPT, after=20, frames=3)])
-    recs = run_flow(recording, tmp_path, deribit=plan, registry=registry)
+    captures = tmp_path / "captures"
+    recs = run_flow(recording, tmp_path, deribit=plan, registry=registry,
+                    per_connection=per_connection, record_dir=str(captures))
     change_ids = [f.payload["change_id"] for f in recording.deribit[OPT]]
     assert [(r.product, r.kind, r.seq) for r in plan.injected] == [
         (OPT, "gap", change_ids[i]) for i in (20, 21, 22)]
@@ -335,6 +347,15 @@ def test_deribit_change_id_gap_resyncs_that_instrument_only(recording, reference
         assert_clean(recs[product], reference[product])
     counts = feed_counts(registry, OPT)
     assert (counts["gaps"], counts["resyncs"], counts["connects"]) == (1, 1, 1)
+    shared = per_connection == 2
+    assert (feed_of(registry, OPT) is feed_of(registry, OPT2)) == shared
+    # What went out (captures in file order: OPT2's connection first when apart):
+    # the subscription(s), then the resync of the broken option only.
+    subscribed = [[channel(OPT2), channel(OPT)]] if shared else [[channel(OPT2)], [channel(OPT)]]
+    requests = [(m["method"], m["params"]["channels"]) for m in sent(captures)
+                if m.get("method") in ("public/subscribe", "public/unsubscribe")]
+    assert requests == [("public/subscribe", c) for c in subscribed] + [
+        ("public/unsubscribe", [channel(OPT)]), ("public/subscribe", [channel(OPT)])]
 
 
 # ------------------------------------------------------------- connection faults
@@ -444,42 +465,6 @@ def test_refused_handshakes_are_retried_with_backoff(recording, reference, tmp_p
 
 
 # ------------------------------------------------------------- shared connections
-
-
-def channel(product: str) -> str:
-    return f"book.{product}.100ms"
-
-
-def test_shared_deribit_gap_resubscribes_that_instrument_only(recording, reference, tmp_path,
-                                                             registry):
-    """Both options on one connection (Deribit chains books per instrument): a
-    change_id gap on one resubscribes that one alone, and the other streams on
-    untouched, update for update as in the clean replay."""
-    plan = FaultPlan([Fault("gap", product=OPT, after=20, frames=3)])
-    captures = tmp_path / "captures"
-    recs = run_flow(recording, tmp_path, deribit=plan, registry=registry, per_connection=2,
-                    record_dir=str(captures))
-    change_ids = [f.payload["change_id"] for f in recording.deribit[OPT]]
-    assert [(r.product, r.kind, r.seq) for r in plan.injected] == [
-        (OPT, "gap", change_ids[i]) for i in (20, 21, 22)]
-    st = status_records(recs[OPT])
-    assert [(s["state"], s["reason"]) for s in st] == [
-        ("synced", "snapshot"), ("invalid", "gap"), ("synced", "snapshot")]
-    assert st[1]["detail"] == \
-        f"update {change_ids[22]}->{change_ids[23]} does not follow {change_ids[19]}"
-    assert assert_resynced(recs[OPT], reference[OPT], lost_from=20) >= 23
-    for product in (OPT2, BTC, ETH):
-        assert_clean(recs[product], reference[product])
-    feed = feed_of(registry, OPT)
-    assert feed is feed_of(registry, OPT2) and feed.stream == f"deribit:{OPT2}+1"
-    assert (feed.counts["gaps"], feed.counts["resyncs"], feed.counts["connects"]) == (1, 1, 1)
-    # What went out on the connection: one subscribe for both, then the resync of
-    # the broken one only.
-    requests = [(m["method"], m["params"]["channels"]) for m in sent(captures)
-                if m.get("method") in ("public/subscribe", "public/unsubscribe")]
-    assert requests == [("public/subscribe", [channel(OPT2), channel(OPT)]),
-                        ("public/unsubscribe", [channel(OPT)]),
-                        ("public/subscribe", [channel(OPT)])]
 
 
 @pytest.mark.parametrize("kind", ["close", "abort"])
