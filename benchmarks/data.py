@@ -117,7 +117,7 @@ def load_coinbase(path: Path = COINBASE_CAPTURE) -> CoinbaseRecording:
                 snapshots[f.msg["events"][0]["product_id"]] = f
     rec = CoinbaseRecording(prefix, snapshots, updates)
     for f in list(snapshots.values()) + updates:
-        rec.events[id(f)] = coinbase.parse(f.msg, f.ts).events[0]
+        rec.events[id(f)] = coinbase.parse(f.raw, f.ts).events[0]
     for product, snap in snapshots.items():
         evs = [rec.events[id(f)] for f in rec.product_updates(product)]
         rec.tail[product] = replayable_tail(rec.events[id(snap)], evs)
@@ -223,10 +223,13 @@ def build_repeated(rec: CoinbaseRecording, path: Path, passes: int) -> Dict[str,
 
 def build_per_product(rec: CoinbaseRecording, directory: Path,
                       frames_per_product: int) -> Dict[str, Any]:
-    """One capture file and stream per product (what lobstream's recorder writes:
-    one connection per product, its own ``sequence_num`` from 0): the product's
-    snapshot, its updates once, then its replayable tail repeated until the stream
-    holds about ``frames_per_product`` updates, so both streams carry equal work."""
+    """One capture file and stream per product, as a live run opens them (one
+    connection per product is the Coinbase default, and lobstream's recorder
+    writes each connection's stream with its own ``sequence_num`` from 0): the
+    recorded single-connection capture split by product, ``sequence_num``
+    renumbered per stream. Each holds the product's snapshot, its updates once,
+    then its replayable tail repeated until the stream holds about
+    ``frames_per_product`` updates, so both streams carry equal work."""
     directory.mkdir(parents=True, exist_ok=True)
     period = _period(rec)
     meta: Dict[str, Any] = {"dir": str(directory), "streams": len(rec.snapshots),
@@ -273,7 +276,7 @@ class DeribitRecording:
 def load_deribit(path: Path = DERIBIT_CAPTURE) -> DeribitRecording:
     rec = DeribitRecording({}, {})
     for f in recv_frames(path):
-        for ev in deribit.parse(f.msg, f.ts).events:
+        for ev in deribit.parse(f.raw, f.ts).events:
             rec.events[id(f)] = ev
             rec.ordered.append(ev)
             if ev.kind == SNAPSHOT:

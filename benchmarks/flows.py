@@ -17,8 +17,9 @@ Every sink partition writes its statistics, on close, to
   ``write_batch`` and the summaries it held, ``t_last``: at the end of the last
   one. The steady-state window ``t_first..t_last`` leaves out start-up and the
   first batch, which carries the snapshots;
-* with ``digest``: per key, the summary/status count and a BLAKE2 digest of every
-  record without ``ts_recv``, in order, so runs can be compared;
+* with ``digest``: per product (``venue:product``, from the record: the routing
+  key depends on the worker count), the summary/status count and a BLAKE2 digest
+  of every record without ``ts_recv``, in order, so runs can be compared;
 * with ``latency``: ``(venue, product, seq, t_write_ms)`` of every summary, stamped
   with ``time.time()`` when its batch is written;
 * ``peak_rss_bytes``: the process's peak RSS so far (``VmHWM``).
@@ -92,7 +93,8 @@ class _CountingPartition(StatelessSinkPartition[Keyed]):
         self._batches += 1
 
     def _digest(self, items: List[Keyed]) -> None:
-        for key, rec in items:
+        for _, rec in items:
+            key = f"{rec['venue']}:{rec['product']}"
             h = self._digests.get(key)
             if h is None:
                 h = self._digests[key] = hashlib.blake2b(digest_size=16)

@@ -53,8 +53,9 @@ from state.product import ProductState  # noqa: E402
 
 DEPTH = 10
 ALERT_BPS = 10.0
-#: Deribit instruments for the 1- vs 2-process row: their keys split 2/2 over two
-#: workers (Bytewax routes a key by a hash of the string; checked in the run).
+#: Deribit instruments for the 1- vs 2-process row, one stream each: placement
+#: (sources.runtime.placement) puts two streams on each of two workers, and routes
+#: each book to the worker reading its stream (checked in the run).
 DERIBIT_SPLIT = ("ETH-16APR21-1600-C", "ETH-24SEP21-320-P", "ETH-30APR21-2240-P",
                  "ETH-9APR21-1950-C")
 
@@ -151,6 +152,16 @@ def steady_state(stats: List[Dict[str, Any]]) -> Dict[str, Any]:
             counts[k] = counts.get(k, 0) + v
     return {"rate": n / span if span > 0 else math.nan, "frames": n, "seconds": span,
             "counts": counts}
+
+
+def stream_workers(capture_dir: str, workers: int) -> Dict[str, int]:
+    """The worker whose source partition reads each one-product stream
+    (``venue:product``) of a replay, by the placement every worker computes."""
+    from sources.runtime.placement import Unit, assign
+    from sources.transport.replay import capture_files, list_streams
+
+    streams = list_streams(capture_files([capture_dir]))
+    return assign([Unit(s, 1.0) for s in streams], workers)
 
 
 def check_clean(counts: Dict[str, int], expected_status: int, what: str) -> None:
@@ -414,7 +425,7 @@ class Bench:
         reps = 3 if self.quick else 7
 
         def parse() -> Any:
-            return coinbase.parse(orjson.loads(raw), ts).events[0]
+            return coinbase.parse(raw, ts).events[0]
 
         event = parse()
         levels = len(event.bids) + len(event.asks)
@@ -430,12 +441,14 @@ class Bench:
         t_on_item, _ = median_time(lambda: state.on_item(event, DEPTH, ALERT_BPS), reps)
         self.row("snapshot_apply", "BTC-USD snapshot: parse + replace", t_all * 1e3, "ms",
                  f"{levels:,} levels, {len(raw) / 1e6:.1f} MB frame",
-                 replace_only_ms=t_replace * 1e3, orjson_loads_ms=t_loads * 1e3,
-                 coinbase_parse_ms=(t_all - t_replace - t_loads) * 1e3,
+                 replace_only_ms=t_replace * 1e3, coinbase_parse_ms=(t_all - t_replace) * 1e3,
+                 orjson_loads_ms=t_loads * 1e3,
                  product_state_on_item_ms=t_on_item * 1e3, runs_ms=[t * 1e3 for t in all_times],
-                 what="orjson.loads of the recorded 46,000-level BTC-USD snapshot frame + "
-                      "sources.venues.coinbase.parse + OrderBook.replace; replace alone, and "
-                      "ProductState.on_item (replace + summary) for reference; median")
+                 what="sources.venues.coinbase.parse of the recorded 46,000-level BTC-USD "
+                      "snapshot frame's raw bytes (typed msgspec decode and validation in one "
+                      "pass) + OrderBook.replace: from the frame to the book; replace alone, "
+                      "a plain orjson.loads of the frame, and ProductState.on_item (replace + "
+                      "summary) for reference; median")
         self.row("snapshot_replace", "BTC-USD snapshot: replace only", t_replace * 1e3, "ms",
                  "OrderBook.replace of pre-parsed levels",
                  what="OrderBook.replace of the snapshot's 46,000 parsed levels; median")
@@ -471,14 +484,16 @@ class Bench:
                       "module as one process, over one capture file/stream per instrument; "
                       "steady-state frames/s from the sinks' timestamps (first batch "
                       "excluded), median of 5 runs each; one more pair digests every record "
-                      "(without ts_recv) per key to check both give the same output")
+                      "(without ts_recv) per product to check both give the same output, and "
+                      "that each book was on the worker reading its stream (placement)")
         cb_meta = self.split_meta
         cb = self._process_pair(cb_meta, "coinbase", 3)
         self.row("two_process_coinbase", "2 processes vs 1 (Coinbase BTC+ETH)", cb["rate_2"],
                  "frames/s", f"{cb['speedup']:.2f}x one process ({cb['rate_1']:,.0f}/s)",
                  ratio=cb["speedup"], capture=cb_meta, **cb,
-                 what="the same with the Coinbase recording split into one stream per product; "
-                      "both keys hash to the same worker of two, so no speed-up is possible")
+                 what="the same with the Coinbase recording split into one stream per product "
+                      "(sequence_num renumbered per stream), as a live run opens one connection "
+                      "per product: placement gives each process one stream and its book")
 
     def _process_pair(self, meta: Dict[str, Any], label: str, repeats: int) -> Dict[str, Any]:
         """Timed runs with 1 and 2 processes (alternating which goes first), plus
@@ -488,6 +503,11 @@ class Bench:
         same = checked[1]["digests"] == checked[2]["digests"]
         if not same:
             raise RuntimeError(f"{label}: 1- and 2-process outputs differ")
+        colocated = stream_workers(meta["dir"], 2)
+        books = {key: int(worker.rsplit("/w", 1)[1])
+                 for worker, keys in checked[2]["keys_per_worker"].items() for key in keys}
+        if books != colocated:
+            raise RuntimeError(f"{label}: books on workers {books}, their streams on {colocated}")
         results: Dict[int, List[Dict[str, Any]]] = {1: [], 2: []}
         if self.quick:
             results = {procs: [r] for procs, r in checked.items()}
@@ -499,6 +519,7 @@ class Bench:
         return {"rate_1": mid[1]["rate"], "rate_2": mid[2]["rate"],
                 "speedup": mid[2]["rate"] / mid[1]["rate"], "outputs_identical": same,
                 "keys_per_worker_2p": checked[2]["keys_per_worker"],
+                "books_on_their_streams_worker": books == colocated,
                 "wall_seconds_1p": mid[1]["wall"], "wall_seconds_2p": mid[2]["wall"],
                 "ratio_wall_incl_startup": mid[1]["wall"] / mid[2]["wall"],
                 "startup_to_first_batch_seconds_1p": mid[1]["startup"],
@@ -683,17 +704,22 @@ def child_full_flow(capture: str, out: Path, profile: Optional[Path]) -> None:
 def child_python_pipeline(capture: str, out: Path, repeats: int) -> None:
     """ReplaySource partition -> BookStep -> data filter, without Bytewax."""
     from dataflows.orderbook import BookStep
+    from sources.runtime.registry import Registry
+    from sources.runtime.resync import ResyncRequests
     from sources.transport.replay import ReplaySource
 
     runs = []
     for _ in range(repeats):
-        src = ReplaySource([capture])
-        (part_name,) = src.list_parts()  # the start-up scan of the capture, untimed
-        part = src.build_part("replay", part_name, None)
-        step = BookStep(DEPTH, ALERT_BPS)
+        resync, registry = ResyncRequests(), Registry()
+        src = ReplaySource([capture], resync=resync, registry=registry)
+        src.check()  # the start-up scan of the capture, untimed
+        part = src.build("replay", 0, 1)
+        step = BookStep(DEPTH, ALERT_BPS, resync, registry)
         states: Dict[str, Any] = {}
         for key, item in part.next_batch():  # holds the snapshots: untimed
-            states[key], _ = step(states.get(key), item)
+            if key not in states:
+                states[key] = step(None)
+            states[key].on_item(item)
         gc.collect()
         t_source = t_book = 0.0
         frames = n = 0
@@ -706,8 +732,10 @@ def child_python_pipeline(capture: str, out: Path, repeats: int) -> None:
                 break
             t1 = clock()
             for key, item in batch:
-                st, records = step(states.get(key), item)
-                states[key] = st
+                logic = states.get(key)
+                if logic is None:
+                    logic = states[key] = step(None)
+                records, _ = logic.on_item(item)
                 for r in records:
                     if r["type"] != "alert":
                         n += 1
@@ -740,7 +768,7 @@ def child_memory(out: Path) -> None:
     def build() -> List[ProductState]:
         states = []
         for raw, ts in frames:
-            event = coinbase.parse(orjson.loads(raw), ts).events[0]
+            event = coinbase.parse(raw, ts).events[0]
             st = ProductState()
             st.on_item(event, DEPTH, ALERT_BPS)
             states.append(st)

@@ -148,11 +148,13 @@ def clock_ms(cfg: Config) -> float:
     return float(min((1000,) + cfg.bar_intervals)) if cfg.bar_intervals else 0.0
 
 
-def build_flow(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
+def build_flow(cfg: Config, registry: Optional[Registry] = None,
+               resync: Optional[ResyncRequests] = None) -> Dataflow:
     """The dataflow for ``cfg``. ``registry`` collects the live feeds and book
-    states for monitoring (a fresh one if not given)."""
+    states for monitoring; ``resync`` carries the book step's resync requests to
+    the sources (fresh ones if not given)."""
     registry = registry or Registry()
-    resync = ResyncRequests()
+    resync = resync or ResyncRequests()
     flow = Dataflow("lobstream")
     if cfg.replay:
         source = ReplaySource(cfg.replay, speed=cfg.replay_speed, resync=resync,

@@ -1,8 +1,9 @@
 """Smoke test: ``benchmarks/run.py --quick`` runs every row and writes sane JSON.
 
 Not a timed assertion: at ``--quick`` scale the numbers mean nothing. It checks
-that every row ran (captures built, the flow run in one and two processes, the
-simulator served the latency run) and produced finite numbers.
+that every row ran (captures built, the flow run in one and two processes with the
+books placed on the workers reading their streams, the simulator served the latency
+run) and produced finite numbers.
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ def test_quick_benchmark_writes_every_row(tmp_path):
         assert finite(rows[key]["ratio"]), key
 
     # Sanity checks the run itself makes, visible in the details.
-    assert rows["two_process"]["details"]["outputs_identical"] is True
+    for key in ("two_process", "two_process_coinbase"):
+        details = rows[key]["details"]
+        assert details["outputs_identical"] is True, key
+        # The real placement: each book on the worker that reads its stream.
+        assert details["books_on_their_streams_worker"] is True, key
+        assert len(details["keys_per_worker_2p"]) == 2, key
     assert rows["latency"]["details"]["unjoined"] == 0
     lat = rows["latency"]["details"]
     assert all(finite(lat[k]) for k in ("p50_ms", "p99_ms", "max_ms"))

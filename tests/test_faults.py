@@ -1,9 +1,14 @@
 """Each way an exchange connection goes wrong, against the real dataflow.
 
-Every test runs lobstream as it runs live (``build_flow`` + ``run_main``, one
-websocket per product) against the local simulator with a :class:`FaultPlan` that
-injects one kind of fault, then checks exactly what lobstream wrote: which product
-went invalid and why, that it resynced, what it emitted and what it did not.
+Every test runs lobstream as it runs live (``build_flow`` + ``run_main``) against
+the local simulator with a :class:`FaultPlan` that injects one kind of fault, then
+checks exactly what lobstream wrote: which product went invalid and why, that it
+resynced, what it emitted and what it did not. Tests whose claim is "the other
+products are unaffected" give each product its own connection
+(``products_per_connection=1``); the ``shared`` tests put both products of a venue
+on one connection, as the Deribit default does, and check what a fault of that
+connection does to each of them. Counters are read from the run's
+:class:`~sources.runtime.registry.Registry`.
 
 "Correct" is defined by a clean reference: the same recordings replayed from file,
 which the websocket path matches exactly when nothing goes wrong
@@ -18,7 +23,10 @@ is index 0); ``after=N`` hits index N. Each venue has its own simulator, paced s
 that a resubscription is answered well before the recording (and so the
 connection) ends, even while lobstream is busy with a 46,000-level snapshot: a
 paced server that fell behind catches up in a burst, so the Deribit options, which
-have only 66-70 frames each, get a slower pace.
+have only 66-70 frames each, get a slower pace. lobstream sends Deribit at most 2
+control messages per second per connection (its request-credit limit), so a
+resync there (unsubscribe + subscribe) can take a second; a test with two
+resyncs of one option runs it slower still.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import re
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import bytewax.operators as op
 import orjson
@@ -36,16 +44,18 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-import dataflows.monitoring
-import sources.feed.feed
 from dataflows.config import Config, VenueConfig
 from dataflows.monitoring import LobstreamCollector
 from dataflows.orderbook import BookStep, build_flow
+from sources.capture.format import read_capture
+from sources.feed.feed import Feed
+from sources.runtime.registry import Registry
+from sources.runtime.resync import Request, ResyncRequests
 from sources.simulator import (Fault, FaultPlan, FaultRecord, FrameFilter, OutFrame,
                                Recording, SimulatorThread, load_recording)
 from sources.venues import get_venue
-from sources.transport.websocket import WebsocketSource
 from state.events import BookEvent, BookStatus
+from tests.helpers import websocket_source
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = [ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz",
@@ -54,13 +64,15 @@ BTC, ETH = "BTC-USD", "ETH-USD"
 #: The two Deribit options with the longest change chains (70 and 66 frames).
 OPT, OPT2 = "ETH-9APR21-1950-C", "ETH-30APR21-2240-P"
 PRODUCTS = (BTC, ETH, OPT, OPT2)
-#: Connections each simulator gets at start, one per product of its venue.
+#: Connections each simulator gets at start with one product per connection.
 INITIAL = 2
 VENUE = {BTC: "coinbase", ETH: "coinbase", OPT: "deribit", OPT2: "deribit"}
 #: Book frames per second per connection: BTC-USD's 400 frames take 1.3 s, the
 #: options' 70 take 1.4 s.
 COINBASE_RATE = 300
 DERIBIT_RATE = 50
+#: For two Deribit resyncs of one option 20 frames apart: 3.5 s per option.
+DERIBIT_SLOW_RATE = 20
 
 #: A summary's fields that describe the book, whatever update produced it.
 BOOK_FIELDS = ("bid_px", "bid_sz", "ask_px", "ask_sz", "spread", "spread_bps", "mid",
@@ -89,21 +101,22 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Records:
 
 
 @pytest.fixture
-def feeds(monkeypatch: pytest.MonkeyPatch) -> set:
-    """The run's :class:`~sources.feed.feed.Feed` objects, kept alive after the run so
-    their counters can be read (``FEEDS`` only holds them weakly)."""
-    kept: set = set()
-    monkeypatch.setattr(sources.feed.feed, "FEEDS", kept)
-    monkeypatch.setattr(dataflows.monitoring, "FEEDS", kept)
-    return kept
+def registry() -> Registry:
+    """The run's registry: its feeds (one per connection) keep their counters."""
+    return Registry()
 
 
-def feed_counts(feeds: Iterable[sources.feed.feed.Feed], product: str) -> Counter:
-    total: Counter = Counter()
-    for feed in feeds:
-        if feed.stream == f"{VENUE[product]}:{product}":
-            total.update(feed.counts)
-    return total
+def feed_of(registry: Registry, product: str) -> Feed:
+    """The one connection's feed that carried ``product``."""
+    (feed,) = [f for f in registry.feeds
+               if f.venue.name == VENUE[product] and product in f.books]
+    return feed
+
+
+def feed_counts(registry: Registry, product: str) -> Counter:
+    """The counters of the connection that carried ``product`` (the product's own
+    where it has a connection to itself)."""
+    return feed_of(registry, product).counts
 
 
 def read_records(directory: Path) -> Records:
@@ -125,17 +138,22 @@ def status_records(recs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = None,
-             deribit: Optional[FaultPlan] = None, *, step: Optional[BookStep] = None,
-             coinbase_filters: Any = None, **kw: Any) -> Records:
+             deribit: Optional[FaultPlan] = None, *, registry: Optional[Registry] = None,
+             resync: Optional[ResyncRequests] = None, coinbase_filters: Any = None,
+             per_connection: int = 1, deribit_rate: float = DERIBIT_RATE,
+             **kw: Any) -> Records:
     """Run lobstream on all of ``PRODUCTS`` until the recordings end; one simulator
-    (with its own fault plan: connection numbers are per server) per venue."""
+    (with its own fault plan: connection numbers are per server) per venue, and
+    ``per_connection`` products on each connection (1, or 2: both of the venue's)."""
     with SimulatorThread(recording, rate=COINBASE_RATE, faults=coinbase,
                          frame_filters=coinbase_filters) as cb, \
-            SimulatorThread(recording, rate=DERIBIT_RATE, faults=deribit) as db:
-        cfg = Config(venues={"coinbase": VenueConfig([BTC, ETH], cb.url + "/coinbase"),
-                             "deribit": VenueConfig([OPT, OPT2], db.url + "/deribit", {"interval": "100ms"})},
+            SimulatorThread(recording, rate=deribit_rate, faults=deribit) as db:
+        cfg = Config(venues={"coinbase": VenueConfig([BTC, ETH], cb.url + "/coinbase",
+                                                     products_per_connection=per_connection),
+                             "deribit": VenueConfig([OPT, OPT2], db.url + "/deribit",
+                                                    {"interval": "100ms"}, per_connection)},
                      exit_on_close=True, jsonl_dir=str(tmp), status_interval=0, **kw)
-        run_main(build_flow(cfg, step))
+        run_main(build_flow(cfg, registry, resync))
     recs = read_records(tmp)
     assert sorted(recs) == sorted(PRODUCTS), "every product wrote output"
     return recs
@@ -191,14 +209,16 @@ def assert_clean(recs: Sequence[Dict[str, Any]], ref: Sequence[Dict[str, Any]]) 
 
 
 def assert_resynced(recs: Sequence[Dict[str, Any]], ref: Sequence[Dict[str, Any]],
-                    lost_from: int) -> int:
+                    lost_from: Optional[int]) -> int:
     """One outage: the first valid run is the reference up to index ``lost_from``
-    (excluded), the second continues correctly from a fresh snapshot taken later
-    and runs to the end of the recording. Returns the new snapshot's index."""
+    (excluded; None: wherever it ended), the second continues correctly from a
+    fresh snapshot taken later and runs to the end of the recording. Returns the
+    new snapshot's index."""
     first, second = valid_runs(recs)
-    assert align(first, ref) == 0 and len(first) == lost_from
+    assert align(first, ref) == 0 and len(first) == (len(first) if lost_from is None
+                                                      else lost_from)
     j = align(second, ref)
-    assert j >= lost_from and j + len(second) == len(ref)
+    assert j >= len(first) and j + len(second) == len(ref)
     return j
 
 
@@ -214,20 +234,31 @@ class RecordingPlan(FaultPlan):
         return super().frame_filter(venue, number)
 
 
-def initial(kind: str, product: str, **kw: Any) -> List[Fault]:
+def initial(kind: str, product: str, connections: int = INITIAL, **kw: Any) -> List[Fault]:
     """``kind`` on ``product``'s first connection only, whichever number it gets:
-    a server numbers connections in connect order across products (two initial
-    ones per venue here), and a fault scoped to the product alone would fire again
-    on every reconnect (each connection replays the recording from its start)."""
-    return [Fault(kind, product=product, connection=n, **kw) for n in range(INITIAL)]
+    a server numbers connections in connect order across products (``connections``
+    initial ones per venue), and a fault scoped to the product alone would fire
+    again on every reconnect (each connection replays the recording from its start)."""
+    return [Fault(kind, product=product, connection=n, **kw) for n in range(connections)]
+
+
+def channel(product: str) -> str:
+    """A Deribit option's book channel as run_flow subscribes it."""
+    return f"book.{product}.100ms"
+
+
+def sent(capture_dir: Path) -> List[Dict[str, Any]]:
+    """What lobstream sent on its connections, from the capture it recorded."""
+    return [f.msg for path in sorted(capture_dir.iterdir()) for f in read_capture(path)
+            if f.dir == "send"]
 
 
 # ------------------------------------------------------------------- stream faults
 
 
-def test_drop_gaps_and_resyncs_only_that_product(recording, reference, tmp_path, feeds):
+def test_drop_gaps_and_resyncs_only_that_product(recording, reference, tmp_path, registry):
     plan = FaultPlan([Fault("drop", product=BTC, after=100)])
-    recs = run_flow(recording, tmp_path, plan)
+    recs = run_flow(recording, tmp_path, plan, registry=registry)
     (fault,) = plan.injected
     assert (fault.venue, fault.product, fault.kind) == ("coinbase", BTC, "drop")
     btc = status_records(recs[BTC])
@@ -241,43 +272,42 @@ def test_drop_gaps_and_resyncs_only_that_product(recording, reference, tmp_path,
         reference[BTC][-1] | {"ts_recv": 0, "seq": 0}
     for product in (ETH, OPT, OPT2):
         assert_clean(recs[product], reference[product])
-    btc_counts = feed_counts(feeds, BTC)
+    btc_counts = feed_counts(registry, BTC)
     assert (btc_counts["gaps"], btc_counts["resyncs"], btc_counts["connects"]) == (1, 1, 1)
-    assert feed_counts(feeds, ETH)["gaps"] == 0
+    assert feed_counts(registry, ETH)["gaps"] == 0
 
 
-def test_duplicate_is_dropped_and_counted(recording, reference, tmp_path, feeds):
+def test_duplicate_is_dropped_and_counted(recording, reference, tmp_path, registry):
     cb, db = FaultPlan([Fault("duplicate", product=BTC, after=100)]), \
         FaultPlan([Fault("duplicate", product=OPT, after=20)])
-    step = BookStep(10, 10.0)
-    recs = run_flow(recording, tmp_path, cb, db, step=step)
+    recs = run_flow(recording, tmp_path, cb, db, registry=registry)
     assert sorted((r.product, r.kind) for r in injected(cb, db)) == [
         (BTC, "duplicate"), (OPT, "duplicate")]
     for product in PRODUCTS:
         assert_clean(recs[product], reference[product])
     # Counted, as the Prometheus exporter shows it.
     exported = {(s.labels["stream"], s.labels["event"]): s.value
-                for family in LobstreamCollector(step.books).collect()
+                for family in LobstreamCollector(registry).collect()
                 if family.name == "lobstream_feed_events" for s in family.samples}
     assert exported[(BTC, "duplicates")] == 1 and exported[(OPT, "duplicates")] == 1
     assert (ETH, "duplicates") not in exported and (OPT2, "duplicates") not in exported
     assert not any(event == "gaps" for _, event in exported)
 
 
-def test_swap_is_a_gap_and_the_late_frame_is_not_applied(recording, reference, tmp_path, feeds):
+def test_swap_is_a_gap_and_the_late_frame_is_not_applied(recording, reference, tmp_path, registry):
     """Coinbase: the held-back frame's sequence_num is skipped, then comes late (a
     duplicate by then). Deribit: the next frame's prev_change_id does not chain,
     then the late frame arrives while the book waits for its snapshot."""
     cb, db = FaultPlan([Fault("swap", product=BTC, after=100)]), \
         FaultPlan([Fault("swap", product=OPT2, after=20)])
-    recs = run_flow(recording, tmp_path, cb, db)
+    recs = run_flow(recording, tmp_path, cb, db, registry=registry)
     faults = {r.product: r for r in injected(cb, db)}
     assert sorted(faults) == [BTC, OPT2]
     change_ids = [f.payload["change_id"] for f in recording.deribit[OPT2]]
     assert faults[OPT2].seq == change_ids[20]
     for product, detail in (
             (BTC, f"sequence_num jumped from {faults[BTC].seq - 1} to {faults[BTC].seq + 1}"),
-            (OPT2, f"prev_change_id {change_ids[20]} does not follow {change_ids[19]}")):
+            (OPT2, f"update {change_ids[20]}->{change_ids[21]} does not follow {change_ids[19]}")):
         st = status_records(recs[product])
         assert [(s["state"], s["reason"]) for s in st] == [
             ("synced", "snapshot"), ("invalid", "gap"), ("synced", "snapshot")]
@@ -286,43 +316,60 @@ def test_swap_is_a_gap_and_the_late_frame_is_not_applied(recording, reference, t
                         lost_from=20 if product == OPT2 else 100)
     for product in (ETH, OPT):
         assert_clean(recs[product], reference[product])
-    btc, opt2 = feed_counts(feeds, BTC), feed_counts(feeds, OPT2)
+    btc, opt2 = feed_counts(registry, BTC), feed_counts(registry, OPT2)
     assert (btc["gaps"], btc["resyncs"]) == (1, 1)
     assert btc["duplicates"] == 1  # the late frame, below the counter by then
     assert (opt2["gaps"], opt2["resyncs"]) == (1, 1)
     assert opt2["dropped_unsynced"] >= 1  # the late frame, before the new snapshot
 
 
-def test_deribit_change_id_gap_resyncs_that_instrument_only(recording, reference, tmp_path, feeds):
+@pytest.mark.parametrize("per_connection", [1, 2], ids=["own_connection", "shared_connection"])
+def test_deribit_change_id_gap_resyncs_that_instrument_only(recording, reference, tmp_path,
+                                                            registry, per_connection):
+    """A change_id gap resubscribes that instrument alone, also when both options
+    share one connection (Deribit chains books per instrument): the other streams
+    on untouched, update for update as in the clean replay."""
     plan = FaultPlan([Fault("gap", product=OPT, after=20, frames=3)])
-    recs = run_flow(recording, tmp_path, deribit=plan)
+    captures = tmp_path / "captures"
+    recs = run_flow(recording, tmp_path, deribit=plan, registry=registry,
+                    per_connection=per_connection, record_dir=str(captures))
     change_ids = [f.payload["change_id"] for f in recording.deribit[OPT]]
     assert [(r.product, r.kind, r.seq) for r in plan.injected] == [
         (OPT, "gap", change_ids[i]) for i in (20, 21, 22)]
     st = status_records(recs[OPT])
     assert [(s["state"], s["reason"]) for s in st] == [
         ("synced", "snapshot"), ("invalid", "gap"), ("synced", "snapshot")]
-    assert st[1]["detail"] == f"prev_change_id {change_ids[22]} does not follow {change_ids[19]}"
+    assert st[1]["detail"] == \
+        f"update {change_ids[22]}->{change_ids[23]} does not follow {change_ids[19]}"
     j = assert_resynced(recs[OPT], reference[OPT], lost_from=20)
     assert summaries(recs[OPT])[-1]["seq"] == change_ids[-1] and j >= 23
     for product in (BTC, ETH, OPT2):
         assert_clean(recs[product], reference[product])
-    counts = feed_counts(feeds, OPT)
+    counts = feed_counts(registry, OPT)
     assert (counts["gaps"], counts["resyncs"], counts["connects"]) == (1, 1, 1)
+    shared = per_connection == 2
+    assert (feed_of(registry, OPT) is feed_of(registry, OPT2)) == shared
+    # What went out (captures in file order: OPT2's connection first when apart):
+    # the subscription(s), then the resync of the broken option only.
+    subscribed = [[channel(OPT2), channel(OPT)]] if shared else [[channel(OPT2)], [channel(OPT)]]
+    requests = [(m["method"], m["params"]["channels"]) for m in sent(captures)
+                if m.get("method") in ("public/subscribe", "public/unsubscribe")]
+    assert requests == [("public/subscribe", c) for c in subscribed] + [
+        ("public/unsubscribe", [channel(OPT)]), ("public/subscribe", [channel(OPT)])]
 
 
 # ------------------------------------------------------------- connection faults
 
 
 @pytest.mark.parametrize("kind", ["close", "abort"])
-def test_lost_connection_reconnects_quickly(recording, reference, tmp_path, feeds, caplog, kind):
+def test_lost_connection_reconnects_quickly(recording, reference, tmp_path, registry, caplog, kind):
     """A clean close (1011) or a dropped TCP connection on BTC-USD and on one Deribit
     option: each goes invalid "disconnected", reconnects within a second, and its
     new connection (which replays the recording from its start) resyncs."""
     plans = {BTC: RecordingPlan(initial(kind, BTC, after=100)),
              OPT: RecordingPlan(initial(kind, OPT, after=20))}
     with caplog.at_level(logging.WARNING, logger="lobstream.websocket"):
-        recs = run_flow(recording, tmp_path, plans[BTC], plans[OPT])
+        recs = run_flow(recording, tmp_path, plans[BTC], plans[OPT], registry=registry)
     faults = {r.product: r for r in injected(*plans.values())}
     assert sorted(faults) == [BTC, OPT] and len(injected(*plans.values())) == 2
     for product, cut in ((BTC, 100), (OPT, 20)):
@@ -344,18 +391,22 @@ def test_lost_connection_reconnects_quickly(recording, reference, tmp_path, feed
         assert 0 < reconnects[0] - fault.t_ms < 1000
         delays = [r.args[2] for r in caplog.records if r.args and r.args[0].endswith(product)]
         assert len(delays) == 1 and 0.125 <= delays[0] <= 0.25
-        assert feed_counts(feeds, product)["connects"] == 2
+        assert feed_counts(registry, product)["connects"] == 2
     for product in (ETH, OPT2):
         assert_clean(recs[product], reference[product])
-        assert feed_counts(feeds, product)["connects"] == 1
+        assert feed_counts(registry, product)["connects"] == 1
 
 
-def test_stall_without_pings_trips_the_silence_watchdog(recording, reference, tmp_path, feeds):
-    """The server goes silent (no data, no heartbeats, pings unanswered) for 3 s; with
-    a 2 s silence timeout lobstream gives up on the connection and reconnects."""
-    cb = FaultPlan(initial("stall", BTC, after=100, duration=3.0, pings=False))
-    db = FaultPlan(initial("stall", OPT, after=20, duration=3.0, pings=False))
-    recs = run_flow(recording, tmp_path, cb, db, silence_timeout=2.0)
+def test_stall_without_pings_trips_the_silence_watchdog(recording, reference, tmp_path, registry):
+    """The server goes silent (no data, no heartbeats, pings unanswered) for 5 s; with
+    a 2 s silence timeout lobstream gives up on the connection and reconnects at
+    once. The stall outlasts the timeout plus the 2 s a close handshake may take, so
+    a client that waited for one would report a lost connection, not the silence,
+    and one that kept reading would apply the frames the server sends when it
+    wakes up (the first run would be longer than the frames before the stall)."""
+    cb = FaultPlan(initial("stall", BTC, after=100, duration=5.0, pings=False))
+    db = FaultPlan(initial("stall", OPT, after=20, duration=5.0, pings=False))
+    recs = run_flow(recording, tmp_path, cb, db, silence_timeout=2.0, registry=registry)
     assert sorted(r.product for r in injected(cb, db)) == [BTC, OPT]
     for product, cut in ((BTC, 100), (OPT, 20)):
         st = status_records(recs[product])
@@ -365,45 +416,117 @@ def test_stall_without_pings_trips_the_silence_watchdog(recording, reference, tm
         first, second = valid_runs(recs[product])
         assert align(first, reference[product]) == 0 and len(first) == cut + 1
         assert align(second, reference[product]) == 0 and len(second) == len(reference[product])
-        assert feed_counts(feeds, product)["connects"] == 2
+        assert feed_counts(registry, product)["connects"] == 2
     for product in (ETH, OPT2):
         assert_clean(recs[product], reference[product])
 
 
-def test_refused_handshakes_are_retried_with_backoff(recording, reference, tmp_path, feeds,
+def test_refused_handshakes_are_retried_with_backoff(recording, reference, tmp_path, registry,
                                                     caplog):
-    """For the first 1.5 s every handshake fails: HTTP 503 on Coinbase, a TCP reset on
-    Deribit. lobstream retries with growing delays, connects once the server takes
-    connections again, and streams as if nothing had happened."""
+    """For a while every handshake fails: HTTP 503 on Coinbase (1.5 s), a TCP reset
+    on Deribit (3.5 s: its connection rate is half Coinbase's, so its two
+    connections take that long for three retries each). lobstream retries with
+    growing delays, never faster than the venue's connection rate, connects once
+    the server takes connections again, and streams as if nothing had happened."""
     cb, db = FaultPlan(), FaultPlan()
+    refusing = {"coinbase": 1.5, "deribit": 3.5}
     started = time.time() * 1000.0
-    cb.refuse("coinbase", 1.5, "http")
-    db.refuse("deribit", 1.5, "reset")
+    cb.refuse("coinbase", refusing["coinbase"], "http")
+    db.refuse("deribit", refusing["deribit"], "reset")
     with caplog.at_level(logging.WARNING, logger="lobstream.websocket"):
-        recs = run_flow(recording, tmp_path, cb, db)
-    refused = Counter(r.venue for r in injected(cb, db) if r.kind == "refuse")
-    assert refused["coinbase"] >= 2 * 3 and refused["deribit"] >= 2 * 3
-    assert max(r.t_ms for r in injected(cb, db)) - started < 1500 + 100
+        recs = run_flow(recording, tmp_path, cb, db, registry=registry)
+    refused: Dict[str, List[float]] = {}
+    for venue, seconds in refusing.items():
+        times = refused[venue] = sorted(r.t_ms for r in injected(cb, db)
+                                        if r.kind == "refuse" and r.venue == venue)
+        assert len(times) >= 2 * 3
+        assert times[-1] - started < seconds * 1000.0 + 100
+        # The venue's connection limiter (burst 1): the k-th attempt comes at least
+        # k / rate after the first, for both connections together.
+        rate = get_venue(venue).limits.connects_per_second
+        assert times[-1] - times[0] >= (len(times) - 1) / rate * 1000.0 - 200, (venue, times)
+    retried: Counter = Counter()
     for product in PRODUCTS:
         assert_clean(recs[product], reference[product])  # no "disconnected": never synced
-        assert feed_counts(feeds, product)["connects"] == 1
+        assert feed_counts(registry, product)["connects"] == 1
         retries = [r.args for r in caplog.records if r.args and r.args[0].endswith(product)]
         reasons = {args[1] for args in retries}
         if VENUE[product] == "coinbase":
             assert all("HTTP 503" in reason for reason in reasons), reasons
         delays = [args[2] for args in retries]
-        # 1.5 s of refusals take at least three retries, each after a delay drawn
-        # from the upper half of a ceiling that doubles from 0.25 s.
+        # At least three retries, each after a delay drawn from the upper half of
+        # a ceiling that doubles from 0.25 s.
         assert len(delays) >= 3
         for k, delay in enumerate(delays):
             assert 0.125 * 2 ** k <= delay <= 0.25 * 2 ** k
-        assert sum(delays) >= 1.5 - 0.5
+        retried[VENUE[product]] += len(delays)
+    # Every refused handshake was retried, and nothing else was.
+    assert retried == {venue: len(times) for venue, times in refused.items()}
+
+
+# ------------------------------------------------------------- shared connections
+
+
+@pytest.mark.parametrize("kind", ["close", "abort"])
+def test_shared_connection_lost_disconnects_each_product_once(recording, reference, tmp_path,
+                                                              registry, caplog, kind):
+    """Both products of each venue on one connection, and that connection closed
+    (1011) or cut: each product on it gets one "disconnected" status, the new
+    connection (which replays the recording from its start) resyncs both, and both
+    then stream the whole clean run."""
+    cb = RecordingPlan(initial(kind, BTC, connections=1, after=100))
+    db = RecordingPlan(initial(kind, OPT, connections=1, after=20))
+    with caplog.at_level(logging.WARNING, logger="lobstream.websocket"):
+        recs = run_flow(recording, tmp_path, cb, db, registry=registry, per_connection=2)
+    assert sorted((r.product, r.kind) for r in injected(cb, db)) == [(BTC, kind), (OPT, kind)]
+    for plan, (hit, other), cut in ((cb, (BTC, ETH), 100), (db, (OPT, OPT2), 20)):
+        for product in (hit, other):
+            st = status_records(recs[product])
+            assert [(s["state"], s["reason"]) for s in st] == [
+                ("synced", "snapshot"), ("invalid", "disconnected"), ("synced", "snapshot")]
+            detail = st[1]["detail"]
+            assert ("1011" in detail) if kind == "close" else ("no close frame" in detail)
+            first, second = valid_runs(recs[product])
+            assert align(first, reference[product]) == 0
+            assert len(first) == cut + 1 if product == hit else \
+                0 < len(first) < len(reference[product])
+            assert align(second, reference[product]) == 0
+            assert len(second) == len(reference[product])
+        feed = feed_of(registry, hit)
+        assert feed is feed_of(registry, other)
+        assert (feed.counts["connects"], feed.counts["resyncs"]) == (2, 0)
+        assert len([n for _, _, n in plan.opened if n >= 1]) == 1  # one reconnect
+        retries = [r for r in caplog.records if r.args and r.args[0] == feed.stream]
+        assert len(retries) == 1
+
+
+def test_shared_coinbase_drop_resyncs_both_products(recording, reference, tmp_path, registry):
+    """BTC-USD and ETH-USD on one Coinbase connection (``products_per_connection=2``):
+    ``sequence_num`` counts the connection's frames, so a dropped BTC-USD frame is
+    a gap of both books, and both resync; each then continues as the clean run."""
+    plan = FaultPlan([Fault("drop", product=BTC, after=100)])
+    recs = run_flow(recording, tmp_path, plan, registry=registry, per_connection=2)
+    (fault,) = plan.injected
+    assert (fault.product, fault.kind) == (BTC, "drop")
+    detail = f"sequence_num jumped from {fault.seq - 1} to {fault.seq + 1}"
+    for product in (BTC, ETH):
+        st = status_records(recs[product])
+        assert [(s["state"], s["reason"], s["detail"]) for s in st[1:]] == [
+            ("invalid", "gap", detail), ("synced", "snapshot", st[2]["detail"])]
+        assert_resynced(recs[product], reference[product],
+                        lost_from=100 if product == BTC else None)
+    for product in (OPT, OPT2):
+        assert_clean(recs[product], reference[product])
+    feed = feed_of(registry, BTC)
+    assert feed is feed_of(registry, ETH) and feed.stream == f"coinbase:{BTC}+1"
+    assert (feed.counts["gaps"], feed.counts["resyncs"], feed.counts["connects"],
+            feed.counts["snapshots"]) == (2, 2, 1, 4)
 
 
 # ------------------------------------------------------------------- bad input
 
 
-def test_bad_input_is_counted_logged_once_and_never_crashes(recording, reference, tmp_path, feeds,
+def test_bad_input_is_counted_logged_once_and_never_crashes(recording, reference, tmp_path, registry,
                                                            caplog):
     """Malformed frames and unknown message types are skipped (three of each per
     venue, each kind logged once with a sample); a frame with a broken size (negative,
@@ -422,7 +545,8 @@ def test_bad_input_is_counted_logged_once_and_never_crashes(recording, reference
         Fault("bad_size", product=OPT2, after=30, value="text"),
     ])
     with caplog.at_level(logging.WARNING, logger="lobstream.input"):
-        recs = run_flow(recording, tmp_path, cb, db)
+        recs = run_flow(recording, tmp_path, cb, db, registry=registry,
+                        deribit_rate=DERIBIT_SLOW_RATE)
     assert Counter((r.product, r.kind) for r in injected(cb, db)) == {
         (BTC, "malformed"): 3, (BTC, "unknown_type"): 3, (OPT, "malformed"): 3,
         (OPT, "unknown_type"): 3, (ETH, "bad_size"): 3, (OPT2, "bad_size"): 2}
@@ -431,7 +555,7 @@ def test_bad_input_is_counted_logged_once_and_never_crashes(recording, reference
     # Coinbase the unknown message took a sequence_num, the truncated copy none).
     for product in (BTC, OPT):
         assert_clean(recs[product], reference[product])
-        counts = feed_counts(feeds, product)
+        counts = feed_counts(registry, product)
         assert (counts["bad_malformed"], counts["bad_unknown_type"]) == (3, 3)
         assert counts["gaps"] == 0 and counts["resyncs"] == 0
 
@@ -445,10 +569,16 @@ def test_bad_input_is_counted_logged_once_and_never_crashes(recording, reference
         starts = [align(run, reference[product]) for run in runs]
         assert starts[0] == 0 and starts == sorted(starts)
         assert starts[-1] + len(runs[-1]) == len(reference[product])
-        counts = feed_counts(feeds, product)
-        assert (counts["bad_bad_level"], counts["gaps"], counts["resyncs"]) == (n, n, n)
-    assert "invalid level" in status_records(recs[ETH])[1]["detail"]  # negative
-    assert "unreadable" in status_records(recs[ETH])[5]["detail"]  # text
+        counts = feed_counts(registry, product)
+        # Counted as invalidations for bad input, not as sequence gaps.
+        assert (counts["bad_bad_level"], counts["invalid_bad_input"], counts["resyncs"]) == \
+            (n, n, n)
+        assert counts["gaps"] == 0
+    # The detail says what was wrong, and where in the frame.
+    negative, nan, text = (status_records(recs[ETH])[i]["detail"] for i in (1, 3, 5))
+    assert "Expected `float` >= 0.0" in negative and "new_quantity" in negative
+    assert "Expected `float` >= 0.0" in nan and "new_quantity" in nan
+    assert "Expected `float`, got `str`" in text and "new_quantity" in text
 
     warnings = [r.getMessage() for r in caplog.records if r.name == "lobstream.input"]
     kinds = Counter(re.match(r"(\w+): skipped (\w+) frame ", m).groups() for m in warnings)
@@ -459,15 +589,15 @@ def test_bad_input_is_counted_logged_once_and_never_crashes(recording, reference
     assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "lobstream.input")
 
 
-def test_oversized_frame_is_accepted(recording, reference, tmp_path, feeds):
+def test_oversized_frame_is_accepted(recording, reference, tmp_path, registry):
     """2 MiB frames (websockets' default limit is 1 MiB; lobstream allows 64 MiB)."""
     cb, db = FaultPlan([Fault("oversized", product=BTC, after=100)]), \
         FaultPlan([Fault("oversized", product=OPT, after=20, size=3 * 2**20)])
-    recs = run_flow(recording, tmp_path, cb, db)
+    recs = run_flow(recording, tmp_path, cb, db, registry=registry)
     assert sorted(r.product for r in injected(cb, db)) == [BTC, OPT]
     for product in PRODUCTS:
         assert_clean(recs[product], reference[product])
-        counts = feed_counts(feeds, product)
+        counts = feed_counts(registry, product)
         assert counts["connects"] == 1
         assert not any(k.startswith("bad_") for k in counts)
 
@@ -475,11 +605,11 @@ def test_oversized_frame_is_accepted(recording, reference, tmp_path, feeds):
 # ---------------------------------------------------------------- error replies
 
 
-def test_refused_subscription_stops_that_product_only(recording, reference, tmp_path, feeds,
+def test_refused_subscription_stops_that_product_only(recording, reference, tmp_path, registry,
                                                       caplog):
     cb, db = FaultPlan([Fault("error", product=BTC)]), FaultPlan([Fault("error", product=OPT)])
     with caplog.at_level(logging.WARNING):
-        recs = run_flow(recording, tmp_path, cb, db)
+        recs = run_flow(recording, tmp_path, cb, db, registry=registry)
     assert sorted((r.product, r.kind) for r in injected(cb, db)) == [(BTC, "error"), (OPT, "error")]
     for product, detail in ((BTC, f"Failed to subscribe: {BTC} is not available"),
                             (OPT, "11050 bad_request")):
@@ -490,22 +620,27 @@ def test_refused_subscription_stops_that_product_only(recording, reference, tmp_
         assert len(errors) == 1
         assert errors[0].startswith(f"{VENUE[product]} refused {product}: {detail} -> ")
         # No reconnect loop: the partition ended after its one connection.
-        counts = feed_counts(feeds, product)
+        counts = feed_counts(registry, product)
         assert (counts["connects"], counts["errors"]) == (1, 1)
     for product in (ETH, OPT2):
         assert_clean(recs[product], reference[product])
     assert not [r for r in caplog.records if r.name == "lobstream.websocket"]  # no reconnects
 
 
-def test_deribit_raw_without_auth_is_refused_with_a_hint(recording, caplog, feeds):
+def test_deribit_raw_without_auth_is_refused_with_a_hint(recording, caplog, registry):
     """The configuration refuses ``raw``; a source built directly shows what the
-    server says: 13778 for the whole request, and lobstream points to 100ms."""
+    server says: 13778 for the whole request (both instruments share the
+    connection, as by default), logged once, and lobstream points to 100ms. The
+    connection then ends instead of reconnecting."""
     got: List[Any] = []
+    resync = ResyncRequests()
     with SimulatorThread(recording, rate=DERIBIT_RATE) as sim:
-        source = WebsocketSource(get_venue("deribit", deribit_interval="raw"), [OPT, OPT2],
-                                 sim.url + "/deribit", exit_on_close=True)
+        source = websocket_source("deribit", [OPT, OPT2], sim.url + "/deribit",
+                                  {"interval": "raw"}, exit_on_close=True, registry=registry,
+                                  resync=resync)
         flow = Dataflow("raw")
-        books = op.stateful_flat_map("book", op.input("in", flow, source), BookStep(10, 10.0))
+        books = op.stateful("book", op.input("in", flow, source),
+                            BookStep(10, 10.0, resync, registry))
         op.output("out", books, TestingSink(got))
         with caplog.at_level(logging.WARNING):
             run_main(flow)
@@ -513,11 +648,12 @@ def test_deribit_raw_without_auth_is_refused_with_a_hint(recording, caplog, feed
     assert sorted((k, r["type"], r["state"], r["reason"], r["detail"]) for k, r in got) == [
         (f"deribit:{p}", "status", "invalid", "refused", detail) for p in sorted((OPT, OPT2))]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 2
-    for product in (OPT, OPT2):
-        (line,) = [m for m in errors if product in m]
-        assert f"deribit refused {product}: {detail} -> " in line and "100ms" in line
-        assert feed_counts(feeds, product)["connects"] == 1
+    assert len(errors) == 1
+    assert f"deribit refused {OPT2}, {OPT}: {detail} -> " in errors[0] and "100ms" in errors[0]
+    (feed,) = registry.feeds
+    assert sorted(feed.books) == sorted((OPT, OPT2)) and sorted(feed.refused) == sorted(feed.books)
+    assert (feed.counts["connects"], feed.counts["errors"]) == (1, 1)
+    assert not [r for r in caplog.records if r.name == "lobstream.websocket"]  # no reconnects
 
 
 # ------------------------------------------------------------------ crossed book
@@ -549,12 +685,32 @@ def crossing_filters(reference: Records, index: int, sent: List[str]) -> Any:
     return lambda venue, number: cross if venue == "coinbase" else None
 
 
-def test_crossed_book_alerts_invalidates_and_resyncs(recording, reference, tmp_path, feeds,
+class TracedResync(ResyncRequests):
+    """The flow's real resync requests, noting each request the book step made and
+    each one a source partition took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested: List[Request] = []
+        self.taken: List[Request] = []
+
+    def request(self, venue: str, product: str, reason: str, detail: str) -> None:
+        self.requested.append((venue, product, reason, detail))
+        super().request(venue, product, reason, detail)
+
+    def take(self, owned: "set[Tuple[str, str]]") -> List[Request]:
+        got = super().take(owned)
+        self.taken += got
+        return got
+
+
+def test_crossed_book_alerts_invalidates_and_resyncs(recording, reference, tmp_path, registry,
                                                      capsys):
     index = 150
     ask = reference[BTC][index]["ask_px"]
     snapshots: List[str] = []
-    recs = run_flow(recording, tmp_path,
+    resync = TracedResync()
+    recs = run_flow(recording, tmp_path, registry=registry, resync=resync,
                     coinbase_filters=crossing_filters(reference, index, snapshots))
     detail = f"bid {ask + 1.0} > ask {ask}"
     st = status_records(recs[BTC])
@@ -567,10 +723,13 @@ def test_crossed_book_alerts_invalidates_and_resyncs(recording, reference, tmp_p
     console = capsys.readouterr().out.splitlines()
     crossed = [line for line in console if "CROSSED" in line]
     assert len(crossed) == 1 and f"coinbase:{BTC}  {detail}" in crossed[0]
-    # The resync went through the control bus to the source, which resubscribed:
+    # The book step asked for the resync through ResyncRequests, the source
+    # partition owning BTC-USD's connection took the request and resubscribed:
     # the server sent a second snapshot.
+    assert resync.requested == [("coinbase", BTC, "crossed", detail)]
+    assert resync.taken == resync.requested
     assert len(snapshots) == 2
-    counts = feed_counts(feeds, BTC)
+    counts = feed_counts(registry, BTC)
     assert (counts["resyncs"], counts["connects"], counts["snapshots"]) == (1, 1, 2)
     for product in (ETH, OPT, OPT2):
         assert_clean(recs[product], reference[product])
@@ -579,12 +738,12 @@ def test_crossed_book_alerts_invalidates_and_resyncs(recording, reference, tmp_p
 # ------------------------------------------------------------- regressions (soak)
 
 
-def test_broken_snapshot_is_requested_again(recording, reference, tmp_path, feeds):
+def test_broken_snapshot_is_requested_again(recording, reference, tmp_path, registry):
     """The snapshot itself has a broken size: lobstream rejects it and subscribes
     again (it used to wait for a snapshot that never came, the product silently
     dead, because only a synced book was resubscribed on bad input)."""
     cb, db = FaultPlan([Fault("bad_size", product=BTC)]), FaultPlan([Fault("bad_size", product=OPT)])
-    recs = run_flow(recording, tmp_path, cb, db)
+    recs = run_flow(recording, tmp_path, cb, db, registry=registry)
     assert sorted((r.product, r.kind) for r in injected(cb, db)) == [
         (BTC, "bad_size"), (OPT, "bad_size")]
     for product in (BTC, OPT):
@@ -593,25 +752,25 @@ def test_broken_snapshot_is_requested_again(recording, reference, tmp_path, feed
         assert statuses(recs[product]) == [("synced", "snapshot")]
         (run,) = valid_runs(recs[product])
         assert align(run, reference[product]) + len(run) == len(reference[product])
-        counts = feed_counts(feeds, product)
+        counts = feed_counts(registry, product)
         assert (counts["bad_bad_level"], counts["resyncs"], counts["snapshots"]) == (1, 1, 1)
     for product in (ETH, OPT2):
         assert_clean(recs[product], reference[product])
 
 
-def test_lost_snapshot_is_requested_again(recording, reference, tmp_path, feeds):
+def test_lost_snapshot_is_requested_again(recording, reference, tmp_path, registry):
     """The first frame, the snapshot, never arrives. Coinbase shows it in
     sequence_num; on Deribit the subscribe was confirmed, so an update arriving
     first means the snapshot was lost (the book used to wait for it forever,
     dropping every update, while the stream went on)."""
     cb, db = FaultPlan([Fault("drop", product=BTC)]), FaultPlan([Fault("drop", product=OPT)])
-    recs = run_flow(recording, tmp_path, cb, db)
+    recs = run_flow(recording, tmp_path, cb, db, registry=registry)
     assert sorted((r.product, r.kind) for r in injected(cb, db)) == [(BTC, "drop"), (OPT, "drop")]
     for product in (BTC, OPT):
         assert statuses(recs[product]) == [("synced", "snapshot")]
         (run,) = valid_runs(recs[product])
         assert align(run, reference[product]) + len(run) == len(reference[product])
-        counts = feed_counts(feeds, product)
+        counts = feed_counts(registry, product)
         assert (counts["gaps"], counts["resyncs"], counts["snapshots"]) == (1, 1, 1)
     for product in (ETH, OPT2):
         assert_clean(recs[product], reference[product])
@@ -623,20 +782,24 @@ def test_gap_found_as_the_connection_ends_does_not_crash(recording):
     finished connection's closed event loop used to raise in ``next_batch`` and
     take the whole dataflow down."""
     plan = FaultPlan([Fault("drop", product=OPT2, after=len(recording.deribit[OPT2]) - 2)])
+    registry = Registry()
     with SimulatorThread(recording, speed=0, faults=plan) as sim:
-        source = WebsocketSource(get_venue("deribit"), [OPT2], sim.url + "/deribit",
-                                 exit_on_close=True, batch_size=1)
-        part = source.build_part("in", f"deribit:{OPT2}", None)
+        source = websocket_source("deribit", [OPT2], sim.url + "/deribit", exit_on_close=True,
+                                  batch_size=1, registry=registry)
+        part = source.build("in", 0, 1)
         out: List[Any] = []
-        while not any(isinstance(item, BookEvent) for _, item in out):
-            out += part.next_batch()  # subscribe, then wait for the snapshot
+        for _ in range(1000):  # subscribe, then wait for the snapshot
+            out += part.next_batch()
+            if any(isinstance(item, BookEvent) for _, item in out):
+                break
             time.sleep(0.01)
-        part._conn.join(10)  # the server sent the rest and closed; the loop is gone
-        assert not part._conn.is_alive()
+        part._thread.join(10)  # the server sent the rest and closed; the loop is gone
+        assert not part._thread.is_alive()
         with pytest.raises(StopIteration):
             for _ in range(1000):
                 out += part.next_batch()  # the gap, then the end of input
         part.close()
     assert [(s.state, s.reason) for _, s in out if isinstance(s, BookStatus)] == \
         [("invalid", "gap")]
-    assert part._feed.counts["resyncs"] == 1
+    (feed,) = registry.feeds
+    assert feed.counts["resyncs"] == 1

@@ -433,3 +433,19 @@ def test_broken_snapshot_resubscribes_once_despite_updates_in_flight():
     on_message(feed, _deribit_book(12, prev=11), 6.0, out)
     assert [e.kind for _, e in _events(out)] == [SNAPSHOT, UPDATE]
     assert feed.counts["resyncs"] == 1 and feed.outbox == []
+
+
+def test_lost_snapshot_of_a_confirmed_subscription_resubscribes_at_once():
+    """The subscription was confirmed, then an update came where its snapshot should
+    have: the snapshot was lost, and the feed subscribes again right away instead
+    of waiting for the snapshot retry timeout."""
+    feed = Feed(get_venue("deribit"), ["BTC-PERPETUAL"], BadInput())
+    subscribe = [m for m in feed.connected(0.0) if m["method"] == "public/subscribe"][0]
+    out = []
+    on_message(feed, {"jsonrpc": "2.0", "id": subscribe["id"], "result": ["book.BTC-PERPETUAL.100ms"]},
+               1.0, out)
+    on_message(feed, _deribit_book(11, prev=10), 2.0, out)  # the snapshot (10) never came
+    assert [(s.reason, s.detail) for _, s in _statuses(out)] == [
+        ("gap", "change 11 arrived where the snapshot should have")]
+    assert [m["method"] for m in feed.outbox] == ["public/unsubscribe", "public/subscribe"]
+    assert (feed.counts["gaps"], feed.counts["resyncs"]) == (1, 1)

@@ -17,8 +17,8 @@ def _alert():
 
 
 def _status(state="invalid", reason="gap", detail="sequence_num jumped from 14 to 17",
-            product="ETH-USD", ts=1786309553377.9):
-    return {"type": "status", "venue": "coinbase", "product": product, "ts_recv": ts,
+            product="ETH-USD", ts=1786309553377.9, venue="coinbase"):
+    return {"type": "status", "venue": venue, "product": product, "ts_recv": ts,
             "state": state, "reason": reason, "detail": detail}
 
 
@@ -66,7 +66,8 @@ def test_jsonl_sink_per_product_files_and_append(tmp_path):
     assert out.is_dir()
     btc = [("coinbase:BTC-USD", _summary("BTC-USD", i)) for i in range(3)]
     eth = [("coinbase:ETH-USD", _summary("ETH-USD", i)) for i in range(2)]
-    opt = [("deribit:BTC-25MAR22-400000-C", _status(product="BTC-25MAR22-400000-C"))]
+    opt = [("deribit:BTC-25MAR22-400000-C",
+            _status(product="BTC-25MAR22-400000-C", venue="deribit"))]
     part.write_batch([btc[0], eth[0], btc[1], opt[0]])
     # every batch is flushed as whole lines, readable before close
     assert _read(out / "coinbase_BTC-USD.jsonl") == [r for _, r in btc[:2]]

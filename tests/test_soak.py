@@ -1,13 +1,17 @@
 """Soak: the real dataflow against all three simulated venues, with random faults,
 for about a minute (``--soak-seconds`` or ``LOBSTREAM_SOAK_SECONDS`` for longer).
 
-Each round runs lobstream (``build_flow`` + ``run_main``, one websocket per product:
-Coinbase Advanced Trade BTC-USD and ETH-USD, the ten Deribit options, the ten Coinbase
-Exchange products, 22 connections at once) until every recording has been served,
-against simulators whose seeded fault plans drop, duplicate, swap, skip and break
-frames, add malformed and unknown ones, and now and then close or cut a connection
-(which then replays from its start). Rounds repeat until the time is up. After each
-round every product's output is checked against a clean replay of the recordings:
+Each round runs lobstream (``build_flow`` + ``run_main``: Coinbase Advanced Trade
+BTC-USD and ETH-USD, the ten Deribit options, the ten Coinbase Exchange products)
+until every recording has been served, against simulators whose seeded fault plans
+drop, duplicate, swap, skip and break frames, add malformed and unknown ones, and
+now and then close or cut a connection (which then replays from its start). Rounds
+repeat until the time is up, alternating two placements (:data:`PLACEMENTS`): the
+venues' defaults (Coinbase one product per connection, the Deribit options on one
+connection, the Coinbase Exchange products on one), and the other way round
+(BTC-USD and ETH-USD sharing a connection, every option and Exchange product on a
+connection of its own). After each round every product's output is checked
+against a clean replay of the recordings:
 
 * no summary has a crossed (or locked) book, and no crossed alert is raised;
 * no summary comes from a stale book: every valid run (``synced`` to ``invalid``)
@@ -15,24 +19,34 @@ round every product's output is checked against a clean replay of the recordings
   also arrive while the book is valid: on Coinbase a second gap found while a
   resync is pending resubscribes again, and the second snapshot must then hold the
   book the clean run has from where the run had got to;
-* statuses alternate ``synced``/``invalid``, and each ``invalid`` has its own cause
-  on that product: for ``gap`` a drop, swap or gap that hit a frame inside the
-  reported sequence hole, for ``bad_input`` a broken size, for ``disconnected`` a
-  close or abort. So no other product is ever disturbed, and skipped frames
-  (malformed, unknown types, duplicates) never cause a false gap;
-* each drop, swap or gap that a later frame could reveal is followed by an outage
-  of that product; every outage ends with ``synced``, unless the recording ended
+* statuses alternate ``synced``/``invalid``, and each ``invalid`` has its own cause:
+  for ``gap`` a drop, swap or gap that hit a frame inside the reported sequence
+  hole, for ``bad_input`` a broken size of that product, for ``disconnected`` a
+  close or abort of a connection carrying it. A gap's fault is on the product
+  itself, except where the venue numbers frames per connection (Coinbase), where
+  it may be on any product of the connection. So nothing outside that reach is
+  ever disturbed (a Deribit gap never touches the other options on the
+  connection), and skipped frames (malformed, unknown types, duplicates) never
+  cause a false gap;
+* each drop, swap or gap that a later frame could reveal (one of that product, or
+  on Coinbase any frame of the connection) is followed by an outage of every
+  product it reaches; every outage ends with ``synced``, unless the recording ended
   (and the server closed) before the resubscription was answered, in which case the
   server must have stopped sending that product within ``GRACE_MS`` of it;
 * every round ends by itself; a product writes nothing only if none of its
   snapshots got through (a one-frame option whose only frame was dropped);
 * memory stays flat.
 
-Connections are paced (100 to 600 frames per second each): unpaced, a whole
+Connections are paced (frames per second each, per placement): unpaced, a whole
 recording is on the wire before a resubscription could be answered, and nothing
 would ever resync. Past what the one-threaded simulators and lobstream can serve
 together on two cores, a simulator catching up stops reading its sockets, answers
-resubscriptions late and so blurs the check above. Coinbase Exchange's
+resubscriptions late and so blurs the check above. Fault rates are set so that
+resyncs stay well within what lobstream may send on a connection (a resync is an
+unsubscribe and a subscribe per product; 4 control messages/s on Coinbase and
+Coinbase Exchange, 2 on Deribit): past that, resubscriptions queue, are answered
+seconds late, and a product can stream on unsynced past the end check's
+``GRACE_MS``, as it would live against an exchange's limits. Coinbase Exchange's
 ``level2_batch`` has no sequence numbers, so a lost, repeated or reordered update
 cannot be seen there (see :mod:`sources.venues.coinbase_exchange`); it only gets the
 faults a client can detect.
@@ -59,13 +73,13 @@ import orjson
 import pytest
 from bytewax.testing import run_main
 
-import dataflows.monitoring
-import sources.feed.feed
 from dataflows.config import Config, VenueConfig
 from dataflows.orderbook import build_flow
 from sources.simulator import (Fault, FaultPlan, FaultRecord, FrameFilter, OutFrame,
                                SimulatorThread, load_recording, random_faults)
+from sources.runtime.registry import Registry
 from sources.simulator.faults import BAD_SIZE, MALFORMED, UNKNOWN_TYPE
+from sources.venues import get_venue
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "recordings"
@@ -74,30 +88,51 @@ CAPTURES = [RECORDINGS / "coinbase_advanced_btc_eth.jsonl.gz",
             RECORDINGS / "coinbase_exchange_level2.jsonl.gz"]
 SEED = 20260809
 
-#: Per venue: products, frames per second per connection, and the fault plan.
+#: Per venue: products, path on the simulator and settings.
 VENUES: Dict[str, Dict[str, Any]] = {
-    "coinbase": dict(
-        path="/coinbase", rate=300, products=["BTC-USD", "ETH-USD"],
-        faults=random_faults(0.02) + [Fault("close", probability=1 / 2000),
-                                      Fault("abort", probability=1 / 2000)]),
+    "coinbase": dict(path="/coinbase", settings={}, products=["BTC-USD", "ETH-USD"]),
     "deribit": dict(
-        path="/deribit", rate=100, interval="100ms",
+        path="/deribit", settings={"interval": "100ms"},
         products=["BTC-25MAR22-400000-C", "BTC-30APR21-20000-C", "BTC-31DEC21-300000-P",
                   "ETH-16APR21-1400-P", "ETH-16APR21-1600-C", "ETH-23APR21-2000-C",
                   "ETH-24SEP21-320-P", "ETH-30APR21-2240-P", "ETH-6APR21-2400-P",
-                  "ETH-9APR21-1950-C"],
-        faults=random_faults(0.05) + [Fault("close", probability=1 / 400),
-                                      Fault("abort", probability=1 / 400)]),
+                  "ETH-9APR21-1950-C"]),
     "coinbase_exchange": dict(
-        path="/coinbase-exchange", rate=600, channel="level2_batch",
+        path="/coinbase-exchange", settings={"channel": "level2_batch"},
         products=["BAND-BTC", "BAND-GBP", "CRV-EUR", "DASH-BTC", "NMR-EUR", "NU-GBP",
-                  "SKL-BTC", "SKL-GBP", "SKL-USD", "YFI-BTC"],
-        faults=random_faults(0.01, (MALFORMED, UNKNOWN_TYPE, BAD_SIZE))
-        + [Fault("close", probability=1 / 20000), Fault("abort", probability=1 / 20000)]),
+                  "SKL-BTC", "SKL-GBP", "SKL-USD", "YFI-BTC"]),
 }
+#: Coinbase Exchange gets only the faults a client can detect there.
+EXCHANGE_KINDS = (MALFORMED, UNKNOWN_TYPE, BAD_SIZE)
+
+
+def faults(rate: float, close: float, kinds: Sequence[str] = ()) -> List[Fault]:
+    """Random stream faults on about ``rate`` of the book frames, and a close and an
+    abort each with probability ``close`` per book frame."""
+    return random_faults(rate, *((kinds,) if kinds else ())) + [
+        Fault("close", probability=close), Fault("abort", probability=close)]
+
+
+#: Per round (alternating), per venue: products per connection (0: the venue's
+#: default), book frames per second per connection, and the fault plan. A shared
+#: connection carries the frames of all its products, so it is paced faster and
+#: gets rarer faults: each of them concerns as many products, and their resyncs
+#: share the one connection's message budget.
+PLACEMENTS: Tuple[Dict[str, Dict[str, Any]], ...] = (
+    {"coinbase": dict(per_connection=0, rate=150, faults=faults(0.01, 1 / 2000)),
+     "deribit": dict(per_connection=0, rate=40, faults=faults(0.02, 1 / 1000)),
+     "coinbase_exchange": dict(per_connection=0, rate=2000,
+                               faults=faults(0.001, 1 / 50000, EXCHANGE_KINDS))},
+    {"coinbase": dict(per_connection=2, rate=200, faults=faults(0.005, 1 / 4000)),
+     "deribit": dict(per_connection=1, rate=100, faults=faults(0.05, 1 / 400)),
+     "coinbase_exchange": dict(per_connection=1, rate=300,
+                               faults=faults(0.003, 1 / 20000, EXCHANGE_KINDS))},
+)
 #: What may cause each reason of an ``invalid`` status.
 CAUSES = {"gap": {"drop", "swap", "gap"}, "bad_input": {"bad_size"},
           "disconnected": {"close", "abort"}}
+#: Faults that concern every product of the connection they hit.
+CONNECTION_FAULTS = {"close", "abort"}
 #: Faults after which the product must go through an outage, if a later frame of
 #: it shows the hole. (A broken size may not matter: Deribit sends a size with a
 #: level's removal, and lobstream, rightly, ignores it.)
@@ -118,13 +153,13 @@ Records = Dict[Key, List[Dict[str, Any]]]
 
 
 class TappedPlan(FaultPlan):
-    """A fault plan that also notes, per connection, its product and when it last
-    put one of that product's book frames on the wire (epoch ms)."""
+    """A fault plan that also notes, per connection, its products and when it last
+    put a book frame of each on the wire (epoch ms)."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.product_of: Dict[int, str] = {}
-        self.last_book: Dict[int, float] = {}
+        self.products_of: Dict[int, set] = {}
+        self.last_book: Dict[Tuple[int, str], float] = {}
 
     def frame_filter(self, venue: str, number: int) -> Optional[FrameFilter]:
         inner = super().frame_filter(venue, number)
@@ -132,12 +167,31 @@ class TappedPlan(FaultPlan):
         async def tap(frame: OutFrame) -> List[OutFrame]:
             out = list([frame] if inner is None else await inner(frame))
             if frame.kind == "book":
-                self.product_of.setdefault(number, frame.product or "")
+                product = frame.product or ""
+                self.products_of.setdefault(number, set()).add(product)
                 if any(o.kind == "book" for o in out):
-                    self.last_book[number] = time.time() * 1000.0
+                    self.last_book[(number, product)] = time.time() * 1000.0
             return out
 
         return tap
+
+    def connections_of(self, product: str) -> List[int]:
+        return [n for n, products in self.products_of.items() if product in products]
+
+    def last_sent(self, number: int, product: Optional[str] = None) -> float:
+        """When connection ``number`` last sent a book frame (of ``product``, if given)."""
+        return max((t for (n, p), t in self.last_book.items()
+                    if n == number and product in (None, p)), default=0.0)
+
+    def reaching(self, venue: str, product: str) -> List[FaultRecord]:
+        """The injected faults that can concern ``product``: its own, and those on a
+        connection carrying it that concern the whole connection (closes and
+        aborts; on a venue with one counter per connection, any lost frame)."""
+        mine = set(self.connections_of(product))
+        wide = CONNECTION_FAULTS | (GAP_FAULTS if get_venue(venue).connection_sequence
+                                    else set())
+        return [r for r in self.injected if r.product == product
+                or (r.connection in mine and r.kind in wide)]
 
 
 def rss_mb() -> float:
@@ -237,7 +291,7 @@ class Aligner:
 
 
 _CHAINS = (re.compile(r"sequence_num jumped from (\d+) to (\d+)$"),
-           re.compile(r"prev_change_id (\d+) does not follow (\d+)$"))
+           re.compile(r"update (\d+)->(\d+) does not follow (\d+)$"))
 
 
 def explains(fault: FaultRecord, status: Dict[str, Any]) -> bool:
@@ -255,7 +309,7 @@ def explains(fault: FaultRecord, status: Dict[str, Any]) -> bool:
         return int(coinbase[1]) < fault.seq < int(coinbase[2])
     if deribit:
         # Missing: (last, prev]; a swapped-back frame (a snapshot) may be ``last`` itself.
-        return int(deribit[2]) <= fault.seq <= int(deribit[1])
+        return int(deribit[3]) <= fault.seq <= int(deribit[1])
     return True  # a lost snapshot: reported only while the book is invalid anyway
 
 
@@ -285,64 +339,69 @@ class Soak:
         self.resync_ms: List[float] = []
         self.trailing_ms: List[float] = []
         self.summaries = 0
+        self.connections = 0  # opened at the start of each round, summed
 
-    def round(self, feeds: set) -> None:
+    def round(self) -> None:
         out = self.tmp / f"round{self.rounds}"
-        plans = {v: TappedPlan(spec["faults"], seed=SEED + self.rounds)
-                 for v, spec in VENUES.items()}
-        sims = {v: SimulatorThread(self.recording, rate=spec["rate"], faults=plans[v])
-                for v, spec in VENUES.items()}
+        placement = PLACEMENTS[self.rounds % len(PLACEMENTS)]
+        plans = {v: TappedPlan(placement[v]["faults"], seed=SEED + self.rounds)
+                 for v in VENUES}
+        sims = {v: SimulatorThread(self.recording, rate=placement[v]["rate"], faults=plans[v])
+                for v in VENUES}
+        registry = Registry()
         for sim in sims.values():
             sim.start()
         try:
             venues = {v: VenueConfig(spec["products"], sims[v].url + spec["path"],
-                                     spec.get("interval", ""), spec.get("channel", ""))
+                                     spec["settings"], placement[v]["per_connection"])
                       for v, spec in VENUES.items()}
             started = time.monotonic()
             with contextlib.redirect_stdout(io.StringIO()) as console:
                 run_main(build_flow(Config(venues=venues, exit_on_close=True,
-                                           jsonl_dir=str(out), status_interval=0)))
+                                           jsonl_dir=str(out), status_interval=0), registry))
             self.round_seconds.append(time.monotonic() - started)
         finally:
             for sim in sims.values():
                 sim.stop()
         self.rounds += 1
-        streams: Dict[str, Counter] = {}
-        for feed in feeds:
+        for feed in registry.feeds:
             self.feed.update(feed.counts)
-            streams.setdefault(feed.stream, Counter()).update(feed.counts)
-        feeds.clear()
+        self.connections += len(registry.feeds)
         text = console.getvalue()  # what the console sink printed
         assert "CROSSED" not in text and "LOCKED" not in text
         recs = read_records(out)
         assert set(recs) <= {(v, p) for v, spec in VENUES.items() for p in spec["products"]}
         for venue, plan in plans.items():
-            injected = plan.injected
-            self.faults.update(r.kind for r in injected)
+            self.faults.update(r.kind for r in plan.injected)
             for product in VENUES[venue]["products"]:
-                faults = [r for r in injected if r.product == product]
-                numbers = [n for n, p in plan.product_of.items() if p == product]
+                faults = plan.reaching(venue, product)
+                numbers = plan.connections_of(product)
                 if (venue, product) not in recs:
                     # Nothing written: only right if no snapshot got through and the
                     # recording ended before a new one could be asked for (a
                     # one-frame option whose frame was lost or broken).
-                    assert streams[f"{venue}:{product}"]["snapshots"] == 0, (venue, product)
+                    state = registry.books.get((venue, product))
+                    assert state is None or state.counts["snapshots"] == 0, (venue, product)
                     lost = [f.t_ms for f in faults if f.kind in RESYNC_FAULTS]
                     assert lost, (venue, product)
-                    stopped = max((plan.last_book.get(n, 0.0) for n in numbers), default=0.0)
+                    stopped = max((plan.last_sent(n, product) for n in numbers), default=0.0)
                     assert stopped - lost[0] <= GRACE_MS, \
                         f"{venue}:{product} wrote nothing, though it streamed on for " \
                         f"{stopped - lost[0]:.0f} ms: {timeline(faults, [])}"
                     self.outcome["no snapshot got through"] += 1
                     continue
                 self.check(venue, product, recs[(venue, product)], faults,
-                           {n: plan.last_book.get(n, 0.0) for n in numbers})
+                           {n: plan.last_sent(n, product) for n in numbers},
+                           {n: plan.last_sent(n) for n in numbers})
         for f in out.iterdir():
             f.unlink()
         out.rmdir()
 
     def check(self, venue: str, product: str, recs: List[Dict[str, Any]],
-              faults: List[FaultRecord], last_book: Dict[int, float]) -> None:
+              faults: List[FaultRecord], last_book: Dict[int, float],
+              last_frame: Dict[int, float]) -> None:
+        """``last_book``: per connection of the product, when it last sent a book frame
+        of it; ``last_frame``: of any product (what reveals a Coinbase gap)."""
         where = f"round {self.rounds} {venue}:{product}"
         aligner = self.aligners[(venue, product)]
         # Summaries only while synced, each valid run a stretch of the clean run.
@@ -395,11 +454,14 @@ class Soak:
         # (or hit before its first snapshot was taken, which then had to come again),
         # or healed by a snapshot that a second resubscription brought before any
         # update showed the hole (the valid runs above prove no summary missed it).
+        # A frame of this product reveals the hole; on Coinbase, any later frame of
+        # the connection.
+        revealing = last_frame if get_venue(venue).connection_sequence else last_book
         outages.insert(0, (-math.inf, statuses[0]["ts_recv"]))
         for f in faults:
             if f.kind not in GAP_FAULTS:
                 continue
-            if last_book.get(f.connection, 0.0) <= f.t_ms:
+            if revealing.get(f.connection, 0.0) <= f.t_ms:
                 self.outcome[f"{f.kind} on the last frame (undetectable)"] += 1
                 continue
             assert any(start >= f.t_ms or start < f.t_ms < end for start, end in outages) \
@@ -413,15 +475,13 @@ def soak(seconds: float, tmp: Path) -> List[str]:
     """Run and check rounds for about ``seconds``; the figures, as report lines."""
     reference = clean_reference(tmp / "reference")
     recording = load_recording(CAPTURES)
-    feeds: set = set()  # a round's Feeds, kept for their counters
-    sources.feed.feed.FEEDS = dataflows.monitoring.FEEDS = feeds  # type: ignore[assignment]
     sampler = RssSampler()
     started = time.monotonic()
     sampler.start()
     try:
         run = Soak(recording, reference, tmp)
         while True:
-            run.round(feeds)
+            run.round()
             if time.monotonic() + max(run.round_seconds) > started + seconds:
                 break
     finally:
@@ -431,7 +491,6 @@ def soak(seconds: float, tmp: Path) -> List[str]:
     rss = sampler.samples
     third = max(1, len(rss) // 3)
     first, last = max(rss[:third]), max(rss[-third:])
-    partitions = sum(len(spec["products"]) for spec in VENUES.values()) * run.rounds
     bad = {k: n for k, n in run.feed.items() if k.startswith("bad_")}
     report = [
         f"soak: {elapsed:.1f} s, {run.rounds} rounds of {len(run.aligners)} products "
@@ -443,7 +502,7 @@ def soak(seconds: float, tmp: Path) -> List[str]:
             f"{k} {n}" for k, n in sorted(run.faults.items())),
         f"  feed: gaps {run.feed['gaps']}, resyncs requested {run.feed['resyncs']}, "
         f"duplicates dropped {run.feed['duplicates']}, bad input {bad}, "
-        f"connects {run.feed['connects']} (reconnects {run.feed['connects'] - partitions})",
+        f"connects {run.feed['connects']} (reconnects {run.feed['connects'] - run.connections})",
         "  outages: " + ", ".join(f"{k} {n}" for k, n in sorted(run.outcome.items())),
         f"  resync time (invalid -> synced) median {statistics.median(run.resync_ms):.0f} ms, "
         f"max {max(run.resync_ms):.0f} ms" if run.resync_ms else "  no resyncs",
@@ -466,12 +525,13 @@ def soak(seconds: float, tmp: Path) -> List[str]:
 def test_soak(soak_seconds: float, tmp_path: Path) -> None:
     """The soak runs in a process of its own, so that the memory it measures is the
     dataflow's, not what 300 earlier tests left in this one, and with
-    ``MALLOC_ARENA_MAX=2``: each round starts ~25 connection threads, and glibc
-    gives new threads arenas of their own (up to 8 per core), each keeping the
-    high-water mark of the multi-MB frames parsed in it; RSS then climbs for a
-    dozen rounds before it levels off (about 360 MB here), which says nothing about
-    lobstream and would hide a real leak in a one-minute run. (A long-running
-    lobstream keeps its connection threads, so it does not churn arenas this way.)"""
+    ``MALLOC_ARENA_MAX=2``: each round starts new threads (the worker's socket
+    thread, one per simulator), and glibc gives new threads arenas of their own
+    (up to 8 per core), each keeping the high-water mark of the multi-MB frames
+    handled in it; RSS then climbs for many rounds before it levels off, which says
+    nothing about lobstream and would hide a real leak in a one-minute run. (A
+    long-running lobstream keeps its socket thread, so it does not churn arenas
+    this way.)"""
     env = dict(os.environ, MALLOC_ARENA_MAX="2", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "tests.test_soak", str(soak_seconds),
                            str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -371,10 +371,12 @@ class Feed:
             self.counts["dropped_unsynced"] += 1
             if state.snapshot_next:
                 # Subscribed, yet an update came first: the snapshot was lost, and
-                # without this the book would wait for it until the retry timeout.
+                # without this the book would wait for it until the retry timeout
+                # (forced: the snapshot it is waiting for is the one lost).
                 state.snapshot_next = False
                 self._gap(ev.product, ev.ts_recv, "gap",
-                          f"change {ev.seq} arrived where the snapshot should have", out)
+                          f"change {ev.seq} arrived where the snapshot should have", out,
+                          force=True)
         elif verdict is GAP:
             self._gap(ev.product, ev.ts_recv, "gap",
                       f"update {ev.prev_seq}->{ev.seq} does not follow {last}", out)

@@ -10,9 +10,12 @@ which reads them from the shared :class:`~sources.transport.inbox.Inbox`. Here:
 * outgoing messages go through a per-connection limiter at the venue's message
   rate, one after another in order (an unsubscribe must reach the server before
   the subscribe that follows it);
-* a watchdog closes a connection that has been silent for ``silence_timeout``
+* a watchdog drops a connection that has been silent for ``silence_timeout``
   (the venues' heartbeats count as traffic), which is cheaper per frame than a
-  timeout around every receive;
+  timeout around every receive. It aborts the TCP connection rather than asking
+  for a close handshake: the peer is presumed dead, and waiting up to
+  ``close_timeout`` for its answer only delays the reconnect (and meanwhile
+  frames a late peer sends would still be taken as live);
 * frames are recorded, when asked, before they are handed over.
 """
 
@@ -142,11 +145,11 @@ class Connection:
                         task.cancel()
             code = ws.close_code
             if self._silent:
-                return f"no traffic for {self.silence_timeout:g} s"
+                return self._silence()
             if self._recycle:
                 return "connection renewed"
         except WebSocketException as ex:
-            return f"connection lost ({ex})"
+            return self._silence() if self._silent else f"connection lost ({ex})"
         except OSError as ex:
             return f"cannot connect to {self.url}: {ex.strerror or ex}"
         except asyncio.TimeoutError:
@@ -157,6 +160,9 @@ class Connection:
             return None
         return f"server closed the connection (code {code})"
 
+    def _silence(self) -> str:
+        return f"no traffic for {self.silence_timeout:g} s"
+
     async def _reader(self, ws: ClientConnection) -> None:
         inbox, index, recorder = self.inbox, self.index, self.recorder
         clock = time.time
@@ -165,6 +171,8 @@ class Connection:
                 raw = await ws.recv(decode=False)
             except ConnectionClosedOK:
                 return
+            if self._silent:
+                return  # given up on: frames still buffered from it are not live
             ts = clock() * 1000.0
             self._last_frame = time.monotonic()
             if recorder is not None:
@@ -201,5 +209,5 @@ class Connection:
                 return
             if now - self._last_frame >= self.silence_timeout:
                 self._silent = True
-                await ws.close(1001, "no traffic")
+                ws.transport.abort()
                 return
