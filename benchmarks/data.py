@@ -32,6 +32,7 @@ import orjson
 from sources.venues import coinbase, deribit
 from sources.capture.format import FORMAT_VERSION, frame_lines
 from state.book import OrderBook
+from sources.venues.base import BOOK
 from state.events import SNAPSHOT, BookEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,7 +277,10 @@ class DeribitRecording:
 def load_deribit(path: Path = DERIBIT_CAPTURE) -> DeribitRecording:
     rec = DeribitRecording({}, {})
     for f in recv_frames(path):
-        for ev in deribit.parse(f.raw, f.ts).events:
+        parsed = deribit.parse(f.raw, f.ts)
+        if parsed.kind != BOOK:
+            continue
+        for ev in parsed.events:
             rec.events[id(f)] = ev
             rec.ordered.append(ev)
             if ev.kind == SNAPSHOT:
