@@ -130,8 +130,8 @@ def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = No
     """Run lobstream on all of ``PRODUCTS`` until the recordings end; one simulator
     (with its own fault plan: connection numbers are per server) per venue."""
     with SimulatorThread(recording, rate=COINBASE_RATE, faults=coinbase,
-                         frame_filters=coinbase_filters) as cb, \
-            SimulatorThread(recording, rate=DERIBIT_RATE, faults=deribit) as db:
+                         frame_filters=coinbase_filters, retime="none") as cb, \
+            SimulatorThread(recording, rate=DERIBIT_RATE, faults=deribit, retime="none") as db:
         cfg = Config(venues={"coinbase": VenueConfig([BTC, ETH], cb.url + "/coinbase"),
                              "deribit": VenueConfig([OPT, OPT2], db.url + "/deribit", "100ms")},
                      exit_on_close=True, jsonl_dir=str(tmp), status_interval=0, **kw)

@@ -126,7 +126,7 @@ def test_coinbase_first_l2_is_the_full_recorded_snapshot(recording: Recording) -
                 pass
             return msg
 
-    with SimulatorThread(recording, rate=50) as sim:
+    with SimulatorThread(recording, rate=50, retime="none") as sim:
         msg = run(client(sim.url))
     (event,) = msg["events"]
     assert event == recorded  # every level, prices as strings, asks spelled "offer"
@@ -218,7 +218,7 @@ def test_coinbase_resubscribe_gives_snapshot_of_the_received_book(recording: Rec
             nxt = await recv(ws)
             assert nxt["events"][0] == frames[received].payload
 
-    with SimulatorThread(recording, rate=100) as sim:
+    with SimulatorThread(recording, rate=100, retime="none") as sim:
         run(client(sim.url))
 
 
@@ -357,7 +357,7 @@ def test_deribit_resubscribe_snapshot_continues_the_chain(recording: Recording) 
             assert nxt == frames[received].payload
             assert nxt["prev_change_id"] == last_change
 
-    with SimulatorThread(recording, rate=100) as sim:
+    with SimulatorThread(recording, rate=100, retime="none") as sim:
         run(client(sim.url))
 
 

@@ -132,7 +132,7 @@ def test_coinbase_stream_faults_show_in_sequence_num(recording: Recording, spec:
     """The reply is sequence_num 0 and recorded frame i is i + 1: stamping precedes
     the fault, so a lost frame leaves its number missing."""
     plan = FaultPlan([Fault.parse(spec)])
-    with SimulatorThread(recording, rate=100, faults=plan) as sim:
+    with SimulatorThread(recording, rate=100, faults=plan, retime="none") as sim:
         msgs = run(coinbase_client(sim.url, 1 + len(received)))
     assert [m["sequence_num"] for m in msgs] == [0] + [i + 1 for i in received]
     book = recording.coinbase["l2_data"][COINBASE_PRODUCT]
@@ -384,7 +384,7 @@ def test_oversized_frame_has_the_size_asked_for(recording: Recording) -> None:
             assert info.value.sent is not None and info.value.sent.code == 1009
         return big
 
-    with SimulatorThread(recording, rate=100, faults=plan) as sim:
+    with SimulatorThread(recording, rate=100, faults=plan, retime="none") as sim:
         big = run(clients(sim.url))
     assert len(big) == size
     padded = orjson.loads(big)

@@ -290,7 +290,8 @@ class Soak:
         out = self.tmp / f"round{self.rounds}"
         plans = {v: TappedPlan(spec["faults"], seed=SEED + self.rounds)
                  for v, spec in VENUES.items()}
-        sims = {v: SimulatorThread(self.recording, rate=spec["rate"], faults=plans[v])
+        sims = {v: SimulatorThread(self.recording, rate=spec["rate"], faults=plans[v],
+                                   retime="none")
                 for v, spec in VENUES.items()}
         for sim in sims.values():
             sim.start()
