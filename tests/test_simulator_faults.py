@@ -78,15 +78,17 @@ def rpc_subscribe(request_id: int, *instruments: str) -> Dict[str, Any]:
 
 
 async def coinbase_client(url: str, n: int, product: str = COINBASE_PRODUCT) -> List[Any]:
-    """The first ``n`` frames of a ``level2`` subscription (the reply first)."""
-    async with connect(url + "/coinbase", max_size=MAX_SIZE) as ws:
+    """The first ``n`` frames of a ``level2`` subscription (the reply first).
+    The queue is unbounded: the replay catches up on the time the snapshot took
+    in a burst, and a full queue would stop the client reading the close frame."""
+    async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
         await send(ws, sub("level2", product))
         return await frames(ws, n)
 
 
 async def deribit_client(url: str, n: int, *instruments: str) -> List[Any]:
     """The first ``n`` notifications of a book subscription, after its reply."""
-    async with connect(url + "/deribit", max_size=MAX_SIZE) as ws:
+    async with connect(url + "/deribit", max_size=MAX_SIZE, max_queue=None) as ws:
         await send(ws, rpc_subscribe(1, *(instruments or (INSTRUMENT,))))
         reply, *notes = await frames(ws, n + 1)
         assert reply["id"] == 1 and "result" in reply

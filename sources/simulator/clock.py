@@ -45,9 +45,9 @@ def format_rfc3339(t_ns: int, digits: int) -> str:
 
 def with_nanoseconds(text: Any) -> Optional[str]:
     """An RFC 3339 UTC text padded to nine fraction digits (Coinbase envelope
-    style), or None if it is not one."""
+    style), or None if it is not one or is the epoch-0 placeholder."""
     match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
+    if match is None or match.group(1) == "1970-01-01T00:00:00":
         return None
     fraction = (match.group(2) or ".")[1:]
     return f"{match.group(1)}.{fraction[:9]:0<9}Z"

@@ -9,6 +9,7 @@ taken from the first connection (capture file and stream) that carried it.
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 from typing import Dict, Iterable, Tuple, Union
 
@@ -48,7 +49,7 @@ def load_recording(paths: Iterable[Union[str, Path]]) -> Recording:
                     break
         except FileNotFoundError:
             raise CaptureError(f"{path}: no such capture file") from None
-        except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError) as exc:
             text = str(exc)
             if isinstance(exc, ValueError) and text.startswith(f"{path}:"):
                 raise CaptureError(text) from None  # the format's own header check

@@ -170,7 +170,8 @@ class Replay:
             self._wake.clear()
             stream = self._next()
             if stream is None:
-                await self._wake.wait()
+                if not self.finished:  # _next may just have ended the last streams
+                    await self._wake.wait()
                 continue
             ts = stream.next_ts()
             if ts is not None:

@@ -89,6 +89,8 @@ class SimulatorThread:
         if not self._ready.wait(timeout):
             raise TimeoutError("simulator did not start")
         if self._error is not None:
+            self._thread.join(timeout)  # it has returned already
+            self._thread = self._loop = self._stop = None
             raise self._error
         return self.url
 
