@@ -6,7 +6,10 @@ hang fails fast instead of stalling the suite. Tests that act mid-stream or hang
 up early use ``rate`` (fixed frames per second): it keeps the replay running while
 the client acts, independently of the recording's clock, and it spares a client
 that stops reading a flood it would have to drain before its close handshake
-completes (``websockets`` stops reading once its receive queue is full).
+completes (``websockets`` stops reading once its receive queue is full). For
+the same reason clients that hang up mid-stream have an unbounded queue: the
+``rate`` pacer catches up in a burst on the time a multi-MB snapshot took to
+send, and a client that stops reading then would never see the close frame.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from sources.simulator import (
     SimulatorThread,
     load_recording,
 )
-from tests.helpers import recv, run, send
+from tests.helpers import drain, recv, run, send
 
 ROOT = Path(__file__).resolve().parent.parent
 COINBASE_CAPTURE = ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz"
@@ -99,7 +102,7 @@ RFC3339_NS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 
 def test_coinbase_subscriptions_reply(recording: Recording) -> None:
     async def client(url: str) -> None:
-        async with connect(url + "/coinbase", max_size=MAX_SIZE) as ws:
+        async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, {**sub("level2", "BTC-USD"), "jwt": "ignored"})
             first = await recv(ws)
             assert first["channel"] == "subscriptions"
@@ -121,7 +124,7 @@ def test_coinbase_first_l2_is_the_full_recorded_snapshot(recording: Recording) -
     assert recorded["type"] == "snapshot" and len(recorded["updates"]) == 46_000
 
     async def client(url: str) -> Dict[str, Any]:
-        async with connect(url + "/coinbase", max_size=MAX_SIZE) as ws:
+        async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, sub("level2", "BTC-USD"))
             while (msg := await recv(ws))["channel"] != "l2_data":
                 pass
@@ -185,8 +188,6 @@ def test_coinbase_resubscribe_gives_snapshot_of_the_received_book(recording: Rec
     async def client(url: str) -> None:
         book: Dict[str, Dict[str, str]] = {"bid": {}, "offer": {}}
         received = 0  # recorded events received so far
-        # Unbounded queue: comparing the 46,000-level books takes the client a
-        # while, and a full queue would stop it reading the server's close frame.
         async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, sub("level2", "BTC-USD"))
             while received < 20:
@@ -272,7 +273,6 @@ def test_frame_filter_sees_every_frame_after_stamping(recording: Recording) -> N
         return drop_third_book_frame
 
     async def client(url: str) -> List[int]:
-        # Unbounded queue: the replay catches up on the snapshot's time in a burst.
         async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, sub("level2", "ETH-USD"))
             return [(await recv(ws))["sequence_num"] for _ in range(6)]
@@ -301,8 +301,6 @@ def test_coinbase_two_products_on_one_connection(recording: Recording) -> None:
                 replies.append(msg["events"][0]["subscriptions"])
             return msg
 
-        # Unbounded queue: the client falls behind while it applies the snapshots,
-        # and a full queue would stop it reading the server's close frame.
         async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, sub("level2", "BTC-USD", "ETH-USD"))
             while min(received.values()) < 15:
@@ -353,13 +351,7 @@ def test_deribit_replies_notifications_and_chains(recording: Recording) -> None:
             assert reply["id"] == 42 and reply["result"] == channels
             assert reply["testnet"] is False
             assert reply["usDiff"] == reply["usOut"] - reply["usIn"] >= 0
-            notes = []
-            try:
-                async for raw in ws:
-                    notes.append(orjson.loads(raw))
-            except ConnectionClosed:
-                pass
-            return {"notes": notes, "close": (ws.close_code, ws.close_reason)}
+            return {"notes": await drain(ws), "close": (ws.close_code, ws.close_reason)}
 
     with SimulatorThread(recording, speed=0) as sim:
         result = run(client(sim.url))
@@ -440,12 +432,8 @@ def test_deribit_grouped_channels_are_the_top_of_the_recorded_book(capture: Path
         async with connect(url + "/deribit") as ws:
             await send(ws, rpc(1, "public/subscribe", channels=channels))
             assert (await recv(ws))["result"] == channels
-            try:
-                async for raw in ws:
-                    note = orjson.loads(raw)
-                    got[note["params"]["channel"]].append(note["params"]["data"])
-            except ConnectionClosed:
-                pass
+            for note in await drain(ws):
+                got[note["params"]["channel"]].append(note["params"]["data"])
         return got
 
     with SimulatorThread(recording, speed=0, retime="none") as sim:

@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import aiohttp
-import orjson
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from sources.simulator import Listing, Recording, SimulatorThread, load_recording
-from tests.helpers import recv, run, send
+from tests.helpers import drain, recv, run, send
 
 ROOT = Path(__file__).resolve().parent.parent
 DERIBIT_CAPTURE = ROOT / "recordings" / "deribit_options.jsonl.gz"
@@ -49,13 +47,7 @@ async def replay_all(url: str, channels: List[str]) -> Tuple[Dict[str, Any], Lis
     async with connect(url + "/deribit", max_queue=None) as ws:
         await send(ws, rpc(1, "public/subscribe", channels=channels))
         reply = await recv(ws)
-        notes = []
-        try:
-            async for raw in ws:
-                notes.append(orjson.loads(raw))
-        except ConnectionClosed:
-            pass
-        return reply, notes, ws.close_code
+        return reply, await drain(ws), ws.close_code
 
 
 def without_name(payload: Dict[str, Any]) -> Dict[str, Any]:
@@ -124,16 +116,10 @@ def test_clone_books_on_coinbase_exchange() -> None:
     recording = load_recording([EXCHANGE_CAPTURE])
 
     async def client(url: str) -> List[Dict[str, Any]]:
-        messages = []
         async with connect(url + "/coinbase-exchange") as ws:
             await send(ws, {"type": "subscribe", "product_ids": ["BTC-USD"],
                             "channels": ["level2_batch"]})
-            try:
-                async for raw in ws:
-                    messages.append(orjson.loads(raw))
-            except ConnectionClosed:
-                pass
-        return messages
+            return await drain(ws)
 
     with SimulatorThread(recording, speed=0, retime="none", clone_books=True) as sim:
         reply, *book = run(client(sim.url))
@@ -151,16 +137,10 @@ def test_schedule_lists_a_new_expiry_mid_run_and_delists_another(deribit: Record
     async def delisted_stream(url: str) -> Tuple[int, Tuple[Optional[int], Optional[str]]]:
         """Subscribed before the delisting: its data stops, and with nothing else
         subscribed the connection ends as after the recording."""
-        count = 0
         async with connect(url + "/deribit") as ws:
             await send(ws, rpc(1, "public/subscribe", channels=[f"book.{RECORDED}.100ms"]))
             assert "result" in await recv(ws)
-            try:
-                async for _ in ws:
-                    count += 1
-            except ConnectionClosed:
-                pass
-            return count, (ws.close_code, ws.close_reason)
+            return len(await drain(ws)), (ws.close_code, ws.close_reason)
 
     async def new_expiry(url: str, http_url: str) -> Dict[str, Any]:
         names = {i["instrument_name"] for i in await instruments(http_url, "ETH")}

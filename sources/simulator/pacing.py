@@ -8,11 +8,7 @@ Three modes, chosen per server:
   venue's first recorded book frame, mapped to the moment the connection first
   subscribed, so every product keeps its place relative to the others.
 * ``rate``: a fixed number of book frames per second per connection, ignoring the
-  recording's clock, so latency benchmarks can set the load precisely. Frames go
-  at least ``1/rate`` apart: time lost in a slow send (a multi-MB snapshot to a
-  slow reader) is not caught up on in a burst, which would overrun clients that
-  read a few frames and hang up (websockets stops reading a full queue, close
-  frame included, so their close handshake would time out).
+  recording's clock, so latency benchmarks can set the load precisely.
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ class Pacer:
         self._rate = rate
         self._origin_ts = origin_ts
         self._start: Optional[float] = None
-        self._next_due = 0.0  # rate mode: when the next frame may go
+        self._sent = 0
         #: Every frame is due at once (no book data means no recorded clock).
         self.unpaced = rate is None and (speed == 0 or origin_ts is None)
 
@@ -39,9 +35,9 @@ class Pacer:
         (epoch ms); 0 when it is due. The first call starts the connection's clock."""
         now = self._clock()
         if self._start is None:
-            self._start = self._next_due = now
+            self._start = now
         if self._rate is not None:
-            due = self._next_due
+            due = self._start + self._sent / self._rate
         elif self.unpaced:
             return 0.0
         else:
@@ -50,6 +46,5 @@ class Pacer:
         return max(0.0, due - now)
 
     def sent(self) -> None:
-        """One paced frame is being sent now (the ``rate`` mode's clock)."""
-        if self._rate is not None:
-            self._next_due = max(self._next_due, self._clock()) + 1.0 / self._rate
+        """Count one paced frame as sent (the ``rate`` mode's clock)."""
+        self._sent += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterator
+from typing import Dict
 
 
 @dataclass
@@ -49,10 +49,6 @@ class SimulatorStats:
         with self._lock:
             current = self._venues.get(venue, VenueStats())
             return replace(current, subscribe_sizes=Counter(current.subscribe_sizes))
-
-    def __iter__(self) -> Iterator[str]:
-        with self._lock:
-            return iter(sorted(self._venues))
 
     def _venue(self, venue: str) -> VenueStats:
         return self._venues.setdefault(venue, VenueStats())
