@@ -123,10 +123,10 @@ class Universe:
         return instrument is not None and instrument.delisted(now)
 
     def records(self, now: float, *, delisted: bool = False,
-                group: Optional[str] = None) -> List[Tuple[Instrument, Record]]:
-        """The listed instruments with a record (or, with ``delisted``, those
+                group: Optional[str] = None) -> List[Record]:
+        """The records of the listed instruments (or, with ``delisted``, of those
         delisted by now), of one ``group`` or all."""
-        return [(i, i.record) for i in self._by_name.values()
+        return [i.record for i in self._by_name.values()
                 if i.record is not None and (group is None or i.group == group)
                 and (i.delisted(now) if delisted else i.listed(now))]
 

@@ -286,7 +286,7 @@ NOT_FOUND = {"message": "NotFound"}
 
 def list_products(request: RestRequest) -> RestReply:
     """``GET /products``."""
-    return json_reply([record for _, record in request.universe.records(request.now)])
+    return json_reply(request.universe.records(request.now))
 
 
 def get_product(request: RestRequest) -> RestReply:

@@ -202,7 +202,7 @@ class CoinbaseSession(Session):
             await self._error(f"unknown message type {kind!r}: expected subscribe or unsubscribe")
             return
         channel = request.get("channel")
-        if channel != HEARTBEATS and channel not in CHANNELS:
+        if not isinstance(channel, str) or (channel != HEARTBEATS and channel not in CHANNELS):
             await self._error(f"Failed to {kind}: channel {channel!r} is not available")
             return
         products = request.get("product_ids") or []
@@ -320,7 +320,7 @@ def _count(request: RestRequest, name: str) -> Union[int, RestReply, None]:
 
 def list_products(request: RestRequest) -> RestReply:
     """``GET /api/v3/brokerage/market/products``."""
-    records = [record for _, record in request.universe.records(request.now)]
+    records = request.universe.records(request.now)
     product_type = request.one("product_type")
     if product_type:
         if product_type not in PRODUCT_TYPES:

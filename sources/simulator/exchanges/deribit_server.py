@@ -80,6 +80,7 @@ INSTRUMENT_FILES = {currency: f"deribit_instruments_{currency}.json.gz"
 #: Valid ``currency`` values (documented ones, plus any bundled list's).
 CURRENCIES = frozenset(("BTC", "ETH", "USDC", "USDT", "EURR", "any", *INSTRUMENT_FILES))
 KINDS = ("future", "option", "spot", "future_combo", "option_combo", "combo", "any")
+_EXPIRED = {None: False, False: False, "false": False, True: True, "true": True}
 #: ``expiration_timestamp`` of perpetuals (3000-01-01): not a time to move.
 PERPETUAL_EXPIRY = 32503708800000
 
@@ -366,15 +367,15 @@ def instruments(universe: Universe, now: float, currency: Any, kind: Any,
                 expired: Any) -> List[Record]:
     """``public/get_instruments``: raises :class:`RpcError` on a bad value. Query
     strings and JSON values are both accepted (``expired=false`` / ``false``)."""
-    if currency not in CURRENCIES:
+    if not isinstance(currency, str) or currency not in CURRENCIES:
         raise invalid_params("wrong format", "currency")
-    if kind is not None and kind not in KINDS:
+    if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
         raise invalid_params("wrong format", "kind")
-    flag = {None: False, False: False, "false": False, True: True, "true": True}.get(expired)
+    flag = _EXPIRED.get(expired) if isinstance(expired, (bool, str, type(None))) else None
     if flag is None:
         raise invalid_params("wrong format", "expired")
     listed = universe.records(now, delisted=flag, group=None if currency == "any" else currency)
-    wanted = [record for _, record in listed
+    wanted = [record for record in listed
               if kind in (None, "any", record.get("kind"))
               or (kind == "combo" and str(record.get("kind")).endswith("_combo"))]
     return [{**record, "is_active": False} for record in wanted] if flag else wanted
