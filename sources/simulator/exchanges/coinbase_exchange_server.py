@@ -251,7 +251,9 @@ class CoinbaseExchangeSession(Session):
         def adapt(msg: Dict[str, Any]) -> Dict[str, Any]:
             if product != source:
                 msg = EXCHANGE.rename("book", msg, product)
-            return {**msg, "time": clock.rfc3339(msg["time"])} if "time" in msg else msg
+            if clock.shifted and "time" in msg:
+                msg = {**msg, "time": clock.rfc3339(msg["time"])}
+            return msg
         return adapt
 
     def _heartbeat(self, product: str) -> Dict[str, Any]:
