@@ -8,6 +8,7 @@ from typing import Any, Awaitable, Dict, Iterable, List, TypeVar
 
 import orjson
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from sources.runtime.placement import VenueRun, plan_connections
 from sources.runtime.registry import Registry
@@ -32,6 +33,17 @@ async def send(ws: ClientConnection, msg: Dict[str, Any]) -> None:
 
 async def recv(ws: ClientConnection, timeout: float = 5.0) -> Dict[str, Any]:
     return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def drain(ws: ClientConnection) -> List[Any]:
+    """Every message until the server closes the connection, decoded."""
+    messages = []
+    try:
+        async for raw in ws:
+            messages.append(orjson.loads(raw))
+    except ConnectionClosed:
+        pass
+    return messages
 
 
 def read_dir(path: Path) -> Dict[str, List[dict]]:

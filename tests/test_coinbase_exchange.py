@@ -27,7 +27,7 @@ from sources.venues import coinbase_exchange as cx
 from sources.capture.format import read_capture
 from sources.venues.base import BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES, FrameError
 from sources.simulator import Recording, SimulatorThread, load_recording
-from sources.simulator.coinbase_exchange import AUTH_REASON
+from sources.simulator.exchanges.coinbase_exchange_server import AUTH_REASON
 from sources.venues import VENUE_NAMES, get_venue
 from sources.transport.websocket import WebsocketSource
 from state.events import SNAPSHOT, UPDATE, BookStatus
@@ -337,7 +337,7 @@ def test_level2_batch_serves_snapshot_then_the_recording_and_closes(recording):
                 pass
             return {"messages": messages, "close": (ws.close_code, ws.close_reason)}
 
-    with SimulatorThread(recording, speed=0) as sim:
+    with SimulatorThread(recording, speed=0, retime="none") as sim:
         result = run(client(sim.url))
     messages = result["messages"]
     assert result["close"] == (1000, "end of recording")
@@ -459,7 +459,7 @@ def test_resubscribe_gives_snapshot_of_the_received_book(recording):
             # ...and the recording carries on where the client left it.
             assert await recv(ws) == frames[received].payload
 
-    with SimulatorThread(recording, rate=100) as sim:
+    with SimulatorThread(recording, rate=100, retime="none") as sim:
         run(client(sim.url))
 
 
@@ -494,7 +494,7 @@ def test_level2_refusal_ends_the_partitions_with_a_refused_status(recording, cap
 
 
 def test_level2_batch_over_websockets_matches_the_replay(recording, replayed, tmp_path):
-    with SimulatorThread(recording, speed=0) as sim:
+    with SimulatorThread(recording, speed=0, retime="none") as sim:
         cfg = Config(venues={"coinbase_exchange": VenueConfig(
             PRODUCTS, sim.url + "/coinbase-exchange", {"channel": "level2_batch"})},
             exit_on_close=True, jsonl_dir=str(tmp_path / "live"))

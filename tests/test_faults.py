@@ -146,8 +146,8 @@ def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = No
     (with its own fault plan: connection numbers are per server) per venue, and
     ``per_connection`` products on each connection (1, or 2: both of the venue's)."""
     with SimulatorThread(recording, rate=COINBASE_RATE, faults=coinbase,
-                         frame_filters=coinbase_filters) as cb, \
-            SimulatorThread(recording, rate=deribit_rate, faults=deribit) as db:
+                         frame_filters=coinbase_filters, retime="none") as cb, \
+            SimulatorThread(recording, rate=deribit_rate, faults=deribit, retime="none") as db:
         cfg = Config(venues={"coinbase": VenueConfig([BTC, ETH], cb.url + "/coinbase",
                                                      products_per_connection=per_connection),
                              "deribit": VenueConfig([OPT, OPT2], db.url + "/deribit",

@@ -6,7 +6,10 @@ hang fails fast instead of stalling the suite. Tests that act mid-stream or hang
 up early use ``rate`` (fixed frames per second): it keeps the replay running while
 the client acts, independently of the recording's clock, and it spares a client
 that stops reading a flood it would have to drain before its close handshake
-completes (``websockets`` stops reading once its receive queue is full).
+completes (``websockets`` stops reading once its receive queue is full). For
+the same reason clients that hang up mid-stream have an unbounded queue: the
+``rate`` pacer catches up in a burst on the time a multi-MB snapshot took to
+send, and a client that stops reading then would never see the close frame.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from sources.simulator import (
     SimulatorThread,
     load_recording,
 )
-from tests.helpers import recv, run, send
+from tests.helpers import drain, recv, run, send
 
 ROOT = Path(__file__).resolve().parent.parent
 COINBASE_CAPTURE = ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz"
 DERIBIT_CAPTURE = ROOT / "recordings" / "deribit_options.jsonl.gz"
+DERIBIT_GAP_CAPTURE = ROOT / "recordings" / "deribit_gap.jsonl"
 #: The BTC-USD snapshot is one ~5 MB frame.
 MAX_SIZE = 16 * 2**20
 #: An option with a long, contiguous change chain in the Deribit recording.
@@ -98,7 +102,7 @@ RFC3339_NS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 
 def test_coinbase_subscriptions_reply(recording: Recording) -> None:
     async def client(url: str) -> None:
-        async with connect(url + "/coinbase", max_size=MAX_SIZE) as ws:
+        async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, {**sub("level2", "BTC-USD"), "jwt": "ignored"})
             first = await recv(ws)
             assert first["channel"] == "subscriptions"
@@ -120,13 +124,13 @@ def test_coinbase_first_l2_is_the_full_recorded_snapshot(recording: Recording) -
     assert recorded["type"] == "snapshot" and len(recorded["updates"]) == 46_000
 
     async def client(url: str) -> Dict[str, Any]:
-        async with connect(url + "/coinbase", max_size=MAX_SIZE) as ws:
+        async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, sub("level2", "BTC-USD"))
             while (msg := await recv(ws))["channel"] != "l2_data":
                 pass
             return msg
 
-    with SimulatorThread(recording, rate=50) as sim:
+    with SimulatorThread(recording, rate=50, retime="none") as sim:
         msg = run(client(sim.url))
     (event,) = msg["events"]
     assert event == recorded  # every level, prices as strings, asks spelled "offer"
@@ -184,7 +188,7 @@ def test_coinbase_resubscribe_gives_snapshot_of_the_received_book(recording: Rec
     async def client(url: str) -> None:
         book: Dict[str, Dict[str, str]] = {"bid": {}, "offer": {}}
         received = 0  # recorded events received so far
-        async with connect(url + "/coinbase", max_size=MAX_SIZE) as ws:
+        async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, sub("level2", "BTC-USD"))
             while received < 20:
                 msg = await recv(ws)
@@ -218,7 +222,7 @@ def test_coinbase_resubscribe_gives_snapshot_of_the_received_book(recording: Rec
             nxt = await recv(ws)
             assert nxt["events"][0] == frames[received].payload
 
-    with SimulatorThread(recording, rate=100) as sim:
+    with SimulatorThread(recording, rate=100, retime="none") as sim:
         run(client(sim.url))
 
 
@@ -269,7 +273,7 @@ def test_frame_filter_sees_every_frame_after_stamping(recording: Recording) -> N
         return drop_third_book_frame
 
     async def client(url: str) -> List[int]:
-        async with connect(url + "/coinbase", max_size=MAX_SIZE) as ws:
+        async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
             await send(ws, sub("level2", "ETH-USD"))
             return [(await recv(ws))["sequence_num"] for _ in range(6)]
 
@@ -277,6 +281,61 @@ def test_frame_filter_sees_every_frame_after_stamping(recording: Recording) -> N
                          frame_filters=factory) as sim:
         assert run(client(sim.url)) == [0, 1, 2, 4, 5, 6]
     assert [r.seq for r in sent[:4]] == [1, 2, 4, 5]
+
+
+def test_coinbase_two_products_on_one_connection(recording: Recording) -> None:
+    """One level2 subscribe naming both products, then a resubscribe of one of
+    them: a fresh snapshot for it alone while the other carries on, and one
+    sequence_num counter over the whole connection."""
+    recorded = recording.coinbase["l2_data"]
+
+    async def client(url: str) -> None:
+        books = {p: {"bid": {}, "offer": {}} for p in ("BTC-USD", "ETH-USD")}
+        received = {"BTC-USD": 0, "ETH-USD": 0}
+        replies, seqs = [], []
+
+        async def take() -> Dict[str, Any]:
+            msg = await recv(ws)
+            seqs.append(msg["sequence_num"])
+            if msg["channel"] == "subscriptions":
+                replies.append(msg["events"][0]["subscriptions"])
+            return msg
+
+        async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
+            await send(ws, sub("level2", "BTC-USD", "ETH-USD"))
+            while min(received.values()) < 15:
+                msg = await take()
+                if msg["channel"] == "l2_data":
+                    event = msg["events"][0]
+                    apply_coinbase(books[event["product_id"]], event)
+                    received[event["product_id"]] += 1
+            await send(ws, sub("level2", "ETH-USD", kind="unsubscribe"))
+            await send(ws, sub("level2", "ETH-USD"))
+            while True:
+                msg = await take()
+                if msg["channel"] != "l2_data":
+                    continue
+                event = msg["events"][0]
+                product = event["product_id"]
+                if event["type"] == "snapshot":
+                    break
+                assert event == recorded[product][received[product]].payload
+                apply_coinbase(books[product], event)
+                received[product] += 1
+            assert product == "ETH-USD"
+            levels = {side: {u["price_level"]: u["new_quantity"] for u in event["updates"]
+                             if u["side"] == side} for side in ("bid", "offer")}
+            assert levels == books["ETH-USD"]
+            while (msg := await take())["channel"] != "l2_data" or \
+                    msg["events"][0]["product_id"] != "ETH-USD":
+                pass
+            assert msg["events"][0] == recorded["ETH-USD"][received["ETH-USD"]].payload
+        assert replies == [{"level2": ["BTC-USD", "ETH-USD"]}, {"level2": ["BTC-USD"]},
+                           {"level2": ["BTC-USD", "ETH-USD"]}]
+        assert seqs == list(range(len(seqs)))
+
+    with SimulatorThread(recording, rate=200, retime="none") as sim:
+        run(client(sim.url), timeout=30)
 
 
 # --- Deribit ----------------------------------------------------------------------
@@ -292,13 +351,7 @@ def test_deribit_replies_notifications_and_chains(recording: Recording) -> None:
             assert reply["id"] == 42 and reply["result"] == channels
             assert reply["testnet"] is False
             assert reply["usDiff"] == reply["usOut"] - reply["usIn"] >= 0
-            notes = []
-            try:
-                async for raw in ws:
-                    notes.append(orjson.loads(raw))
-            except ConnectionClosed:
-                pass
-            return {"notes": notes, "close": (ws.close_code, ws.close_reason)}
+            return {"notes": await drain(ws), "close": (ws.close_code, ws.close_reason)}
 
     with SimulatorThread(recording, speed=0) as sim:
         result = run(client(sim.url))
@@ -357,8 +410,67 @@ def test_deribit_resubscribe_snapshot_continues_the_chain(recording: Recording) 
             assert nxt == frames[received].payload
             assert nxt["prev_change_id"] == last_change
 
-    with SimulatorThread(recording, rate=100) as sim:
+    with SimulatorThread(recording, rate=100, retime="none") as sim:
         run(client(sim.url))
+
+
+@pytest.mark.parametrize("capture,instrument", [(DERIBIT_CAPTURE, DERIBIT_INSTRUMENT),
+                                                (DERIBIT_GAP_CAPTURE, "BTC-PERPETUAL")])
+def test_deribit_grouped_channels_are_the_top_of_the_recorded_book(capture: Path,
+                                                                   instrument: str) -> None:
+    """Grouped and plain book channels in one request: each grouped notification
+    is the complete top-N of the book after one recorded change (the testnet
+    perpetual's book is deep enough to cut at 20, the option's at 1)."""
+    recording = load_recording([capture])
+    frames = recording.deribit[instrument]
+    grouped = {f"book.{instrument}.none.{depth}.{interval}": depth
+               for depth, interval in ((1, "100ms"), (10, "agg2"), (20, "100ms"))}
+    channels = [*grouped, book_channel(instrument)]
+
+    async def client(url: str) -> Dict[str, List[Dict[str, Any]]]:
+        got: Dict[str, List[Dict[str, Any]]] = {c: [] for c in channels}
+        async with connect(url + "/deribit") as ws:
+            await send(ws, rpc(1, "public/subscribe", channels=channels))
+            assert (await recv(ws))["result"] == channels
+            for note in await drain(ws):
+                got[note["params"]["channel"]].append(note["params"]["data"])
+        return got
+
+    with SimulatorThread(recording, speed=0, retime="none") as sim:
+        got = run(client(sim.url))
+    assert got[book_channel(instrument)] == [f.payload for f in frames]
+    book: Dict[str, Dict[float, float]] = {"bids": {}, "asks": {}}
+    expected: Dict[str, List[Dict[str, Any]]] = {c: [] for c in grouped}
+    for frame in frames:
+        apply_deribit(book, frame.payload)
+        for channel, depth in grouped.items():
+            expected[channel].append({
+                "timestamp": frame.payload["timestamp"], "instrument_name": instrument,
+                "change_id": frame.payload["change_id"],
+                "bids": [[p, book["bids"][p]] for p in sorted(book["bids"], reverse=True)[:depth]],
+                "asks": [[p, book["asks"][p]] for p in sorted(book["asks"])[:depth]]})
+    for channel in grouped:
+        assert got[channel] == expected[channel]
+    # The cuts happened: depth 1 always, depth 20 on the perpetual's deep book.
+    assert max(len(n["bids"]) for n in got[channels[0]]) == 1 < max(len(b) for b in book.values())
+    if instrument == "BTC-PERPETUAL":
+        assert max(len(n["bids"]) for n in got[channels[2]]) == 20
+
+
+def test_deribit_grouped_channel_names_are_checked(recording: Recording) -> None:
+    async def client(url: str) -> List[Dict[str, Any]]:
+        replies = []
+        async with connect(url + "/deribit") as ws:
+            for i, channel in enumerate((f"book.{DERIBIT_INSTRUMENT}.5.10.100ms",
+                                         f"book.{DERIBIT_INSTRUMENT}.none.5.100ms",
+                                         f"book.{DERIBIT_INSTRUMENT}.none.10.raw")):
+                await send(ws, rpc(i, "public/subscribe", channels=[channel]))
+                replies.append(await recv(ws))
+        return replies
+
+    with SimulatorThread(recording, speed=0) as sim:
+        replies = run(client(sim.url))
+    assert [r["error"]["code"] for r in replies] == [-32602] * 3
 
 
 def test_deribit_raw_needs_auth_and_errors(recording: Recording) -> None:

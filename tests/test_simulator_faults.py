@@ -78,15 +78,17 @@ def rpc_subscribe(request_id: int, *instruments: str) -> Dict[str, Any]:
 
 
 async def coinbase_client(url: str, n: int, product: str = COINBASE_PRODUCT) -> List[Any]:
-    """The first ``n`` frames of a ``level2`` subscription (the reply first)."""
-    async with connect(url + "/coinbase", max_size=MAX_SIZE) as ws:
+    """The first ``n`` frames of a ``level2`` subscription (the reply first).
+    The queue is unbounded: the replay catches up on the time the snapshot took
+    in a burst, and a full queue would stop the client reading the close frame."""
+    async with connect(url + "/coinbase", max_size=MAX_SIZE, max_queue=None) as ws:
         await send(ws, sub("level2", product))
         return await frames(ws, n)
 
 
 async def deribit_client(url: str, n: int, *instruments: str) -> List[Any]:
     """The first ``n`` notifications of a book subscription, after its reply."""
-    async with connect(url + "/deribit", max_size=MAX_SIZE) as ws:
+    async with connect(url + "/deribit", max_size=MAX_SIZE, max_queue=None) as ws:
         await send(ws, rpc_subscribe(1, *(instruments or (INSTRUMENT,))))
         reply, *notes = await frames(ws, n + 1)
         assert reply["id"] == 1 and "result" in reply
@@ -132,7 +134,7 @@ def test_coinbase_stream_faults_show_in_sequence_num(recording: Recording, spec:
     """The reply is sequence_num 0 and recorded frame i is i + 1: stamping precedes
     the fault, so a lost frame leaves its number missing."""
     plan = FaultPlan([Fault.parse(spec)])
-    with SimulatorThread(recording, rate=100, faults=plan) as sim:
+    with SimulatorThread(recording, rate=100, faults=plan, retime="none") as sim:
         msgs = run(coinbase_client(sim.url, 1 + len(received)))
     assert [m["sequence_num"] for m in msgs] == [0] + [i + 1 for i in received]
     book = recording.coinbase["l2_data"][COINBASE_PRODUCT]
@@ -384,7 +386,7 @@ def test_oversized_frame_has_the_size_asked_for(recording: Recording) -> None:
             assert info.value.sent is not None and info.value.sent.code == 1009
         return big
 
-    with SimulatorThread(recording, rate=100, faults=plan) as sim:
+    with SimulatorThread(recording, rate=100, faults=plan, retime="none") as sim:
         big = run(clients(sim.url))
     assert len(big) == size
     padded = orjson.loads(big)

@@ -346,7 +346,8 @@ class Soak:
         placement = PLACEMENTS[self.rounds % len(PLACEMENTS)]
         plans = {v: TappedPlan(placement[v]["faults"], seed=SEED + self.rounds)
                  for v in VENUES}
-        sims = {v: SimulatorThread(self.recording, rate=placement[v]["rate"], faults=plans[v])
+        sims = {v: SimulatorThread(self.recording, rate=placement[v]["rate"], faults=plans[v],
+                                   retime="none")
                 for v in VENUES}
         registry = Registry()
         for sim in sims.values():

@@ -1,27 +1,38 @@
-"""A local exchange simulator that speaks the real venues' websocket protocols.
+"""A local exchange simulator that speaks the real venues' protocols.
 
 It replays recorded book data (lobstream captures) to any number of clients over
-real websockets: Coinbase Advanced Trade on ``/coinbase`` and Deribit JSON-RPC on
-``/deribit`` (alias ``/ws/api/v2``). lobstream's sources can then be tested and
+real websockets, one path per venue: Coinbase Advanced Trade on ``/coinbase``,
+Coinbase Exchange on ``/coinbase-exchange``, Deribit JSON-RPC on ``/deribit``
+(alias ``/ws/api/v2``); and answers the venues' REST instrument lists on the same
+port under the same prefixes. lobstream's sources can then be tested and
 benchmarked end to end, offline and deterministically: every connection replays
 the same data from the start, and resyncs are answered from the book state the
-connection has been sent.
+connection has been sent. Exchange times are moved to the server's start
+(:mod:`~sources.simulator.clock`), instruments can be cloned and scheduled
+(:mod:`~sources.simulator.universe`), and the venues' connection and rate caps
+apply (:mod:`~sources.simulator.limits`).
 
-``python -m sources.simulator --capture PATH`` runs it from the command line;
-:class:`SimulatorThread` runs it in the background of synchronous code, and
-:class:`SimulatorServer` inside an existing event loop. A :class:`FaultPlan`
-(:mod:`sources.simulator.faults`) makes it misbehave on purpose.
+Each venue lives in one module of :mod:`sources.simulator.exchanges`; the rest of
+the package is generic. ``python -m sources.simulator --capture PATH`` runs it
+from the command line; :class:`SimulatorThread` runs it in the background of
+synchronous code, and :class:`SimulatorServer` inside an existing event loop. A
+:class:`FaultPlan` (:mod:`sources.simulator.faults`) makes it misbehave on purpose.
 """
 
 from sources.simulator.context import SimulatorConfig
 from sources.simulator.faults import Fault, FaultPlan, FaultRecord, random_faults
-from sources.simulator.market import Recording, RecordedFrame, load_recording
+from sources.simulator.limits import Limits
+from sources.simulator.market import CaptureError, load_recording
 from sources.simulator.outbox import FilterFactory, FrameFilter, OutFrame, SendLog, SendRecord
+from sources.simulator.recording import RecordedFrame, Recording
 from sources.simulator.server import ROUTES, SimulatorServer
+from sources.simulator.stats import SimulatorStats, VenueStats
 from sources.simulator.thread import SimulatorThread
+from sources.simulator.universe import Listing
 
 __all__ = [
-    "Fault", "FaultPlan", "FaultRecord", "FilterFactory", "FrameFilter", "OutFrame", "ROUTES",
-    "RecordedFrame", "Recording", "SendLog", "SendRecord", "SimulatorConfig",
-    "SimulatorServer", "SimulatorThread", "load_recording", "random_faults",
+    "CaptureError", "Fault", "FaultPlan", "FaultRecord", "FilterFactory", "FrameFilter",
+    "Limits", "Listing", "OutFrame", "ROUTES", "RecordedFrame", "Recording", "SendLog",
+    "SendRecord", "SimulatorConfig", "SimulatorServer", "SimulatorStats", "SimulatorThread",
+    "VenueStats", "load_recording", "random_faults",
 ]

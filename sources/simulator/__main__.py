@@ -2,13 +2,26 @@
 
 Prints exactly one line, ``lobstream simulator listening on ws://HOST:PORT``, once
 the port is open (scripts wait for it; with ``--port 0`` it is the only way to
-learn the port), and exits 0 on SIGTERM or SIGINT.
+learn the port), and exits 0 on SIGTERM or SIGINT. A bad flag value, a capture
+that is missing or not a lobstream capture, or a port that cannot be had prints
+one line on stderr naming the problem and exits 2.
+
+Websockets: /coinbase, /coinbase-exchange, /deribit (alias /ws/api/v2). REST on
+the same port: http://HOST:PORT/coinbase/api/v3/brokerage/market/products,
+/coinbase-exchange/products, /deribit/api/v2/public/get_instruments (also
+unprefixed /api/v2/...).
 
 Faults (see ``sources/simulator/faults.py`` for kinds and keys)::
 
     --fault gap:venue=coinbase,product=BTC-USD,after=100,frames=3
     --fault abort:connection=0,after=500 --fault refuse:after=500,duration=5
+    --fault http_error:venue=deribit,status=429,retry_after=2,every=3
     --random-faults 0.01 --seed 7 --fault-log faults.jsonl
+
+Instruments and limits::
+
+    --clone-books --schedule deribit:BTC-30JUL21-40000-C:list=10,delist=60
+    --limit deribit.max_connections=64 --limit coinbase.messages_per_second=8
 """
 
 from __future__ import annotations
@@ -21,11 +34,18 @@ from typing import IO, List, Optional
 
 import orjson
 
-from sources.simulator.context import SimulatorConfig
+from sources.simulator.clock import RETIME_MODES
+from sources.simulator.context import REFERENCE_DIR, SimulatorConfig
+from sources.simulator.exchanges import EXCHANGES
 from sources.simulator.faults import RANDOM_KINDS, Fault, FaultPlan, FaultRecord, random_faults
+from sources.simulator.limits import LIMIT_KEYS, parse_limit
 from sources.simulator.market import load_recording
 from sources.simulator.outbox import SendRecord
+from sources.simulator.recording import Recording
 from sources.simulator.server import SimulatorServer, check_fault_venues
+from sources.simulator.universe import Listing
+
+PROG = "python -m sources.simulator"
 
 
 class SendLogFile:
@@ -59,17 +79,39 @@ class FaultLogFile:
         self._f.close()
 
 
+def _limit_defaults() -> str:
+    return "; ".join(f"{e.venue}: " + (", ".join(f"{k}={getattr(e.limits, k)}" for k in LIMIT_KEYS
+                                                 if getattr(e.limits, k) is not None) or "none")
+                     for e in EXCHANGES)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sources.simulator", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--capture", action="append", required=True, metavar="PATH",
                    help="lobstream capture to serve (repeatable)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free port (default: %(default)s)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="1 = recorded pace, X = X times faster, 0 = as fast as clients read")
     p.add_argument("--rate", type=float, default=None, metavar="N",
                    help="send N book frames per second per connection, ignoring recorded times")
+    p.add_argument("--retime", choices=RETIME_MODES, default="now",
+                   help="now: exchange times moved so each venue's recording starts when the "
+                        "server does; none: as recorded (default: %(default)s)")
+    p.add_argument("--clone-books", action="store_true",
+                   help="serve every listed instrument without a recorded book with a recorded "
+                        "book of the same venue, under its own name")
+    p.add_argument("--schedule", action="append", default=[],
+                   metavar="VENUE:NAME[:list=S][,delist=S]",
+                   help="list an instrument only from S seconds of server time, or delist it "
+                        "then (repeatable)")
+    p.add_argument("--limit", action="append", default=[], metavar="VENUE.KEY=N|off",
+                   help=f"change a per-IP cap; KEY: {', '.join(LIMIT_KEYS)} (repeatable; "
+                        f"defaults: {_limit_defaults()})")
+    p.add_argument("--reference-dir", default=str(REFERENCE_DIR), metavar="DIR",
+                   help="the venues' recorded REST replies ('' serves empty instrument lists; "
+                        "default: the bundled recordings/reference)")
     p.add_argument("--send-log", metavar="PATH",
                    help="write venue,product,seq,t_send_ms for every book frame sent")
     p.add_argument("--subscribe-timeout", type=float, default=5.0,
@@ -99,12 +141,21 @@ def fault_list(args: argparse.Namespace) -> List[Fault]:
     return faults
 
 
-async def serve(args: argparse.Namespace, config: SimulatorConfig, faults: List[Fault]) -> None:
-    send_log = SendLogFile(args.send_log) if args.send_log else None
-    fault_log = FaultLogFile(args.fault_log) if args.fault_log else None
-    plan = FaultPlan(faults, seed=args.seed, on_inject=fault_log) if faults else None
-    server = SimulatorServer(load_recording(args.capture), host=args.host, port=args.port,
-                             config=config, send_log=send_log, faults=plan)
+def config_from(args: argparse.Namespace) -> SimulatorConfig:
+    """The config the flags ask for; raises ValueError on a bad value."""
+    limits: dict = {}
+    for spec in args.limit:
+        venue, key, value = parse_limit(spec)
+        limits.setdefault(venue, {})[key] = value
+    return SimulatorConfig(speed=args.speed, rate=args.rate,
+                           subscribe_timeout=args.subscribe_timeout,
+                           min_heartbeat=args.min_heartbeat, compression=args.deflate,
+                           retime=args.retime, clone_books=args.clone_books,
+                           schedule=[Listing.parse(spec) for spec in args.schedule],
+                           limits=limits, reference_dir=args.reference_dir or None)
+
+
+async def serve(server: SimulatorServer) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,23 +166,33 @@ async def serve(args: argparse.Namespace, config: SimulatorConfig, faults: List[
         await stop.wait()
     finally:
         await server.stop()
-        if send_log is not None:
-            send_log.close()
-        if fault_log is not None:
-            fault_log.close()
+
+
+def run(args: argparse.Namespace, config: SimulatorConfig, faults: List[Fault],
+        recording: Recording) -> None:
+    send_log = SendLogFile(args.send_log) if args.send_log else None
+    fault_log = FaultLogFile(args.fault_log) if args.fault_log else None
+    try:
+        plan = FaultPlan(faults, seed=args.seed, on_inject=fault_log) if faults else None
+        server = SimulatorServer(recording, host=args.host, port=args.port, config=config,
+                                 send_log=send_log, faults=plan)
+        asyncio.run(serve(server))
+    finally:
+        for log in (send_log, fault_log):
+            if log is not None:
+                log.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    cli = parser()
-    args = cli.parse_args(argv)
+    args = parser().parse_args(argv)
     try:
-        config = SimulatorConfig(speed=args.speed, rate=args.rate,
-                                 subscribe_timeout=args.subscribe_timeout,
-                                 min_heartbeat=args.min_heartbeat, compression=args.deflate)
+        config = config_from(args)
         faults = fault_list(args)
-    except ValueError as exc:
-        cli.error(str(exc))
-    asyncio.run(serve(args, config, faults))
+        recording = load_recording(args.capture)
+        run(args, config, faults, recording)
+    except (ValueError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

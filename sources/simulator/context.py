@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Union
 
-from sources.simulator.market import Recording
+from sources.simulator.clock import RETIME_MODES, ExchangeClock
+from sources.simulator.limits import ClientLimiter
 from sources.simulator.outbox import FilterFactory, SendLog
+from sources.simulator.recording import Recording
+from sources.simulator.stats import SimulatorStats
+from sources.simulator.universe import Listing, Universe
 
 if TYPE_CHECKING:
+    from sources.simulator.exchanges.base import SimulatedExchange
     from sources.simulator.faults import FaultPlan
+
+#: The venues' REST replies bundled with lobstream (see recordings/PROVENANCE.md).
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "recordings" / "reference"
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,12 @@ class SimulatorConfig:
     ``public/set_heartbeat`` accepts (10 s on the real server; tests lower it).
     ``compression``: offer permessage-deflate, as both real venues do; off by
     default because on loopback it only costs CPU that benchmarks would measure.
+    ``retime``: ``now`` or ``none`` (:mod:`sources.simulator.clock`).
+    ``clone_books``, ``schedule``: :mod:`sources.simulator.universe`.
+    ``limits``: per venue, :class:`~sources.simulator.limits.Limits` fields to
+    change from the venue's defaults (None: no cap), e.g.
+    ``{"deribit": {"max_connections": 64}}``. ``reference_dir``: where the REST
+    replies are read from (None: serve empty instrument lists).
     """
 
     speed: float = 1.0
@@ -29,23 +44,49 @@ class SimulatorConfig:
     subscribe_timeout: float = 5.0
     min_heartbeat: float = 10.0
     compression: bool = False
+    retime: str = "now"
+    clone_books: bool = False
+    schedule: Sequence[Listing] = ()
+    limits: Mapping[str, Mapping[str, Optional[int]]] = field(default_factory=dict)
+    reference_dir: Optional[Union[str, Path]] = REFERENCE_DIR
 
     def __post_init__(self) -> None:
+        # Frozen, so normalised through object.__setattr__ (lists and strings in).
+        object.__setattr__(self, "schedule", tuple(self.schedule))
+        if self.reference_dir is not None:
+            object.__setattr__(self, "reference_dir", Path(self.reference_dir))
         if self.speed < 0 or (self.rate is not None and self.rate <= 0):
             raise ValueError("speed must be >= 0 and rate > 0")
+        if self.retime not in RETIME_MODES:
+            raise ValueError(f"retime must be one of {', '.join(RETIME_MODES)}, "
+                             f"got {self.retime!r}")
+
+
+@dataclass(frozen=True)
+class VenueState:
+    """One venue's part of a running server: its clock (fixed at start), its
+    instruments, and the recorded time its pacing starts from."""
+
+    exchange: "SimulatedExchange"
+    clock: ExchangeClock
+    universe: Universe
+    book_start: Optional[float]
 
 
 @dataclass(frozen=True)
 class ServerContext:
-    """One server's recording, settings and hooks; ``started`` is the event-loop
+    """One server's recording, settings and hooks. ``started`` is the event-loop
     time the server started, the origin of server-wide clocks (Coinbase's
-    heartbeat counter). ``faults`` answers the sessions' subscribe-time question
-    (:meth:`~sources.simulator.session.Session.subscribe_error`); its frame faults
-    come in through ``frame_filters``."""
+    heartbeat counter, the instrument schedule). ``faults`` answers the sessions'
+    subscribe-time question (:meth:`~sources.simulator.session.Session.subscribe_error`);
+    its frame faults come in through ``frame_filters``."""
 
     recording: Recording
     config: SimulatorConfig
     started: float
+    venues: Dict[str, VenueState]
+    stats: SimulatorStats
+    limiter: ClientLimiter
     send_log: Optional[SendLog] = None
     frame_filters: Optional[FilterFactory] = None
     faults: Optional["FaultPlan"] = None

@@ -55,6 +55,17 @@ frame in its scope instead. ``refuse`` changes no frame and fires alongside.
   11050, for the whole request; Coinbase: an ``error`` message, nothing
   subscribed); other products subscribe normally. ``every=1`` refuses them all.
 
+**REST faults** count the REST requests to the fault's venue (all venues without
+one) whose path, below the venue's prefix, starts with ``path`` (any without),
+over the whole server rather than per connection:
+
+* ``http_error`` (``status``, default 503; ``retry_after`` s): the request is
+  answered with that status and the venue's error body (429: Deribit's
+  ``10028 too_many_requests``...), with a ``Retry-After`` header if asked.
+* ``slow_reply`` (``duration`` s): the reply is sent after ``duration``.
+
+How a venue's frames are edited (where a level's size is, what an unknown
+message looks like) is the venue's own (:mod:`sources.simulator.exchanges`).
 Every injection is recorded as a :class:`FaultRecord` in :attr:`FaultPlan.injected`.
 """
 
@@ -67,20 +78,23 @@ import threading
 import time
 from dataclasses import dataclass, fields, replace
 from typing import (Any, Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional,
-                    Sequence, Tuple)
+                    Sequence)
 
 import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
 from sources.simulator import outbox
-from sources.simulator.coinbase import envelope
+from sources.simulator.exchanges import exchange
 from sources.simulator.outbox import BOOK, DATA, FrameFilter, OutFrame
 
 DROP, DUPLICATE, SWAP, GAP = "drop", "duplicate", "swap", "gap"
 CLOSE, ABORT, STALL, REFUSE = "close", "abort", "stall", "refuse"
 MALFORMED, UNKNOWN_TYPE, BAD_SIZE, OVERSIZED = "malformed", "unknown_type", "bad_size", "oversized"
 ERROR = "error"
+HTTP_ERROR, SLOW_REPLY = "http_error", "slow_reply"
+#: Kinds that count REST requests rather than a connection's frames.
+REST_KINDS = frozenset((HTTP_ERROR, SLOW_REPLY))
 
 #: Every kind, with the parameters of its own it takes (besides the scope and
 #: trigger ones every kind takes).
@@ -92,6 +106,8 @@ KINDS: Dict[str, FrozenSet[str]] = {
     MALFORMED: frozenset(), UNKNOWN_TYPE: frozenset({"name"}),
     BAD_SIZE: frozenset({"value"}), OVERSIZED: frozenset({"size"}),
     ERROR: frozenset({"code", "message"}),
+    HTTP_ERROR: frozenset({"path", "status", "retry_after"}),
+    SLOW_REPLY: frozenset({"path", "duration"}),
 }
 SCOPE_AND_TRIGGER = frozenset({"kind", "venue", "connection", "product",
                                "after", "every", "count", "probability"})
@@ -124,7 +140,7 @@ _READERS: Dict[str, Callable[[str], Any]] = {
     "venue": str, "connection": int, "product": str, "after": int, "every": int,
     "count": int, "probability": float, "frames": int, "code": int, "reason": str,
     "duration": float, "pings": _boolean, "mode": str, "value": str, "size": _byte_size,
-    "name": str, "message": str,
+    "name": str, "message": str, "path": str, "status": int, "retry_after": float,
 }
 
 
@@ -152,6 +168,9 @@ class Fault:
     size: int = 2 * 2**20
     name: str = "lobstream_unknown"
     message: Optional[str] = None
+    path: Optional[str] = None
+    status: int = 503
+    retry_after: Optional[float] = None
 
     def __post_init__(self) -> None:
         own = KINDS.get(self.kind)
@@ -176,6 +195,10 @@ class Fault:
             (self.value in ("negative", "nan", "text"), "value must be negative, nan or text"),
             (self.size > 0, "size must be > 0"),
             (self.kind != ERROR or self.product is not None, "error needs a product"),
+            (self.kind not in REST_KINDS or (self.connection is None and self.product is None),
+             "a REST fault is scoped by venue and path, not connection or product"),
+            (400 <= self.status <= 599, "status must be an HTTP error status (400-599)"),
+            (self.retry_after is None or self.retry_after >= 0, "retry_after must be >= 0"),
         ]
         for ok, problem in checks:
             if not ok:
@@ -212,14 +235,16 @@ def random_faults(rate: float, kinds: Sequence[str] = RANDOM_KINDS, **scope: Any
     ``kinds``, chosen evenly (``scope``: any :class:`Fault` scope field)."""
     if not 0 < rate <= 1:
         raise ValueError("the random fault rate must be in (0, 1]")
-    if not kinds or ERROR in kinds:
-        raise ValueError("random faults need frame fault kinds (error counts subscribes)")
+    if not kinds or ERROR in kinds or REST_KINDS & set(kinds):
+        raise ValueError("random faults need frame fault kinds (error counts subscribes, "
+                         "http_error and slow_reply REST requests)")
     return [Fault(kind, probability=rate / len(kinds), **scope) for kind in kinds]
 
 
 class FaultRecord(NamedTuple):
     """One injected fault. ``t_ms``: wall clock, epoch ms. ``connection`` is None
-    for a refused handshake (it never became a connection). ``seq`` is the
+    for a refused handshake (it never became a connection) and a REST fault, whose
+    ``product`` is the request's path. ``seq`` is the
     ``sequence_num``/``change_id`` of the book frame the fault hit, where known;
     frames a fault adds (``malformed``, ``unknown_type``) follow that frame."""
 
@@ -270,22 +295,6 @@ class _Trigger:
         self._next = self._seen + (self.fault.every or 1)
 
 
-def _size_slots(msg: Dict[str, Any]) -> List[Tuple[Any, Any]]:
-    """``(container, key)`` of every book level's size in a message, by shape:
-    Coinbase Advanced Trade ``events[].updates[].new_quantity``, Deribit
-    ``params.data.bids/asks[][2]``, Coinbase Exchange ``bids/asks[][1]`` and
-    ``changes[][2]`` (the size is always a level's last field)."""
-    slots: List[Tuple[Any, Any]] = []
-    for event in msg.get("events") or ():
-        slots += [(update, "new_quantity") for update in event.get("updates") or ()]
-    params = msg.get("params")
-    data = params.get("data", {}) if isinstance(params, dict) else msg
-    for key in ("bids", "asks"):
-        slots += [(level, len(level) - 1) for level in data.get(key) or ()]
-    slots += [(change, 2) for change in msg.get("changes") or ()]
-    return slots
-
-
 def _bad_value(value: str, size: Any) -> Any:
     if value == "nan":
         return "NaN"
@@ -296,11 +305,11 @@ def _bad_value(value: str, size: Any) -> Any:
     return -abs(size) or -1
 
 
-def _with_bad_size(msg: Dict[str, Any], value: str) -> Optional[Dict[str, Any]]:
+def _with_bad_size(venue: str, msg: Dict[str, Any], value: str) -> Optional[Dict[str, Any]]:
     """A copy of ``msg`` with one level's size broken (a level that is not being
     removed, where there is one: a client may ignore the size of a removal)."""
     edited = orjson.loads(orjson.dumps(msg))  # the original is shared with the recording
-    slots = _size_slots(edited)
+    slots = exchange(venue).size_slots(edited)
     if not slots:
         return None
     container, key = next((s for s in slots if float(s[0][s[1]]) != 0), slots[0])
@@ -320,14 +329,6 @@ def _truncated(msg: Dict[str, Any]) -> str:
     return text[:min(len(text) // 2, MALFORMED_CHARS)]
 
 
-def _unknown_message(venue: str, name: str, product: Optional[str]) -> Dict[str, Any]:
-    if venue == "coinbase":
-        return envelope(name, [{"product_id": product}])
-    if venue == "deribit":
-        return {"jsonrpc": "2.0", "method": name, "params": {"instrument_name": product}}
-    return {"type": name, "product_id": product}
-
-
 class _ConnectionFaults:
     """One connection's faults: its frame filter and its subscribe check."""
 
@@ -338,7 +339,8 @@ class _ConnectionFaults:
         self._rng = random.Random(f"{plan.seed}/{venue}/{number}")
         mine = [f for f in plan.faults
                 if f.venue in (None, venue) and f.connection in (None, number)]
-        self.frame_triggers = [_Trigger(f) for f in mine if f.kind != ERROR]
+        self.frame_triggers = [_Trigger(f) for f in mine
+                               if f.kind != ERROR and f.kind not in REST_KINDS]
         self._subscribe_triggers = [_Trigger(f) for f in mine if f.kind == ERROR]
         self._skipping: Dict[Optional[str], int] = {}
         self._held: Dict[Optional[str], OutFrame] = {}
@@ -355,8 +357,8 @@ class _ConnectionFaults:
             REFUSE: self._refuse,
             MALFORMED: lambda f, frame: [frame, OutFrame(DATA, {}, raw=_truncated(frame.msg),
                                                          stamped=True)],
-            UNKNOWN_TYPE: lambda f, frame: [frame, OutFrame(DATA, _unknown_message(
-                self.venue, f.name, frame.product))],
+            UNKNOWN_TYPE: lambda f, frame: [frame, OutFrame(DATA, exchange(
+                self.venue).unknown_message(f.name, frame.product))],
             BAD_SIZE: self._bad_size,
             OVERSIZED: lambda f, frame: [replace(frame, msg=_padded(frame.msg, f.size))],
         }
@@ -411,7 +413,7 @@ class _ConnectionFaults:
         return [frame]
 
     def _bad_size(self, fault: Fault, frame: OutFrame) -> Optional[List[OutFrame]]:
-        edited = _with_bad_size(frame.msg, fault.value)
+        edited = _with_bad_size(self.venue, frame.msg, fault.value)
         return None if edited is None else [replace(frame, msg=edited)]
 
     def _record(self, product: Optional[str], kind: str, seq: Optional[int]) -> None:
@@ -430,8 +432,9 @@ class FaultPlan:
 
     ``seed`` makes random faults repeat; ``on_inject`` is called with each
     :class:`FaultRecord` as it happens (the CLI writes them to a file). The server
-    calls :meth:`frame_filter`, :meth:`refusal` and :meth:`subscribe_error` on its
-    event loop; :attr:`injected` may be read from any thread meanwhile.
+    calls :meth:`frame_filter`, :meth:`refusal`, :meth:`subscribe_error` and
+    :meth:`rest_fault` on its event loop; :attr:`injected` may be read from any
+    thread meanwhile.
     Per-connection state (counters, a held-back frame) lives as long as the plan.
     """
 
@@ -444,6 +447,8 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._connections: Dict[int, _ConnectionFaults] = {}
         self._refusals: List[_Refusal] = []
+        self._rest = [_Trigger(f) for f in self.faults if f.kind in REST_KINDS]
+        self._rest_rng = random.Random(f"{seed}/rest")
 
     @property
     def injected(self) -> List[FaultRecord]:
@@ -469,6 +474,17 @@ class FaultPlan:
         if conn is None:  # the server was not given frame_filter
             conn = self._connections[number] = _ConnectionFaults(self, venue, number)
         return conn.subscribe_error(product)
+
+    def rest_fault(self, venue: str, path: str) -> Optional[Fault]:
+        """The REST fault to apply to a request for ``path`` (below the venue's
+        prefix), or None to answer it normally. The record's ``product`` is the path."""
+        due = [t for t in self._rest if t.fault.venue in (None, venue)
+               and path.startswith(t.fault.path or "") and t.observe(self._rest_rng)]
+        if not due:
+            return None
+        due[0].fire()
+        self.record(FaultRecord(time.time() * 1000.0, venue, None, path, due[0].fault.kind, None))
+        return due[0].fault
 
     def refuse(self, venue: Optional[str], duration: float, mode: str) -> None:
         """Refuse new connections to ``venue`` (None: all) for ``duration`` s."""

@@ -4,12 +4,18 @@ A session owns the connection's :class:`~sources.simulator.outbox.Outbox` (the o
 send path) and :class:`~sources.simulator.stream.Replay`, runs the receive loop,
 and keeps its background tasks (replay, heartbeats, deadlines) tied to the
 connection's lifetime. Venues subclass it and implement :meth:`handle`.
+
+It also gives the venue what every venue needs: server time (:meth:`now`), the
+connection's exchange clock (:meth:`recorded_now`, moved by :attr:`clock`), the
+instruments (:attr:`universe`), the client message-rate limit (:meth:`allowed`)
+and the stats.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Coroutine, Dict, Optional, Set, Union
+import time
+from typing import TYPE_CHECKING, Any, Coroutine, Dict, List, Optional, Sequence, Set, Union
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -36,16 +42,55 @@ class Session:
         self.ws = ws
         self.ctx = ctx
         self.number = number
+        state = ctx.venues[self.venue]
+        self.clock = state.clock
+        self.universe = state.universe
+        self._book_start = state.book_start
+        address = ws.remote_address
+        self.ip = str(address[0]) if address else ""
         factory = ctx.frame_filters
         self.outbox = Outbox(ws, self.venue, stamp=self.stamp,
                              frame_filter=factory(self.venue, number) if factory else None,
                              send_log=ctx.send_log)
-        loop = asyncio.get_running_loop()
-        pacer = Pacer(loop.time, speed=ctx.config.speed, rate=ctx.config.rate,
-                      origin_ts=ctx.recording.book_start(self.venue))
-        self.replay = Replay(self.outbox, pacer)
+        self._loop = asyncio.get_running_loop()
+        pacer = Pacer(self._loop.time, speed=ctx.config.speed, rate=ctx.config.rate,
+                      origin_ts=state.book_start)
+        self.replay = Replay(self.outbox, pacer,
+                             ended=self._delisted if self.universe.has_delistings else None)
         self._tasks: Set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
+
+    def now(self) -> float:
+        """Seconds since the server started (the instrument schedule's clock)."""
+        return self._loop.time() - self.ctx.started
+
+    def recorded_now(self) -> float:
+        """The connection's exchange clock, in recorded epoch ms: the recorded time
+        of the latest recorded frame sent, or of the venue's first book frame
+        before any (the wall clock for a venue with no recording). Times the
+        venue makes up (envelopes, heartbeats) are this, moved by :attr:`clock`."""
+        for ts in (self.replay.reached, self._book_start):
+            if ts is not None:
+                return ts
+        return time.time() * 1000.0
+
+    def unknown(self, products: Sequence[str]) -> List[str]:
+        """Those of ``products`` that cannot be subscribed now: unknown to the
+        venue, not listed yet or any more, or listed without a recorded book (and
+        ``clone_books`` off)."""
+        now = self.now()
+        return [p for p in products if self.universe.source(p, now) is None]
+
+    def _delisted(self, product: str) -> bool:
+        return self.universe.delisted(product, self.now())
+
+    def allowed(self) -> bool:
+        """Count one rate-limited client message; False if it is over the limit."""
+        return self.ctx.limiter.message(self.venue, self.ip)
+
+    def count_subscribe(self, size: int) -> None:
+        """Note a subscribe request naming ``size`` channels or products."""
+        self.ctx.stats.subscribe(self.venue, size)
 
     async def run(self) -> None:
         """Serve the connection until either side closes it."""

@@ -11,14 +11,18 @@ does not move, so the snapshot equals exactly what the client has received.
 :class:`Replay` drives all streams of a connection: it always sends the frame
 recorded earliest among the subscribed products, so a connection sees products
 interleaved as they were recorded.
+
+A stream sends payloads in *recorded* time and names; its ``adapt`` step (the
+venue's: exchange clock, cloned names) turns each into what goes on the wire, so
+generated snapshots and recorded frames are moved alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from sources.simulator.market import RecordedFrame
+from sources.simulator.recording import RecordedFrame
 from sources.simulator.outbox import OutFrame, Outbox
 from sources.simulator.pacing import Pacer
 
@@ -26,6 +30,9 @@ from sources.simulator.pacing import Pacer
 #: enough that heartbeats and requests wait well under a millisecond, rarely enough
 #: that yielding costs little (yielding after every frame halves throughput).
 YIELD_EVERY = 32
+
+#: Turns a payload as recorded into the payload sent (see the module docstring).
+Adapt = Callable[[Dict[str, Any]], Dict[str, Any]]
 
 
 class SentBook:
@@ -53,16 +60,23 @@ class ProductStream:
     #: without a book (tickers, trades) just carry on where they paused.
     resyncs = False
 
-    def __init__(self, product: str, frames: Sequence[RecordedFrame]) -> None:
+    def __init__(self, product: str, frames: Sequence[RecordedFrame],
+                 adapt: Optional[Adapt] = None) -> None:
         self.product = product
         self.active = True
         self._frames = frames
+        self._adapt = adapt
         self._pos = 0
         self._resync = False
+        self._ended = False
 
     @property
     def exhausted(self) -> bool:
-        return not self._resync and self._pos >= len(self._frames)
+        return self._ended or (not self._resync and self._pos >= len(self._frames))
+
+    def end(self) -> None:
+        """The product was delisted: nothing more is sent, for good."""
+        self._ended = True
 
     def next_ts(self) -> Optional[float]:
         """Recorded time of the next frame; None when a resync snapshot is due,
@@ -82,11 +96,12 @@ class ProductStream:
         """The next frame to send, with the book moved past it."""
         if self._resync:
             self._resync = False
-            return self.render(self.snapshot())
-        payload = self._frames[self._pos].payload
-        self._pos += 1
-        self.apply(payload)
-        return self.render(payload)
+            payload = self.snapshot()
+        else:
+            payload = self._frames[self._pos].payload
+            self._pos += 1
+            self.apply(payload)
+        return self.render(payload if self._adapt is None else self._adapt(payload))
 
     def apply(self, payload: Dict[str, Any]) -> None:
         """Move the tracked book past one recorded payload (default: no book)."""
@@ -100,13 +115,21 @@ class ProductStream:
 
 
 class Replay:
-    """Sends a connection's streams in recorded order, at the pacer's speed."""
+    """Sends a connection's streams in recorded order, at the pacer's speed.
 
-    def __init__(self, outbox: Outbox, pacer: Pacer) -> None:
+    ``ended(product)`` says whether a product has been delisted (its stream then
+    ends); :attr:`reached` is the recorded time of the latest recorded frame sent,
+    the connection's exchange clock.
+    """
+
+    def __init__(self, outbox: Outbox, pacer: Pacer,
+                 ended: Optional[Callable[[str], bool]] = None) -> None:
         self._outbox = outbox
         self._pacer = pacer
+        self._ended = ended
         self._streams: List[ProductStream] = []
         self._wake = asyncio.Event()
+        self.reached: Optional[float] = None
 
     def add(self, stream: ProductStream) -> None:
         """Take on a newly subscribed stream; it stays for the connection's life."""
@@ -128,6 +151,9 @@ class Replay:
         for stream in self._streams:
             if not stream.active or stream.exhausted:
                 continue
+            if self._ended is not None and self._ended(stream.product):
+                stream.end()
+                continue
             ts = stream.next_ts()
             if ts is None:
                 return stream
@@ -144,7 +170,8 @@ class Replay:
             self._wake.clear()
             stream = self._next()
             if stream is None:
-                await self._wake.wait()
+                if not self.finished:  # _next may just have ended the last streams
+                    await self._wake.wait()
                 continue
             ts = stream.next_ts()
             if ts is not None:
@@ -153,6 +180,7 @@ class Replay:
                     await self._sleep(delay)
                     continue  # subscriptions may have changed meanwhile
                 self._pacer.sent()
+                self.reached = ts if self.reached is None else max(self.reached, ts)
             # take() and the send's lock request happen without yielding in
             # between, so a resubscribe can never slip between them.
             await self._outbox.send(stream.take())

@@ -12,27 +12,33 @@ import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from sources.simulator.clock import ExchangeClock
 from sources.simulator.context import SimulatorConfig
 from sources.simulator.faults import FaultPlan
-from sources.simulator.market import Recording, load_recording
+from sources.simulator.market import load_recording
 from sources.simulator.outbox import FilterFactory, SendLog
+from sources.simulator.recording import Recording
 from sources.simulator.server import SimulatorServer
+from sources.simulator.stats import SimulatorStats
 
 
 class SimulatorThread:
     """A :class:`~sources.simulator.server.SimulatorServer` on a daemon thread.
 
     ``captures`` is a list of capture paths or an already loaded
-    :class:`~sources.simulator.market.Recording` (load once, serve many times).
+    :class:`~sources.simulator.recording.Recording` (load once, serve many times).
     Keyword arguments other than ``host``, ``port``, ``send_log``,
     ``frame_filters`` and ``faults`` are
-    :class:`~sources.simulator.context.SimulatorConfig` fields. To collect the
-    send log in memory pass ``send_log=records.append``.
+    :class:`~sources.simulator.context.SimulatorConfig` fields (``retime``,
+    ``clone_books``, ``schedule``, ``limits``...). To collect the send log in
+    memory pass ``send_log=records.append``.
 
     Usage::
 
         with SimulatorThread(paths, speed=0) as sim:
             connect(sim.url + "/coinbase")
+            get(sim.http_url + "/deribit/api/v2/public/get_instruments?currency=BTC")
+            assert sim.stats["deribit"].refused_handshakes == 0
     """
 
     def __init__(self, captures: Union[Recording, Sequence[Union[str, Path]]], *,
@@ -58,8 +64,22 @@ class SimulatorThread:
         return self.server.url
 
     @property
+    def http_url(self) -> str:
+        """``http://host:port``; append a REST prefix (``/deribit``...) and path."""
+        return self.server.http_url
+
+    @property
     def port(self) -> int:
         return self.server.port
+
+    @property
+    def stats(self) -> SimulatorStats:
+        """What clients did so far (readable from any thread)."""
+        return self.server.stats
+
+    def clock(self, venue: str) -> ExchangeClock:
+        """The exchange clock ``venue`` sends times on (``clock(v).offset_ms``)."""
+        return self.server.clock(venue)
 
     def start(self, timeout: float = 10.0) -> str:
         """Start listening and return :attr:`url`; raises what the server raised."""
@@ -69,6 +89,8 @@ class SimulatorThread:
         if not self._ready.wait(timeout):
             raise TimeoutError("simulator did not start")
         if self._error is not None:
+            self._thread.join(timeout)  # it has returned already
+            self._thread = self._loop = self._stop = None
             raise self._error
         return self.url
 

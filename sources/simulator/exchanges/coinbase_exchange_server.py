@@ -1,4 +1,4 @@
-"""Coinbase Exchange, as served on ``/coinbase-exchange``.
+"""Coinbase Exchange, simulated: websocket and REST on ``/coinbase-exchange``.
 
 What a client can rely on, as on the real feed (``ws-feed.exchange.coinbase.com``):
 flat messages with a ``type``; ``subscribe``/``unsubscribe`` name several channels
@@ -18,22 +18,37 @@ request gets the error the real server sends, and the other channels of the same
 request are still subscribed, as live probes observed for ``heartbeat``. An
 unknown product, or one a fault plan refuses, fails the whole request. Channels
 the simulator does not serve (``ticker``, ``matches``...) are refused as invalid.
+
+Exchange times: ``l2update.time`` as recorded, moved by the exchange clock; a
+snapshot has no time on this feed; a heartbeat's ``time`` is the connection's
+exchange clock. Over the client message-rate limit (off by default; the feed
+documents 100 messages/s per IP) a message gets an ``error`` and is ignored.
+
+REST: ``GET /coinbase-exchange/products`` and ``/products/{product_id}`` from the
+bundled reply (it has no times); an unknown product gets ``404
+{"message": "NotFound"}`` as on the real API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import calendar
 from bisect import bisect_right
-from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Sequence, Set, Union
+from pathlib import Path
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Set, Tuple, Union
 
 import orjson
 
-from sources.simulator.market import RecordedFrame
+from sources.simulator.exchanges.base import Indexed, SimulatedExchange
 from sources.simulator.outbox import BOOK, HEARTBEAT, REPLY, OutFrame
+from sources.simulator.recording import RecordedFrame
+from sources.simulator.rest import RestReply, RestRequest, Route, json_reply
 from sources.simulator.session import Session
-from sources.simulator.stream import ProductStream, SentBook
+from sources.simulator.stream import Adapt, ProductStream, SentBook
+from sources.simulator.universe import Record, ReferenceList, read_reference
+
+VENUE = "coinbase_exchange"
 
 BOOK_CHANNELS = ("level2", "level2_batch", "level2_50")
 HEARTBEAT_CHANNEL = "heartbeat"
@@ -43,11 +58,14 @@ AUTH_FIELDS = ("signature", "key", "passphrase", "timestamp")
 #: The real server's answer to an unauthenticated ``level2``/``level3``/``full``.
 AUTH_REASON = ("level2, level3, and full channels now require authentication. "
                "https://docs.cloud.coinbase.com/exchange/docs/websocket-auth")
+#: Message types: book data, and the trade-stamped messages whose
+#: ``sequence``/``trade_id`` the simulated heartbeats report.
+BOOK_TYPES = frozenset(("snapshot", "l2update"))
+TRADE_TYPES = frozenset(("ticker", "match", "last_match"))
 
-
-def feed_time() -> str:
-    """The feed's ``time``: RFC 3339 UTC with microseconds."""
-    return f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S.%f}Z"
+PRODUCTS_FILE = "coinbase_exchange_products.json.gz"
+#: When the bundled products reply was recorded (recordings/PROVENANCE.md).
+PRODUCTS_RECORDED_MS = calendar.timegm((2021, 4, 17, 16, 43, 36)) * 1000.0
 
 
 class ExchangeBookStream(ProductStream):
@@ -56,8 +74,8 @@ class ExchangeBookStream(ProductStream):
 
     resyncs = True
 
-    def __init__(self, product: str, frames: Sequence[RecordedFrame]) -> None:
-        super().__init__(product, frames)
+    def __init__(self, product: str, frames: Sequence[RecordedFrame], adapt: Adapt) -> None:
+        super().__init__(product, frames, adapt)
         self._book = SentBook()
         self.recorded_ts = float("-inf")
 
@@ -100,13 +118,11 @@ class RequestError(Exception):
 class CoinbaseExchangeSession(Session):
     """One ``/coinbase-exchange`` connection."""
 
-    venue = "coinbase_exchange"
+    venue = VENUE
     subscribe_deadline = True
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        recording = self.ctx.recording
-        self._products = set(recording.coinbase_exchange) | set(recording.coinbase_exchange_trades)
         #: channel -> products, in the order they were subscribed.
         self._subs: Dict[str, List[str]] = {}
         self._books: Dict[str, ExchangeBookStream] = {}
@@ -119,6 +135,9 @@ class CoinbaseExchangeSession(Session):
         await self.send(REPLY, msg)
 
     async def handle(self, message: Union[str, bytes]) -> None:
+        if not self.allowed():
+            await self._error("rate limit exceeded", "too many messages; message ignored")
+            return
         try:
             request = orjson.loads(message)
         except orjson.JSONDecodeError:
@@ -167,15 +186,16 @@ class CoinbaseExchangeSession(Session):
 
     async def _subscribe(self, wanted: Dict[str, List[str]], authenticated: bool) -> bool:
         """Subscribe what may be; False if nothing was (an error went out instead)."""
+        self.count_subscribe(sum(map(len, wanted.values())))
         for name, products in wanted.items():
             if name not in BOOK_CHANNELS and name != HEARTBEAT_CHANNEL \
                     and (authenticated or name not in AUTH_CHANNELS):
                 raise RequestError(f"{name} is not a valid channel")
             if not products:
                 raise RequestError(f"{name} needs product_ids")
-            unknown = next((p for p in products if p not in self._products), None)
-            if unknown is not None:
-                raise RequestError(f"{unknown} is not a valid product")
+            unknown = self.unknown(products)
+            if unknown:
+                raise RequestError(f"{unknown[0]} is not a valid product")
         for product in dict.fromkeys(p for products in wanted.values() for p in products):
             refused = self.subscribe_error(product)
             if refused is not None:  # a fault plan's refusal, worded as it says
@@ -211,8 +231,11 @@ class CoinbaseExchangeSession(Session):
         for product in wanted:
             stream = self._books.get(product)
             if stream is None:
+                source = self.universe.source(product, self.now())
+                assert source is not None  # checked by _subscribe
                 stream = ExchangeBookStream(
-                    product, self.ctx.recording.coinbase_exchange.get(product, []))
+                    product, self.ctx.recording.frames(VENUE, "book", source),
+                    self._adapt(product, source))
                 self._books[product] = stream
                 self.replay.add(stream)
             elif not stream.active:
@@ -222,18 +245,30 @@ class CoinbaseExchangeSession(Session):
                 stream.pause()
         self.replay.wake()
 
+    def _adapt(self, product: str, source: str) -> Adapt:
+        clock = self.clock
+
+        def adapt(msg: Dict[str, Any]) -> Dict[str, Any]:
+            if product != source:
+                msg = EXCHANGE.rename("book", msg, product)
+            if clock.shifted and "time" in msg:
+                msg = {**msg, "time": clock.rfc3339(msg["time"])}
+            return msg
+        return adapt
+
     def _heartbeat(self, product: str) -> Dict[str, Any]:
         """``sequence`` and ``last_trade_id`` are the product's, as recorded (ticker and
         match messages) up to where its book replay has got: the L2 recording has
         no sequence of its own."""
-        trades = self.ctx.recording.coinbase_exchange_trades.get(product, [])
+        source = self.universe.source(product, self.now()) or product
+        trades = self.ctx.recording.frames(VENUE, "trades", source)
         stream = self._books.get(product)
         reached = stream.recorded_ts if stream is not None else float("-inf")
         i = bisect_right(trades, reached, key=lambda frame: frame.ts)
         mark = trades[max(i - 1, 0)].payload if trades else {}
         return {"type": "heartbeat", "sequence": mark.get("sequence", 0),
                 "last_trade_id": mark.get("trade_id", 0), "product_id": product,
-                "time": feed_time()}
+                "time": self.clock.text(self.recorded_now(), 6)}
 
     async def _send_heartbeats(self) -> None:
         """Once a second on the server's clock, one per product subscribed then."""
@@ -244,3 +279,72 @@ class CoinbaseExchangeSession(Session):
             await asyncio.sleep(self.ctx.started + tick - loop.time())
             for product in list(self._subs.get(HEARTBEAT_CHANNEL, ())):
                 await self.send(HEARTBEAT, self._heartbeat(product))
+
+
+# --- REST ------------------------------------------------------------------------
+
+NOT_FOUND = {"message": "NotFound"}
+
+
+def list_products(request: RestRequest) -> RestReply:
+    """``GET /products``."""
+    return json_reply(request.universe.records(request.now))
+
+
+def get_product(request: RestRequest) -> RestReply:
+    """``GET /products/{product_id}``."""
+    instrument = request.universe.get(request.params["product_id"])
+    if instrument is None or instrument.record is None or not instrument.listed(request.now):
+        return json_reply(NOT_FOUND, 404)
+    return json_reply(instrument.record)
+
+
+class CoinbaseExchange(SimulatedExchange):
+    venue = VENUE
+    session = CoinbaseExchangeSession
+    ws_paths = ("/coinbase-exchange",)
+    rest_prefix = "/coinbase-exchange"
+    routes = (Route("/products", list_products), Route("/products/{product_id}", get_product))
+    book_channel = "book"
+
+    def index(self, msg: Dict[str, Any]) -> Optional[List[Indexed]]:
+        kind = msg.get("type")
+        if not isinstance(kind, str) or "channel" in msg or "jsonrpc" in msg:
+            return None
+        product = msg.get("product_id")
+        if not isinstance(product, str):
+            return []
+        if kind in BOOK_TYPES:
+            return [("book", product, msg)]
+        return [("trades", product, msg)] if kind in TRADE_TYPES else []
+
+    def rename(self, channel: str, payload: Dict[str, Any], name: str) -> Dict[str, Any]:
+        return {**payload, "product_id": name}
+
+    def size_slots(self, msg: Dict[str, Any]) -> List[Tuple[Any, Any]]:
+        """Snapshot ``bids``/``asks`` ``[price, size]``, l2update ``changes``
+        ``[side, price, size]``."""
+        slots: List[Tuple[Any, Any]] = [(level, 1) for key in ("bids", "asks")
+                                        for level in msg.get(key) or ()]
+        return slots + [(change, 2) for change in msg.get("changes") or ()]
+
+    def unknown_message(self, name: str, product: Optional[str]) -> Dict[str, Any]:
+        return {"type": name, "product_id": product}
+
+    def reference_lists(self, directory: Path) -> List[ReferenceList]:
+        path = directory / PRODUCTS_FILE
+        if not path.exists():
+            return []
+        products = read_reference(path)
+        return [ReferenceList("", PRODUCTS_RECORDED_MS,
+                              [p for p in products if isinstance(p, dict)]
+                              if isinstance(products, list) else [])]
+
+    def record_name(self, record: Record) -> str:
+        return str(record.get("id"))
+
+    def family(self, name: str) -> Tuple[Hashable, ...]:
+        return (name.rpartition("-")[2],)  # the quote currency
+
+
+EXCHANGE = CoinbaseExchange()

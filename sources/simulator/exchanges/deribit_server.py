@@ -1,0 +1,516 @@
+"""Deribit JSON-RPC 2.0, simulated: websocket on ``/deribit`` and ``/ws/api/v2``, REST
+under ``/deribit/api/v2`` and Deribit's own ``/api/v2``.
+
+Requests are answered with their ``id`` echoed and Deribit's timing fields
+(``usIn``/``usOut``/``usDiff``, ``testnet: false``); notifications carry no
+``id``. One ``public/subscribe`` may name up to 500 channels (more is an error),
+of two kinds, mixed freely:
+
+* ``book.{instrument}.{interval}``: the recordings were made on ``raw``, but
+  unauthenticated clients may only use ``100ms``/``agg2``, so the recorded changes
+  are served on whichever interval was subscribed, under the client's own channel
+  name. ``raw`` needs a prior ``public/auth``, which accepts any credentials: the
+  point is to make clients that forget to authenticate fail the way they would on
+  the real server (error 13778 for the whole request). One plain book channel per
+  instrument and connection; a resubscribe snapshot continues the change chain.
+* ``book.{instrument}.{group}.{depth}.{interval}`` (group ``none``, depth 1, 10 or
+  20, interval ``100ms`` or ``agg2``): after each recorded change, the complete
+  top-``depth`` book as ``[price, amount]`` pairs with ``instrument_name``,
+  ``change_id`` and ``timestamp``, and no ``prev_change_id`` or ``type``.
+
+Exchange times: ``timestamp`` as recorded, moved by the exchange clock (a
+resubscribe snapshot carries the last one sent). Subscribe requests over the
+configured rate (off by default) are answered with ``10028 too_many_requests``
+(the real server may also end the session).
+
+Heartbeats follow the real server: after ``public/set_heartbeat`` a
+``test_request`` goes out every interval, and a client that has not called
+``public/test`` by the next one is disconnected.
+
+Instruments: ``public/get_instruments`` (over the websocket, or
+``GET .../api/v2/public/get_instruments?currency=BTC&kind=option&expired=false``)
+serves the bundled lists, one per currency, with ``creation_timestamp`` and
+``expiration_timestamp`` moved by each list's own offset. Recorded instruments a
+list lacks (the bundled book recording is from 2021-04, the lists from 2021-07)
+are added to their currency's list, built from the name (expiry at 08:00 UTC on
+the named day, strike, call/put; settlement period from the date) with the
+other fields (tick size, contract size...) of a listed instrument of the same
+currency and kind. ``expired=true`` lists the instruments the schedule has
+delisted. Bad values get ``-32602 Invalid params`` with HTTP 400, as the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import heapq
+import re
+import time
+from http import HTTPStatus
+from pathlib import Path
+from typing import (Any, Callable, Dict, Hashable, List, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
+
+import orjson
+
+from sources.simulator.clock import ExchangeClock
+from sources.simulator.exchanges.base import Indexed, SimulatedExchange
+from sources.simulator.limits import Limits
+from sources.simulator.outbox import BOOK, HEARTBEAT, REPLY, OutFrame
+from sources.simulator.recording import RecordedFrame
+from sources.simulator.rest import RestReply, RestRequest, Route, json_reply
+from sources.simulator.session import Session
+from sources.simulator.stream import Adapt, ProductStream, SentBook
+from sources.simulator.universe import Record, ReferenceList, Universe, read_reference
+
+VENUE = "deribit"
+#: Reported by ``public/test``; marks the answer as the simulator's.
+VERSION = "lobstream-simulator-1"
+INTERVALS = ("raw", "100ms", "agg2")
+GROUPED_INTERVALS = ("100ms", "agg2")
+GROUPS = ("none",)
+DEPTHS = ("1", "10", "20")
+#: Channels one ``public/subscribe`` may name (market-data best practices page).
+MAX_CHANNELS = 500
+
+#: Bundled ``public/get_instruments`` replies, one per currency; each body's
+#: ``usIn`` says when it was recorded.
+INSTRUMENT_FILES = {currency: f"deribit_instruments_{currency}.json.gz"
+                    for currency in ("BTC", "ETH", "SOL", "USDC")}
+#: Valid ``currency`` values (documented ones, plus any bundled list's).
+CURRENCIES = frozenset(("BTC", "ETH", "USDC", "USDT", "EURR", "any", *INSTRUMENT_FILES))
+KINDS = ("future", "option", "spot", "future_combo", "option_combo", "combo", "any")
+_EXPIRED = {None: False, False: False, "false": False, True: True, "true": True}
+#: ``expiration_timestamp`` of perpetuals (3000-01-01): not a time to move.
+PERPETUAL_EXPIRY = 32503708800000
+
+_MONTHS = {m: i for i, m in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG",
+                                       "SEP", "OCT", "NOV", "DEC"), start=1)}
+#: ``BTC-PERPETUAL``, ``BTC-25MAR23``, ``BTC-27JUN25-60000-C``, ``XRP_USDC-30JUN23-0d625-C``.
+_NAME = re.compile(r"(?P<base>[A-Z0-9]+)(?:_(?P<quote>[A-Z]+))?-(?:(?P<perpetual>PERPETUAL)|"
+                   r"(?P<day>\d{1,2})(?P<month>[A-Z]{3})(?P<year>\d\d)"
+                   r"(?:-(?P<strike>\d+(?:d\d+)?)-(?P<right>[CP]))?)")
+
+
+class RpcError(Exception):
+    """A JSON-RPC error answer: ``code``, ``message`` and optional ``data``."""
+
+    def __init__(self, code: int, message: str, data: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.error: Dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            self.error["data"] = data
+
+
+def invalid_params(reason: str, param: str) -> RpcError:
+    return RpcError(-32602, "Invalid params", {"reason": reason, "param": param})
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def rpc_reply(us_in: int, request_id: Any, answer: Tuple[str, Any]) -> Dict[str, Any]:
+    """A reply; ``usOut``/``usDiff`` are stamped when it is sent."""
+    reply = {"jsonrpc": "2.0", "id": request_id, answer[0]: answer[1],
+             "usIn": us_in, "usOut": 0, "usDiff": 0, "testnet": False}
+    if request_id is None:
+        del reply["id"]  # HTTP GETs carry no id, and their replies none either
+    return reply
+
+
+class DeribitBookStream(ProductStream):
+    """``book.{instrument}.{interval}`` for one instrument; tracks the book and the
+    last ``change_id`` sent so a resubscribe snapshot continues the chain."""
+
+    resyncs = True
+
+    def __init__(self, product: str, frames: Sequence[RecordedFrame], channel: str,
+                 adapt: Adapt) -> None:
+        super().__init__(product, frames, adapt)
+        self.channel = channel
+        self._book = SentBook()
+        self._change_id: Any = None
+        self._timestamp: Any = None
+
+    def apply(self, data: Dict[str, Any]) -> None:
+        if "prev_change_id" not in data:  # a snapshot, whether or not it says so
+            self._book.clear()
+        for key, side in (("bids", self._book.bids), ("asks", self._book.asks)):
+            for action, price, amount in data.get(key) or ():
+                if action == "delete" or amount == 0:
+                    side.pop(price, None)
+                else:
+                    side[price] = amount
+        self._change_id = data.get("change_id")
+        self._timestamp = data.get("timestamp")
+
+    def snapshot(self) -> Dict[str, Any]:
+        """As the real server's first notification: ``type`` snapshot, no
+        ``prev_change_id``, every level as ``new``; ``change_id`` is the last one
+        sent, so the next recorded change (prev_change_id == it) chains on."""
+        bids = [["new", p, self._book.bids[p]] for p in sorted(self._book.bids, reverse=True)]
+        asks = [["new", p, self._book.asks[p]] for p in sorted(self._book.asks)]
+        return {"type": "snapshot", "timestamp": self._timestamp,
+                "instrument_name": self.product, "change_id": self._change_id,
+                "bids": bids, "asks": asks}
+
+    def render(self, data: Dict[str, Any]) -> OutFrame:
+        msg = {"jsonrpc": "2.0", "method": "subscription",
+               "params": {"channel": self.channel, "data": data}}
+        return OutFrame(BOOK, msg, product=self.product, seq=data.get("change_id"))
+
+
+class DeribitGroupedStream(DeribitBookStream):
+    """``book.{instrument}.none.{depth}.{interval}``: the recorded changes applied to
+    a book, each sent as the complete top of that book; nothing to resync."""
+
+    resyncs = False
+
+    def __init__(self, product: str, frames: Sequence[RecordedFrame], channel: str,
+                 depth: int, adapt: Adapt) -> None:
+        super().__init__(product, frames, channel, adapt)
+        self._depth = depth
+
+    def render(self, data: Dict[str, Any]) -> OutFrame:
+        bids, asks = self._book.bids, self._book.asks
+        top = {"timestamp": data.get("timestamp"), "instrument_name": self.product,
+               "change_id": data.get("change_id"),
+               "bids": [[p, bids[p]] for p in heapq.nlargest(self._depth, bids)],
+               "asks": [[p, asks[p]] for p in heapq.nsmallest(self._depth, asks)]}
+        return super().render(top)
+
+
+class Channel(NamedTuple):
+    """A parsed book channel name; ``depth`` 0 for the plain (change) channel."""
+
+    name: str
+    instrument: str
+    depth: int
+
+
+class DeribitSession(Session):
+    """One Deribit connection."""
+
+    venue = VENUE
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._authorized = False
+        self._test_pending = False
+        self._heartbeats: Optional["asyncio.Task[None]"] = None
+        self._books: Dict[str, DeribitBookStream] = {}  # plain channels, by instrument
+        self._grouped: Dict[str, DeribitGroupedStream] = {}  # by channel name
+        self._methods: Dict[str, Callable[[Dict[str, Any]], Any]] = {
+            "public/subscribe": self._subscribe,
+            "public/unsubscribe": self._unsubscribe,
+            "public/get_instruments": lambda params: instruments(
+                self.universe, self.now(), params.get("currency"), params.get("kind"),
+                params.get("expired")),
+            "public/set_heartbeat": self._set_heartbeat,
+            "public/test": self._test,
+            "public/auth": self._auth,
+        }
+
+    def stamp(self, frame: OutFrame) -> None:
+        msg = frame.msg
+        if "usIn" in msg:
+            msg["usOut"] = now_us()
+            msg["usDiff"] = msg["usOut"] - msg["usIn"]
+
+    async def handle(self, message: Union[str, bytes]) -> None:
+        us_in = now_us()
+        request_id: Any = None
+        try:
+            try:
+                request = orjson.loads(message)
+            except orjson.JSONDecodeError:
+                raise RpcError(-32700, "Parse error") from None
+            if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+                raise RpcError(-32600, "Invalid Request")
+            request_id = request.get("id")
+            method = self._methods.get(request["method"])
+            if method is None:
+                raise RpcError(-32601, "Method not found")
+            params = request.get("params") or {}
+            if not isinstance(params, dict):
+                raise RpcError(-32602, "Invalid params")
+            # Handlers change state synchronously; the reply's send is queued
+            # before any frame they cause, so the answer comes first.
+            answer: Tuple[str, Any] = ("result", method(params))
+        except RpcError as exc:
+            answer = ("error", exc.error)
+        await self.send(REPLY, rpc_reply(us_in, request_id, answer))
+
+    def _channels(self, params: Dict[str, Any]) -> List[str]:
+        channels = params.get("channels")
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise invalid_params("channels must be a list of strings", "channels")
+        return list(dict.fromkeys(channels))
+
+    def _parse(self, channel: str) -> Channel:
+        """Check one channel name (and that it may be subscribed now)."""
+        parts = channel.split(".")
+        plain = len(parts) == 3 and parts[2] in INTERVALS
+        grouped = (len(parts) == 5 and parts[2] in GROUPS and parts[3] in DEPTHS
+                   and parts[4] in GROUPED_INTERVALS)
+        if parts[0] != "book" or not (plain or grouped):
+            raise invalid_params(
+                f"channel {channel!r} is not served here: use book.INSTRUMENT.(100ms|agg2|raw) "
+                "or book.INSTRUMENT.none.(1|10|20).(100ms|agg2)", "channels")
+        if plain and parts[2] == "raw" and not self._authorized:
+            raise RpcError(13778, "raw_subscriptions_not_available_for_unauthorized")
+        unknown = self.unknown([parts[1]])
+        if unknown:
+            raise invalid_params(f"unknown instrument {unknown[0]!r} in {channel!r}", "channels")
+        refused = self.subscribe_error(parts[1])
+        if refused is not None:
+            raise RpcError(refused.code, refused.message)
+        return Channel(channel, parts[1], int(parts[3]) if grouped else 0)
+
+    def _subscribe(self, params: Dict[str, Any]) -> List[str]:
+        channels = self._channels(params)
+        self.count_subscribe(len(channels))
+        if not self.allowed():
+            raise RpcError(10028, "too_many_requests")
+        if len(channels) > MAX_CHANNELS:
+            raise invalid_params(f"{len(channels)} channels: at most {MAX_CHANNELS} per request",
+                                 "channels")
+        wanted = [self._parse(channel) for channel in channels]
+        for channel in wanted:
+            stream = self._books.get(channel.instrument)
+            if not channel.depth and stream is not None and stream.active \
+                    and stream.channel != channel.name:
+                raise invalid_params(f"{channel.instrument} is already subscribed as "
+                                     f"{stream.channel!r}; the simulator serves one book channel "
+                                     "per instrument", "channels")
+        for channel in wanted:
+            self._start(channel)
+        self.replay.wake()
+        return channels
+
+    def _start(self, channel: Channel) -> None:
+        streams: Dict[str, Any] = self._grouped if channel.depth else self._books
+        key = channel.name if channel.depth else channel.instrument
+        stream = streams.get(key)
+        if stream is None:
+            source = self.universe.source(channel.instrument, self.now())
+            assert source is not None  # checked by _parse
+            frames = self.ctx.recording.frames(VENUE, "book", source)
+            adapt = self._adapt(channel.instrument, source)
+            stream = (DeribitGroupedStream(channel.instrument, frames, channel.name, channel.depth,
+                                           adapt) if channel.depth
+                      else DeribitBookStream(channel.instrument, frames, channel.name, adapt))
+            streams[key] = stream
+            self.replay.add(stream)
+        elif not stream.active:
+            stream.channel = channel.name
+            stream.resume()
+
+    def _adapt(self, instrument: str, source: str) -> Adapt:
+        clock = self.clock
+
+        def adapt(data: Dict[str, Any]) -> Dict[str, Any]:
+            if instrument != source:
+                data = EXCHANGE.rename("book", data, instrument)
+            if clock.shifted and "timestamp" in data:
+                data = {**data, "timestamp": clock.ms(data["timestamp"])}
+            return data
+        return adapt
+
+    def _unsubscribe(self, params: Dict[str, Any]) -> List[str]:
+        removed = []
+        for channel in self._channels(params):
+            parts = channel.split(".")
+            stream = (self._books.get(parts[1]) if len(parts) == 3
+                      else self._grouped.get(channel))
+            if stream is not None and stream.active and stream.channel == channel:
+                stream.pause()
+                removed.append(channel)
+        self.replay.wake()
+        return removed
+
+    def _set_heartbeat(self, params: Dict[str, Any]) -> str:
+        interval = params.get("interval")
+        minimum = self.ctx.config.min_heartbeat
+        if not isinstance(interval, (int, float)) or interval < minimum:
+            raise invalid_params(f"interval must be a number >= {minimum:g}", "interval")
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+        self._test_pending = False
+        self._heartbeats = self.spawn(self._send_heartbeats(float(interval)))
+        return "ok"
+
+    def _test(self, params: Dict[str, Any]) -> Dict[str, str]:
+        self._test_pending = False
+        return {"version": VERSION}
+
+    def _auth(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        self._authorized = True
+        return {"access_token": "simulator", "refresh_token": "simulator",
+                "expires_in": 31536000, "scope": "connection", "token_type": "bearer"}
+
+    async def _send_heartbeats(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self._test_pending:
+                await self.ws.close(1008, "test_request not answered with public/test")
+                return
+            self._test_pending = True
+            await self.send(HEARTBEAT, {"jsonrpc": "2.0", "method": "heartbeat",
+                                        "params": {"type": "test_request"}})
+
+
+# --- instruments -------------------------------------------------------------------
+
+def instruments(universe: Universe, now: float, currency: Any, kind: Any,
+                expired: Any) -> List[Record]:
+    """``public/get_instruments``: raises :class:`RpcError` on a bad value. Query
+    strings and JSON values are both accepted (``expired=false`` / ``false``)."""
+    if not isinstance(currency, str) or currency not in CURRENCIES:
+        raise invalid_params("wrong format", "currency")
+    if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
+        raise invalid_params("wrong format", "kind")
+    flag = _EXPIRED.get(expired) if isinstance(expired, (bool, str, type(None))) else None
+    if flag is None:
+        raise invalid_params("wrong format", "expired")
+    listed = universe.records(now, delisted=flag, group=None if currency == "any" else currency)
+    wanted = [record for record in listed
+              if kind in (None, "any", record.get("kind"))
+              or (kind == "combo" and str(record.get("kind")).endswith("_combo"))]
+    return [{**record, "is_active": False} for record in wanted] if flag else wanted
+
+
+def get_instruments(request: RestRequest) -> RestReply:
+    """``GET /api/v2/public/get_instruments``."""
+    us_in = now_us()
+    try:
+        answer: Tuple[str, Any] = ("result", instruments(
+            request.universe, request.now, request.one("currency"), request.one("kind"),
+            request.one("expired")))
+    except RpcError as exc:
+        answer = ("error", exc.error)
+    reply = rpc_reply(us_in, None, answer)
+    reply["usOut"] = now_us()
+    reply["usDiff"] = reply["usOut"] - us_in
+    return json_reply(reply, 400 if answer[0] == "error" else 200)
+
+
+def _expiry_ms(day: int, month: int, year: int) -> int:
+    """Deribit's expiries are at 08:00 UTC."""
+    return calendar.timegm((year, month, day, 8, 0, 0)) * 1000
+
+
+def _settlement_period(day: int, month: int, year: int) -> str:
+    """``month`` for a month's last Friday, ``week`` for other Fridays, else ``day``."""
+    weekday = calendar.weekday(year, month, day)
+    if weekday != calendar.FRIDAY:
+        return "day"
+    return "month" if day + 7 > calendar.monthrange(year, month)[1] else "week"
+
+
+class Deribit(SimulatedExchange):
+    venue = VENUE
+    session = DeribitSession
+    ws_paths = ("/deribit", "/ws/api/v2")
+    rest_prefix = "/deribit"
+    rest_aliases = ("/api/v2/",)
+    routes = (Route("/api/v2/public/get_instruments", get_instruments),)
+    book_channel = "book"
+    limits = Limits(max_connections=32)
+
+    def index(self, msg: Dict[str, Any]) -> Optional[List[Indexed]]:
+        if "jsonrpc" not in msg:
+            return None
+        params = msg.get("params")
+        if msg.get("method") != "subscription" or not isinstance(params, dict):
+            return []
+        parts = str(params.get("channel", "")).split(".")
+        data = params.get("data")
+        # Only the plain book channel (book.INSTRUMENT.INTERVAL) is a change chain;
+        # grouped channels carry whole top-N books with other semantics.
+        if len(parts) != 3 or parts[0] != "book" or not isinstance(data, dict):
+            return []
+        instrument = data.get("instrument_name", parts[1])
+        return [("book", instrument, data)] if isinstance(instrument, str) else []
+
+    def rename(self, channel: str, payload: Dict[str, Any], name: str) -> Dict[str, Any]:
+        return {**payload, "instrument_name": name}
+
+    def size_slots(self, msg: Dict[str, Any]) -> List[Tuple[Any, Any]]:
+        """``params.data.bids/asks``: ``[action, price, amount]`` or, grouped,
+        ``[price, amount]`` (the size is a level's last field)."""
+        params = msg.get("params")
+        data = params.get("data") if isinstance(params, dict) else None
+        if not isinstance(data, dict):
+            return []
+        return [(level, len(level) - 1) for key in ("bids", "asks")
+                for level in data.get(key) or ()]
+
+    def unknown_message(self, name: str, product: Optional[str]) -> Dict[str, Any]:
+        return {"jsonrpc": "2.0", "method": name, "params": {"instrument_name": product}}
+
+    def rest_error(self, status: int) -> RestReply:
+        error = (RpcError(10028, "too_many_requests") if status == 429 else
+                 RpcError(-32000, HTTPStatus(status).phrase.lower().replace(" ", "_")))
+        return json_reply(rpc_reply(now_us(), None, ("error", error.error)), status)
+
+    def reference_lists(self, directory: Path) -> List[ReferenceList]:
+        lists = []
+        for currency, file in INSTRUMENT_FILES.items():
+            path = directory / file
+            if not path.exists():
+                continue
+            body = read_reference(path)
+            records = body.get("result") if isinstance(body, dict) else None
+            if isinstance(records, list) and isinstance(body.get("usIn"), int):
+                lists.append(ReferenceList(currency, body["usIn"] / 1000.0,
+                                           [r for r in records if isinstance(r, dict)]))
+        return lists
+
+    def record_name(self, record: Record) -> str:
+        return str(record.get("instrument_name"))
+
+    def shift_record(self, record: Record, clock: ExchangeClock) -> Record:
+        shifted = {**record, "creation_timestamp": clock.ms(record.get("creation_timestamp"))}
+        if record.get("expiration_timestamp") != PERPETUAL_EXPIRY:
+            shifted["expiration_timestamp"] = clock.ms(record.get("expiration_timestamp"))
+        return shifted
+
+    def build_record(self, name: str, listed: Sequence[Tuple[str, Record]],
+                     clock: ExchangeClock) -> Optional[Tuple[str, Record]]:
+        match = _NAME.fullmatch(name)
+        if match is None or (match["month"] is not None and match["month"] not in _MONTHS):
+            return None
+        base, quote = match["base"], match["quote"]
+        currency = quote or base
+        kind = "option" if match["strike"] else "future"
+        perpetual = match["perpetual"] is not None
+        template = next((r for group, r in listed if group == currency and r.get("kind") == kind
+                         and (r.get("settlement_period") == "perpetual") == perpetual), {})
+        record: Record = {**template, "instrument_name": name, "kind": kind,
+                          "base_currency": base, "is_active": True}
+        if perpetual:
+            record.update(settlement_period="perpetual", expiration_timestamp=PERPETUAL_EXPIRY)
+        else:
+            day, month, year = int(match["day"]), _MONTHS[match["month"]], 2000 + int(match["year"])
+            if not 1 <= day <= calendar.monthrange(year, month)[1]:
+                return None
+            expiry = clock.ms(_expiry_ms(day, month, year))
+            record.update(settlement_period=_settlement_period(day, month, year),
+                          expiration_timestamp=expiry,
+                          creation_timestamp=min(record.get("creation_timestamp", expiry), expiry))
+        if match["strike"]:
+            record.update(strike=float(match["strike"].replace("d", ".")),
+                          option_type="call" if match["right"] == "C" else "put")
+        return currency, record
+
+    def family(self, name: str) -> Tuple[Hashable, ...]:
+        match = _NAME.fullmatch(name)
+        if match is None:
+            return ()
+        kind = "option" if match["strike"] else "future"
+        return ((match["quote"] or match["base"], kind), kind)
+
+
+EXCHANGE = Deribit()

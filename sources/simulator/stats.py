@@ -1,0 +1,87 @@
+"""What clients did to a simulator, counted per venue, for tests to check.
+
+A test can then assert that a flow stays within the real venues' limits (peak
+connections, message rates, channels per subscribe) and that the simulator
+refused what a real venue would, without parsing logs. The server's event loop
+writes; any thread may read a copy meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Dict
+
+
+@dataclass
+class VenueStats:
+    """One venue's counters (a copy when read through :class:`SimulatorStats`).
+
+    ``peak_message_rate`` is the most rate-counted client messages one IP sent
+    within one second (all client messages on Coinbase, subscribe requests on
+    Deribit); ``rate_limited`` counts those refused over the configured limit.
+    ``subscribe_sizes`` maps how many channels (Deribit) or products (Coinbase) a
+    subscribe request named to how many requests did. ``rest_errors`` counts REST
+    replies with a status of 400 or more.
+    """
+
+    open_connections: int = 0
+    peak_connections: int = 0
+    accepted_connections: int = 0
+    refused_handshakes: int = 0
+    peak_message_rate: int = 0
+    rate_limited: int = 0
+    subscribe_requests: int = 0
+    subscribe_sizes: Counter = field(default_factory=Counter)
+    rest_requests: int = 0
+    rest_errors: int = 0
+
+
+class SimulatorStats:
+    """Per-venue :class:`VenueStats` of one server; ``stats["deribit"]`` is a copy."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._venues: Dict[str, VenueStats] = {}
+
+    def __getitem__(self, venue: str) -> VenueStats:
+        with self._lock:
+            current = self._venues.get(venue, VenueStats())
+            return replace(current, subscribe_sizes=Counter(current.subscribe_sizes))
+
+    def _venue(self, venue: str) -> VenueStats:
+        return self._venues.setdefault(venue, VenueStats())
+
+    def opened(self, venue: str) -> None:
+        with self._lock:
+            v = self._venue(venue)
+            v.open_connections += 1
+            v.accepted_connections += 1
+            v.peak_connections = max(v.peak_connections, v.open_connections)
+
+    def closed(self, venue: str) -> None:
+        with self._lock:
+            self._venue(venue).open_connections -= 1
+
+    def refused(self, venue: str) -> None:
+        with self._lock:
+            self._venue(venue).refused_handshakes += 1
+
+    def message_rate(self, venue: str, in_last_second: int, limited: bool) -> None:
+        with self._lock:
+            v = self._venue(venue)
+            v.peak_message_rate = max(v.peak_message_rate, in_last_second)
+            v.rate_limited += limited
+
+    def subscribe(self, venue: str, size: int) -> None:
+        with self._lock:
+            v = self._venue(venue)
+            v.subscribe_requests += 1
+            v.subscribe_sizes[size] += 1
+
+    def rest(self, venue: str, status: int) -> None:
+        with self._lock:
+            v = self._venue(venue)
+            v.rest_requests += 1
+            v.rest_errors += status >= 400
