@@ -14,6 +14,7 @@ individual environment variables. The keys are declared once, here for
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import tomllib
@@ -23,6 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sinks import SINKS
 from sources.venues import VENUE_NAMES, VENUES
+from sources.instruments.select import Rule, parse_rules
+from sources.instruments.universe import CHECK, MODES, OFF, REQUIRE
 from sources.venues.base import Setting, Venue, safe_text
 from state.bars import parse_interval
 
@@ -34,12 +37,20 @@ class ConfigError(ValueError):
 @dataclass
 class VenueConfig:
     """What to follow on one venue. ``settings`` holds the venue's own keys
-    (e.g. Deribit ``interval``), validated."""
+    (e.g. Deribit ``interval``), validated. ``rules`` select products from the
+    venue's instrument list, fetched from ``rest_url`` (the venue's own REST host
+    when empty) unless ``instruments`` is ``off``; ``refresh`` re-resolves every
+    so many seconds (0: never). Built in code the listing is not fetched unless
+    asked; from a file or the environment it is checked by default."""
 
     products: List[str]
     url: str
     settings: Dict[str, Any] = field(default_factory=dict)
     products_per_connection: int = 0  # 0: the venue's default
+    rules: Tuple[Rule, ...] = ()
+    instruments: str = OFF
+    refresh: float = 0.0
+    rest_url: str = ""
 
 
 @dataclass
@@ -108,7 +119,8 @@ REPLAY_KEYS = (
     Key("speed", 0.0, "0 = as fast as possible, 1 = recorded pace", 0.0, 1e6),
 )
 #: Keys every venue table has, besides the venue's own settings.
-VENUE_COMMON = ("products", "url", "products_per_connection")
+VENUE_COMMON = ("products", "url", "products_per_connection", "rules", "instruments", "refresh",
+                "rest_url")
 #: ``LOBSTREAM_*`` variables that belong to lobstream's scripts, not to the flow.
 SCRIPT_VARIABLES = frozenset({"LOBSTREAM_CONFIG", "LOBSTREAM_DEMO_SPEED",
                               "LOBSTREAM_SOAK_SECONDS", "LOBSTREAM_EXTRAS"})
@@ -218,10 +230,15 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
 
 def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
     name = venue.name
-    products = [str(p) for p in _list(f"{name}.products",
-                                      table.get("products", list(venue.default_products)))]
-    if not products:
-        raise ConfigError(f"{name}.products is empty; e.g. {', '.join(venue.default_products)}")
+    try:
+        rules = tuple(parse_rules(name, _rules(name, table.get("rules", []))))
+    except ValueError as ex:
+        raise ConfigError(str(ex)) from None
+    default = [] if rules else list(venue.default_products)
+    products = [str(p) for p in _list(f"{name}.products", table.get("products", default))]
+    if not products and not rules:
+        raise ConfigError(f"{name}.products is empty and no rules select products; e.g. "
+                          f"{', '.join(venue.default_products)}")
     for product in products:
         problem = venue.check_product(product)
         if problem:
@@ -241,7 +258,30 @@ def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
     if book_depth and depth > book_depth:
         raise ConfigError(f"run.depth={depth} exceeds {name}.depth={book_depth}: a depth-limited "
                           f"book has only {book_depth} levels per side")
-    return VenueConfig(products, url, settings, per_conn)
+    mode = str(table.get("instruments", CHECK))
+    if mode not in MODES:
+        raise ConfigError(f"{name}.instruments={_show(mode)}; valid choices: {', '.join(MODES)}")
+    if rules and mode == OFF:
+        raise ConfigError(f"{name}.rules need the instrument list; set {name}.instruments to "
+                          f"{CHECK} or {REQUIRE}")
+    refresh = _number(f"{name}.refresh", table.get("refresh", 3600.0 if rules else 0.0), float,
+                      10.0, 86400.0, zero_ok=True)
+    rest_url = str(table.get("rest_url", ""))
+    if rest_url and not rest_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}.rest_url={_show(rest_url)}: expected an http:// or https:// "
+                          "URL")
+    return VenueConfig(products, url, settings, per_conn, rules, mode, refresh, rest_url)
+
+
+def _rules(name: str, value: Any) -> Any:
+    """Rules from TOML (a list of inline tables) or the environment (JSON text)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ConfigError(f"{name}.rules: expected JSON such as "
+                              '[{"kind": "option", "base": "BTC"}]') from None
+    return value
 
 
 def _setting(venue: str, setting: Setting, value: Any) -> Any:

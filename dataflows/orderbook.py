@@ -36,6 +36,7 @@ from dataflows.monitoring import register_collector, serve_metrics, start_status
 from sinks import SINKS
 from sinks.console import ConsoleSink
 from sources.capture.format import Recorder, check_record_dir
+from sources.instruments.universe import VenueUniverse, resolve_at_start
 from sources.runtime import shutdown
 from sources.runtime.placement import ConnectionPlan, VenueRun, plan_connections
 from sources.runtime.registry import Registry
@@ -116,7 +117,8 @@ DATA_TYPES = frozenset(("summary", "status", "trade", "ticker", "bar"))
 def venue_runs(cfg: Config) -> List[VenueRun]:
     """What to follow on each configured venue."""
     return [VenueRun(VENUES[name], vc.settings, vc.url, tuple(vc.products),
-                     vc.products_per_connection or VENUES[name].limits.products_per_connection)
+                     vc.products_per_connection or VENUES[name].limits.products_per_connection,
+                     vc.rest_url)
             for name, vc in cfg.venues.items()]
 
 
@@ -148,6 +150,24 @@ def clock_ms(cfg: Config) -> float:
     return float(min((1000,) + cfg.bar_intervals)) if cfg.bar_intervals else 0.0
 
 
+def resolve_universes(cfg: Config) -> List[VenueUniverse]:
+    """Check each live venue's names (and select by its rules) against its
+    instrument list, fetched once at start; ``cfg``'s product lists become the
+    resolved ones. Raises ConfigError with one line."""
+    universes = []
+    for name, vc in cfg.venues.items():
+        u = VenueUniverse(name, tuple(vc.products), vc.rules, vc.rest_url or VENUES[name].rest_url,
+                          vc.refresh, vc.instruments)
+        try:
+            chosen = resolve_at_start(u)
+        except ValueError as ex:
+            raise ConfigError(str(ex)) from None
+        if chosen:
+            vc.products = [i.symbol for i in chosen]
+        universes.append(u)
+    return universes
+
+
 def build_flow(cfg: Config, registry: Optional[Registry] = None,
                resync: Optional[ResyncRequests] = None) -> Dataflow:
     """The dataflow for ``cfg``. ``registry`` collects the live feeds and book
@@ -164,12 +184,13 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None,
     else:
         if cfg.record_dir:
             check_record_dir(cfg.record_dir)
+        universes = resolve_universes(cfg)
         events = op.input("feeds", flow, WebsocketSource(
             planner(cfg), resync=resync, registry=registry, exit_on_close=cfg.exit_on_close,
             silence_timeout=cfg.silence_timeout,
             recorder=_recorder(cfg.record_dir) if cfg.record_dir else None,
             queue_frames=cfg.queue_frames, queue_bytes=cfg.queue_mb * 2**20,
-            clock_ms=clock_ms(cfg)))
+            clock_ms=clock_ms(cfg), universes=universes))
     bars = BarSpec(cfg.bar_intervals, cfg.bar_lateness * 1000.0, cfg.bar_keep * 1000.0,
                    cfg.bar_empty) if cfg.bar_intervals else None
     step = BookStep(cfg.depth, cfg.alert_bps, resync, registry, bars)

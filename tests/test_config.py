@@ -27,9 +27,9 @@ def _error(env):
 def test_defaults():
     cfg = load_config(env={})
     assert cfg == Config(
-        venues={"coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, CB, 1),
+        venues={"coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, CB, 1, instruments="check"),
                 "deribit": VenueConfig(["BTC-PERPETUAL", "ETH-PERPETUAL"], DERIBIT_URL,
-                                       DERIBIT_DEFAULTS, 100)},
+                                       DERIBIT_DEFAULTS, 100, instruments="check")},
         replay=[], replay_speed=0.0, depth=10, alert_bps=10.0, sinks=["jsonl"], jsonl_dir="out",
         record_dir=None, exit_on_close=False, silence_timeout=30.0)
 
@@ -52,7 +52,8 @@ products_per_connection = 20
 """)
     cfg = load_config(env={"LOBSTREAM_CONFIG": path})
     assert cfg.venues == {"deribit": VenueConfig(["BTC-PERPETUAL"], "wss://test.deribit.com/ws/api/v2",
-                                                 dict(DERIBIT_DEFAULTS, interval="agg2"), 20)}
+                                                 dict(DERIBIT_DEFAULTS, interval="agg2"), 20,
+                                                 instruments="check")}
     assert (cfg.depth, cfg.alert_bps, cfg.sinks, cfg.jsonl_dir, cfg.exit_on_close) == (
         5, 2.5, ["jsonl", "stdout"], "results", True)
 
@@ -64,15 +65,16 @@ products_per_connection = 20
     assert cfg.depth == 20 and cfg.sinks == ["stdout"] and cfg.exit_on_close is False
     assert cfg.alert_bps == 2.5  # not overridden: still from the file
     assert cfg.venues == {
-        "coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, CB, 1),
+        "coinbase": VenueConfig(["BTC-USD", "ETH-USD"], CB_URL, CB, 1, instruments="check"),
         "deribit": VenueConfig(["ETH-PERPETUAL", "BTC-PERPETUAL"],
-                               "wss://test.deribit.com/ws/api/v2", DERIBIT_DEFAULTS, 20)}
+                               "wss://test.deribit.com/ws/api/v2", DERIBIT_DEFAULTS, 20,
+                               instruments="check")}
 
 
 def test_venue_table_alone_selects_that_venue(tmp_path):
     path = _toml(tmp_path, '[coinbase]\nproducts = ["SOL-USD"]\n')
     cfg = load_config(env={"LOBSTREAM_CONFIG": path})
-    assert cfg.venues == {"coinbase": VenueConfig(["SOL-USD"], CB_URL, CB, 1)}
+    assert cfg.venues == {"coinbase": VenueConfig(["SOL-USD"], CB_URL, CB, 1, instruments="check")}
 
 
 @pytest.mark.parametrize("env,expected", [
@@ -111,10 +113,10 @@ def test_env_errors(env, expected):
 
 
 @pytest.mark.parametrize("product,expected", [
-    ("BTC/USD", "coinbase.products: 'BTC/USD' is not a valid product name (e.g. BTC-USD)"),
-    ("..", "coinbase.products: '..' is not a valid product name (e.g. BTC-USD)"),
-    ("BTC-USD\\nINFO forged", "coinbase.products: 'BTC-USD\\\\nINFO forged' is not a valid "
-                              "product name (e.g. BTC-USD)"),
+    ("BTC/USD", "coinbase.products: product name 'BTC/USD' contains '/', '\\' or '..'"),
+    ("..", "coinbase.products: product name '..' contains '/', '\\' or '..'"),
+    ("BTC-USD\nINFO forged", "coinbase.products: product name 'BTC-USD\\nINFO forged' "
+                             "contains blanks or control characters"),
     ("A" * 300, None),
 ], ids=["slash", "dots", "newline", "long"])
 def test_product_names_are_validated_per_venue(product, expected):
@@ -122,6 +124,24 @@ def test_product_names_are_validated_per_venue(product, expected):
     assert "\n" not in msg and len(msg) < 200
     if expected is not None:
         assert msg == expected
+
+
+def test_rules_from_the_file_and_the_environment(tmp_path):
+    path = _toml(tmp_path, '[deribit]\nrules = [{kind = "option", base = "BTC", '
+                           'expires_within = "7d"}]\n')
+    cfg = load_config(env={"LOBSTREAM_CONFIG": path})
+    venue = cfg.venues["deribit"]
+    assert venue.products == [] and len(venue.rules) == 1 and venue.refresh == 3600.0
+    cfg = load_config(env={"LOBSTREAM_DERIBIT_RULES": '[{"kind": "perpetual"}]',
+                           "LOBSTREAM_DERIBIT_PRODUCTS": "BTC-PERPETUAL"})
+    assert cfg.venues["deribit"].products == ["BTC-PERPETUAL"]
+    assert _error({"LOBSTREAM_DERIBIT_RULES": "[{"}).startswith("deribit.rules: expected JSON")
+    assert _error({"LOBSTREAM_DERIBIT_RULES": '[{"kind": "perpetual"}]',
+                   "LOBSTREAM_DERIBIT_INSTRUMENTS": "off"}) == (
+        "deribit.rules need the instrument list; set deribit.instruments to check or require")
+    assert _error({"LOBSTREAM_DERIBIT_INSTRUMENTS": "maybe"}) == (
+        "deribit.instruments='maybe'; valid choices: check, require, off")
+    assert _error({"LOBSTREAM_DERIBIT_RULES": '[{"color": "red"}]'}).startswith("deribit")
 
 
 def test_script_variables_are_not_config():
@@ -149,7 +169,7 @@ def test_grouped_book_depth_bounds_the_imbalance_depth(tmp_path):
     ("[run]\ndepht = 5\n", "[run]: unknown key 'depht'; did you mean depth?"),
     ('[coinbase]\ninterval = "100ms"\n',
      "[coinbase]: unknown key 'interval'; valid keys: products, url, products_per_connection, "
-     "trades, tickers"),
+     "rules, instruments, refresh, rest_url, trades, tickers"),
     ("[replay]\npath = 'x'\n", "[replay]: unknown key 'path'; did you mean paths?"),
     ("[kraken]\nproducts = ['XBT/USD']\n",
      "config file: unknown key 'kraken'; valid keys: run, replay, bars, coinbase, deribit, "

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from sources.instruments.fields import BodyError, SkipLog, Skipped
 from sources.instruments.model import (BASE, CONTRACTS, FUTURE, OPTION, PERPETUAL, QUOTE, SPOT,
                                        Instrument)
-from sources.instruments.names import MAX_NAME, check_names, name_problem
+from sources.venues import get_venue
+from sources.venues.base import MAX_NAME
 from sources.instruments.venues import APIS, deribit_queries
 
 REFERENCE = Path(__file__).resolve().parent.parent / "recordings" / "reference"
@@ -342,6 +343,11 @@ def test_skip_log_logs_each_kind_once(caplog: pytest.LogCaptureFixture) -> None:
 
 # --- names -------------------------------------------------------------------------
 
+
+def name_problem(venue: str, name: Any) -> str:
+    """The venue home's verdict on a product name ("" when it is valid)."""
+    return get_venue(venue).check_product(name) or ""
+
 @pytest.mark.parametrize("venue,name", [
     ("coinbase", "BTC-USD"), ("coinbase_exchange", "1INCH-EUR"), ("deribit", "BTC-PERPETUAL"),
     ("deribit", "BTC-25MAR23"), ("deribit", "BTC-6AUG21-40000-C"), ("deribit", "BTC_USDC"),
@@ -358,24 +364,19 @@ def test_valid_names(venue: str, name: str) -> None:
     ("coinbase", "BTC-USD\n", "control"), ("coinbase", "", "empty"),
     ("coinbase", "B" * 30 + "-" + "U" * 40, f"at most {MAX_NAME}"), ("coinbase", "BTCUSD", "BASE-QUOTE"),
     ("coinbase", "btc-usd", "upper-case: BTC-USD"), ("deribit", "BTC-06AUG21", "futures BTC-25MAR23"),
-    ("deribit", "BTC-6AUG21-40000", "options"), ("deribit", "BTC-6AUX21", "deribit"),
+    ("deribit", "BTC-6AUG21-40000", "options"), ("deribit", "BTC-6AUX21", "perpetuals"),
     ("deribit", "BTC-6AUG21-0.5-C", "0d625"), ("deribit", "BTC-PERPETUA", "perpetuals"),
-    ("binance", "btcusdt", "upper-case: BTCUSDT"), ("binance", "BTC-USDT", "binance"),
+    ("binance", "btcusdt", "upper-case: BTCUSDT"), ("binance", "BTC-USDT", "upper-case symbols"),
     ("binance_coinm", 42, "string"),
 ])
 def test_invalid_names(venue: str, name: Any, message: str) -> None:
     problem = name_problem(venue, name)
     assert message in problem and "\n" not in problem
-    valid = {"coinbase": "BTC-USD", "deribit": "BTC-PERPETUAL"}.get(venue, "BTCUSDT")
-    check_names(venue, [valid])
-    with pytest.raises(ValueError, match=f"^{venue}: ") as info:
-        check_names(venue, [valid, name])
-    assert len(str(info.value).splitlines()) == 1
 
 
 def test_unknown_venue() -> None:
     with pytest.raises(ValueError, match="unknown venue 'kraken'; valid choices: coinbase"):
-        check_names("kraken", ["X"])
+        get_venue("kraken")
 
 
 @settings(max_examples=300, deadline=None)

@@ -127,6 +127,6 @@ def binance_depth_url(venue: str, symbol: str, levels: int) -> str:
     assert spec.snapshot_request is not None
     limits = spec.setting("snapshot_limit").choices
     limit = next((n for n in limits if n >= levels), limits[-1])
-    url, _ = spec.snapshot_request(spec.setting("rest_url").default, symbol.upper(),
+    url, _ = spec.snapshot_request(spec.rest_url, symbol.upper(),
                                    {"snapshot_limit": limit})
     return url

@@ -9,7 +9,7 @@ the network: the fetcher, the tests and the simulator feed them the same bytes.
 An entry that does not validate is skipped and counted by kind in the returned
 :class:`~sources.instruments.fields.Skipped`; a body that is not a list at all
 (not JSON, an error reply) raises :class:`~sources.instruments.fields.BodyError`.
-Every symbol must also pass the venue's name syntax (:mod:`.names`), and a symbol
+Every symbol must also pass the venue's name syntax (its home's ``check_product``), and a symbol
 listed twice keeps its first entry.
 """
 
@@ -26,8 +26,8 @@ from sources.instruments.fields import (CURRENCY_CODE, BodyError, EntryError, Sk
                                         text)
 from sources.instruments.model import (BASE, CALL, CONTRACTS, FUTURE, OPTION, PERPETUAL, PUT,
                                        QUOTE, SPOT, Instrument)
-from sources.instruments.names import name_problem
 from sources.transport.ratelimit import RateLimit
+from sources.venues import get_venue
 
 Parsed = Tuple[List[Instrument], Skipped]
 Entry = Dict[str, Any]
@@ -94,7 +94,7 @@ def _collect(venue: str, entries: List[Any], symbol_field: str,
             if not isinstance(entry, dict):
                 raise EntryError("not_object", f"entry is a {type(entry).__name__}")
             symbol = text(entry, symbol_field)
-            problem = name_problem(venue, symbol)
+            problem = get_venue(venue).check_product(symbol)
             if problem:
                 raise EntryError("bad_name", problem)
             if symbol in seen:
@@ -364,26 +364,26 @@ def deribit_queries(names: Sequence[str],
 
 APIS: Dict[str, InstrumentsApi] = {api.venue: api for api in (
     # Public market endpoints: 10 requests/s per IP documented; keep under it.
-    InstrumentsApi("coinbase", "https://api.coinbase.com", "/api/v3/brokerage/market/products",
+    InstrumentsApi("coinbase", get_venue("coinbase").rest_url, "/api/v3/brokerage/market/products",
                    _one_request, 1, RateLimit(8, 1.0), (SPOT,), True, _COINBASE_FIELDS,
                    parse_coinbase),
-    InstrumentsApi("coinbase_exchange", "https://api.exchange.coinbase.com", "/products",
+    InstrumentsApi("coinbase_exchange", get_venue("coinbase_exchange").rest_url, "/products",
                    _one_request, 1, RateLimit(8, 1.0), (SPOT,), False, _COINBASE_EXCHANGE_FIELDS,
                    parse_coinbase_exchange),
     # get_instruments has its own limit: 1 request/s sustained.
-    InstrumentsApi("deribit", "https://www.deribit.com", "/api/v2/public/get_instruments",
+    InstrumentsApi("deribit", get_venue("deribit").rest_url, "/api/v2/public/get_instruments",
                    deribit_queries, 1,
                    RateLimit(1, 1.0), (SPOT, PERPETUAL, FUTURE, OPTION), False, _DERIBIT_FIELDS,
                    parse_deribit),
     # Binance counts weight per IP per minute: spot 6000, futures 2400; exchangeInfo
     # costs 20 on spot, 1 on futures. Budgets keep 20 % in reserve.
-    InstrumentsApi("binance", "https://api.binance.com", "/api/v3/exchangeInfo", _one_request, 20,
+    InstrumentsApi("binance", get_venue("binance").rest_url, "/api/v3/exchangeInfo", _one_request, 20,
                    RateLimit(4800, 60.0, "X-MBX-USED-WEIGHT-1M"), (SPOT,), False,
                    _BINANCE_FIELDS, parse_binance),
-    InstrumentsApi("binance_usdm", "https://fapi.binance.com", "/fapi/v1/exchangeInfo", _one_request, 1,
+    InstrumentsApi("binance_usdm", get_venue("binance_usdm").rest_url, "/fapi/v1/exchangeInfo", _one_request, 1,
                    RateLimit(1920, 60.0, "X-MBX-USED-WEIGHT-1M"), (PERPETUAL, FUTURE), False,
                    _BINANCE_FUTURES_FIELDS, parse_binance_usdm),
-    InstrumentsApi("binance_coinm", "https://dapi.binance.com", "/dapi/v1/exchangeInfo", _one_request, 1,
+    InstrumentsApi("binance_coinm", get_venue("binance_coinm").rest_url, "/dapi/v1/exchangeInfo", _one_request, 1,
                    RateLimit(1920, 60.0, "X-MBX-USED-WEIGHT-1M"), (PERPETUAL, FUTURE), False,
                    _BINANCE_COINM_FIELDS, parse_binance_coinm),
 )}

@@ -127,14 +127,15 @@ def chunks(items: Sequence[str], size: int) -> List[List[str]]:
 
 
 class VenueRun(NamedTuple):
-    """What to follow on one venue: its home, validated settings, websocket URL,
-    products, and how many products one connection may carry."""
+    """What to follow on one venue: its home, validated settings, websocket and
+    REST URLs, products, and how many products one connection may carry."""
 
     venue: "Venue"
     settings: Mapping[str, Any]
     url: str
     products: Tuple[str, ...]
     products_per_connection: int
+    rest_url: str = ""
 
 
 class ConnectionPlan(NamedTuple):
@@ -148,6 +149,9 @@ class ConnectionPlan(NamedTuple):
     products: Tuple[str, ...]
     worker: int
     keys: Mapping[str, str]
+    rest_url: str = ""
+    #: The most products this connection may carry (products that join later fill it).
+    capacity: int = 1
 
 
 def stream_name(venue: str, products: Sequence[str]) -> str:
@@ -180,10 +184,11 @@ def plan_connections(runs: Iterable[VenueRun], workers: int,
                     (sockets_per_worker is None or max(counts) <= sockets_per_worker):
                 break
             size += 1
+        rest = run.rest_url or venue.rest_url
         for worker, group in enumerate(per_worker):
             for chunk in chunks(group, size):
                 keys = {p: routing_key(venue.name, p, worker, workers) for p in chunk}
                 plans.append(ConnectionPlan(venue, run.settings, run.url,
                                             stream_name(venue.name, chunk), tuple(chunk),
-                                            worker, keys))
+                                            worker, keys, rest, size))
     return plans

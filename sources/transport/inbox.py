@@ -63,6 +63,14 @@ class RestFailed(NamedTuple):
     product: str
 
 
+class UniverseChanged(NamedTuple):
+    """A venue's re-resolved listing: products to follow and to drop."""
+
+    venue: str
+    added: List[str]
+    removed: List[str]
+
+
 class Ended(NamedTuple):
     """Connection ``conn`` is finished for good (end of input, or stopped)."""
 

@@ -26,19 +26,21 @@ import logging
 import threading
 import time
 from datetime import datetime
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from sources.feed.feed import Feed, Keyed
 from sources.feed.reporting import BadInput, ErrorReplies
 from sources.runtime import shutdown
-from sources.runtime.placement import ConnectionPlan, routing_key
+from sources.runtime.placement import (ConnectionPlan, chunks, home_worker, routing_key,
+                                       stream_name)
 from sources.runtime.registry import Registry
 from sources.runtime.resync import ResyncRequests
 from sources.transport.connection import Connection, Recorder
+from sources.instruments.universe import Refresher, VenueUniverse
 from sources.transport.inbox import (Connected, Disconnected, Ended, Frame, Inbox, Overflowed,
-                                     RestFailed, RestReply)
+                                     RestFailed, RestReply, UniverseChanged)
 from sources.transport.limits import TokenBucket
 from sources.transport.ratelimit import RateLimit
 from sources.transport.rest import HostLimits, RestClient, RestError
@@ -68,8 +70,11 @@ class WebsocketSource(DynamicSource[Keyed]):
                  exit_on_close: bool = False, silence_timeout: float = 30.0,
                  recorder: Optional[RecorderFactory] = None, batch_size: int = 1000,
                  queue_frames: int = 100_000, queue_bytes: int = 256 * 2**20,
-                 clock_ms: float = 0.0) -> None:
+                 clock_ms: float = 0.0,
+                 universes: Sequence[VenueUniverse] = ()) -> None:
         self.planner = planner
+        #: Venues whose products are re-resolved while running (``refresh`` > 0).
+        self.universes = [u for u in universes if u.refresh > 0]
         self.resync = resync
         self.registry = registry
         self.exit_on_close = exit_on_close
@@ -84,43 +89,90 @@ class WebsocketSource(DynamicSource[Keyed]):
 
     def build(self, step_id: str, worker_index: int,
               worker_count: int) -> "_WorkerPartition":
-        plans = [p for p in self.planner(worker_count) if p.worker == worker_index]
-        return _WorkerPartition(self, plans, worker_index, worker_count)
+        everything = self.planner(worker_count)
+        plans = [p for p in everything if p.worker == worker_index]
+        return _WorkerPartition(self, everything, plans, worker_index, worker_count)
 
 
 class _WorkerPartition(StatelessSourcePartition[Keyed]):
     """All connections of one worker: their feeds here, their sockets on a thread."""
 
-    def __init__(self, source: WebsocketSource, plans: List[ConnectionPlan],
-                 worker: int, workers: int) -> None:
+    def __init__(self, source: WebsocketSource, everything: List[ConnectionPlan],
+                 plans: List[ConnectionPlan], worker: int, workers: int) -> None:
         self._source = source
+        #: One plan per venue to copy for connections opened later (URL, settings).
+        self._templates = {p.venue.name: p for p in everything}
+        #: This worker's own re-resolution of each venue's products (every worker
+        #: decides alike from the same listing).
+        refreshers = [Refresher(u, [p for plan in everything if plan.venue.name == u.venue
+                                    for p in plan.products]) for u in source.universes]
         self._batch_size = source.batch_size
         self._inbox = Inbox(source.queue_frames, source.queue_bytes)
         source.registry.add_inbox(self._inbox)
+        self._worker, self._workers = worker, workers
         self._feeds: List[Feed] = []
+        self._plans: List[ConnectionPlan] = []
         self._owned: Set[Tuple[str, str]] = set()
         for plan in plans:
-            keys = dict(plan.keys)
-            name = plan.venue.name
-
-            def key(product: str, keys: Dict[str, str] = keys, name: str = name) -> str:
-                return keys.get(product) or routing_key(name, product, worker, workers)
-
-            feed = Feed(plan.venue, plan.products, source.bad, plan.stream,
-                        settings=plan.settings, key=key, errors=source.errors,
-                        clock_ms=source.clock_ms)
-            source.registry.add_feed(feed)
-            self._feeds.append(feed)
-            self._owned.update((name, p) for p in plan.products)
-        self._thread = _SocketThread(source, plans, self._inbox, worker, workers)
+            self._feed(plan)
+        self._thread = _SocketThread(source, plans, self._inbox, worker, workers, refreshers)
         self._ended: Set[int] = set()
         self._refused_all: Set[int] = set()
         self._next_tick = 0.0
+        #: With a re-resolved universe the partition lives on without connections:
+        #: products may join later.
+        self._lasting = bool(refreshers) and not source.exit_on_close
         if not plans:
             log.info("worker %d has no connections to open", worker)
 
+    def _feed(self, plan: ConnectionPlan) -> Feed:
+        keys = dict(plan.keys)
+        name, worker, workers = plan.venue.name, self._worker, self._workers
+
+        def key(product: str) -> str:
+            return keys.get(product) or routing_key(name, product, worker, workers)
+
+        source = self._source
+        feed = Feed(plan.venue, plan.products, source.bad, plan.stream, settings=plan.settings,
+                    key=key, errors=source.errors, clock_ms=source.clock_ms)
+        source.registry.add_feed(feed)
+        self._feeds.append(feed)
+        self._plans.append(plan)
+        self._owned.update((name, p) for p in plan.products)
+        return feed
+
+    def _universe_changed(self, change: "UniverseChanged", out: List[Keyed]) -> None:
+        """Follow the venue's new listings that live here and drop the delisted."""
+        now = time.time() * 1000.0
+        venue = change.venue
+        for conn, feed in enumerate(self._feeds):
+            if feed.venue.name == venue:
+                gone = [p for p in change.removed if p in feed.books]
+                if gone:
+                    self._thread.send(conn, feed.remove(gone, now, "delisted", out))
+                    self._owned.difference_update((venue, p) for p in gone)
+        mine = [p for p in change.added if home_worker(venue, p, self._workers) == self._worker]
+        for conn, feed in enumerate(self._feeds):
+            if not mine or feed.venue.name != venue or conn in self._ended:
+                continue
+            room = self._plans[conn].capacity - len(feed.books)
+            take, mine = mine[:max(0, room)], mine[max(0, room):]
+            if take:
+                self._thread.send(conn, feed.add(take, now))
+                self._owned.update((venue, p) for p in take)
+        if mine:
+            template = self._templates.get(venue)
+            if template is None:
+                return
+            for chunk in chunks(mine, template.capacity):
+                keys = {p: routing_key(venue, p, self._worker, self._workers) for p in chunk}
+                plan = template._replace(stream=stream_name(venue, chunk), products=tuple(chunk),
+                                         worker=self._worker, keys=keys)
+                self._feed(plan)
+                self._thread.add(plan)
+
     def next_batch(self) -> List[Keyed]:
-        if shutdown.requested() or len(self._ended) == len(self._feeds):
+        if shutdown.requested() or (len(self._ended) == len(self._feeds) and not self._lasting):
             raise StopIteration()
         if not self._thread.started:
             self._thread.start()  # lazily: Bytewax may build a partition it then discards
@@ -144,6 +196,8 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
                 feeds[item.conn].rest_failed(item.product, time.time() * 1000.0)
             elif kind is Ended:
                 self._ended.add(item.conn)
+            elif kind is UniverseChanged:
+                self._universe_changed(item, out)
         now = time.time() * 1000.0
         for venue, product, reason, detail in self._source.resync.take(self._owned):
             for feed in feeds:
@@ -164,7 +218,8 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
             if feed.reconnect:
                 feed.reconnect = False
                 self._thread.reconnect(conn)
-            if conn not in self._refused_all and feed.books and not feed.wanted:
+            if conn not in self._refused_all and feed.books and not feed.wanted \
+                    and conn not in self._ended:
                 # The exchange refused everything this connection is for; retrying can
                 # only end in a reconnect loop, so the connection ends (others go on).
                 self._refused_all.add(conn)
@@ -179,18 +234,27 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
 
 
 class _SocketThread(threading.Thread):
-    """The worker's asyncio loop running every one of its connections."""
+    """The worker's asyncio loop running every one of its connections (and, when
+    the product universe is re-resolved, the periodic instrument refreshes).
+
+    Every call from the worker thread is handed to the loop in order
+    (``call_soon_threadsafe`` is FIFO), so a connection added by :meth:`add` exists
+    by the time a later :meth:`send` for it runs."""
 
     def __init__(self, source: WebsocketSource, plans: List[ConnectionPlan], inbox: Inbox,
-                 worker: int, workers: int) -> None:
+                 worker: int, workers: int, refreshers: Sequence[Refresher] = ()) -> None:
         super().__init__(name=f"lobstream-sockets-{worker}", daemon=True)
-        self._plans = plans
+        self._initial = list(plans)
+        self._refreshers = list(refreshers)
+        self._plans: List[ConnectionPlan] = []
         self._source = source
         self._inbox = inbox
         self._workers = workers
         self.started = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._connections: List[Connection] = []
+        self._tasks: Set["asyncio.Task[None]"] = set()
+        self._limiters: Dict[str, TokenBucket] = {}
         self._rest: RestClient
         self._ready = threading.Event()
 
@@ -205,36 +269,54 @@ class _SocketThread(threading.Thread):
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._rest = RestClient()
-        source = self._source
-        limiters: Dict[str, TokenBucket] = {}
-        for index, plan in enumerate(self._plans):
-            venue = plan.venue
-            if venue.name not in limiters:
-                # Every worker opens connections at the same time from the same
-                # host: each takes its share of the venue's connection rate.
-                limiters[venue.name] = TokenBucket(
-                    venue.limits.connects_per_second / max(1, self._workers), burst=1.0)
-            recorder = source.recorder(venue.name, plan.stream, plan.url) \
-                if source.recorder is not None else None
-            self._connections.append(Connection(
-                index, venue.name, plan.url, plan.stream, self._inbox,
-                connects=limiters[venue.name],
-                messages_per_second=venue.limits.messages_per_second,
-                exit_on_close=source.exit_on_close, silence_timeout=source.silence_timeout,
-                recorder=recorder, max_lifetime=venue.max_lifetime))
-            if venue.rest_snapshots:
-                rest_url = str(plan.settings.get("rest_url", ""))
-                # Half the venue's weight budget, shared by this host's workers.
-                budget = max(1, int(venue.limits.rest_weight_per_minute / 2 / self._workers))
-                self._rest.configure(rest_url, HostLimits(rate=RateLimit(budget, 60.0)))
+        for plan in self._initial:
+            self._add(plan)
+        refreshes = [asyncio.ensure_future(self._refresh(r)) for r in self._refreshers]
         self._ready.set()
         try:
-            await asyncio.gather(*(c.run() for c in self._connections))
+            while self._tasks:
+                done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                self._tasks -= done
         finally:
+            for task in refreshes:
+                task.cancel()
             await self._rest.close()
             for c in self._connections:
                 if c.recorder is not None:
                     c.recorder.close()
+
+    def _add(self, plan: ConnectionPlan) -> None:
+        """Create and start the connection of ``plan`` (its index is the next one)."""
+        source, venue = self._source, plan.venue
+        if venue.name not in self._limiters:
+            # Every worker opens connections at the same time from the same host:
+            # each takes its share of the venue's connection rate.
+            self._limiters[venue.name] = TokenBucket(
+                venue.limits.connects_per_second / max(1, self._workers), burst=1.0)
+        if venue.rest_snapshots:
+            # Half the venue's weight budget, shared by this host's workers.
+            budget = max(1, int(venue.limits.rest_weight_per_minute / 2 / self._workers))
+            self._rest.configure(plan.rest_url, HostLimits(rate=RateLimit(budget, 60.0)))
+        recorder = source.recorder(venue.name, plan.stream, plan.url) \
+            if source.recorder is not None else None
+        conn = Connection(len(self._connections), venue.name, plan.url, plan.stream,
+                          self._inbox, connects=self._limiters[venue.name],
+                          messages_per_second=venue.limits.messages_per_second,
+                          exit_on_close=source.exit_on_close,
+                          silence_timeout=source.silence_timeout, recorder=recorder,
+                          max_lifetime=venue.max_lifetime)
+        self._plans.append(plan)
+        self._connections.append(conn)
+        self._tasks.add(asyncio.ensure_future(conn.run()))
+
+    async def _refresh(self, refresher: Refresher) -> None:
+        """Re-resolve one venue's products every ``refresh`` seconds; changes go to
+        the partition through the inbox."""
+        while True:
+            await asyncio.sleep(refresher.universe.refresh)
+            added, removed = await refresher.changes(self._rest)
+            if added or removed:
+                self._inbox.put(UniverseChanged(refresher.universe.venue, added, removed))
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         loop = self._loop
@@ -245,15 +327,21 @@ class _SocketThread(threading.Thread):
         except RuntimeError:
             pass  # the loop closed meanwhile: the connections ended for good
 
+    def add(self, plan: ConnectionPlan) -> None:
+        """Open one more connection (products that joined a running flow)."""
+        self._call(self._add, plan)
+
     def send(self, conn: int, messages: List[dict]) -> None:
-        if messages and conn < len(self._connections):
-            self._call(self._connections[conn].send, list(messages))
+        if messages:
+            self._call(self._send, conn, list(messages))
+
+    def _send(self, conn: int, messages: List[dict]) -> None:
+        self._connections[conn].send(messages)
 
     def fetch(self, conn: int, product: str) -> None:
         """Fetch ``product``'s REST snapshot for connection ``conn``; the reply (or
         the failure) comes back through the inbox."""
-        if conn < len(self._plans):
-            self._call(self._start_fetch, conn, product)
+        self._call(self._start_fetch, conn, product)
 
     def _start_fetch(self, conn: int, product: str) -> None:
         asyncio.ensure_future(self._fetch(conn, product))
@@ -262,8 +350,7 @@ class _SocketThread(threading.Thread):
         plan = self._plans[conn]
         venue = plan.venue
         assert venue.snapshot_request is not None
-        url, weight = venue.snapshot_request(str(plan.settings.get("rest_url", "")), product,
-                                             plan.settings)
+        url, weight = venue.snapshot_request(plan.rest_url, product, plan.settings)
         try:
             reply = await self._rest.get(url, weight=weight)
         except RestError as ex:
@@ -277,13 +364,20 @@ class _SocketThread(threading.Thread):
         self._inbox.put(RestReply(conn, url, reply.body, ts))
 
     def reconnect(self, conn: int) -> None:
-        if conn < len(self._connections):
-            self._call(self._connections[conn].reconnect)
+        self._call(self._reconnect, conn)
+
+    def _reconnect(self, conn: int) -> None:
+        self._connections[conn].reconnect()
 
     def stop(self, conn: int) -> None:
-        if conn < len(self._connections):
-            self._call(self._connections[conn].stop)
+        self._call(self._stop, conn)
+
+    def _stop(self, conn: int) -> None:
+        self._connections[conn].stop()
 
     def stop_all(self) -> None:
+        self._call(self._stop_all)
+
+    def _stop_all(self) -> None:
         for c in self._connections:
-            self._call(c.stop)
+            c.stop()

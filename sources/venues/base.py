@@ -274,6 +274,8 @@ class Venue:
     name: str
     title: str
     default_url: str
+    #: The venue's REST host: instrument lists, snapshots (``rest_url`` overrides).
+    rest_url: str
     parse: Callable[[Raw, float], Parsed]
     protocol: Callable[[Mapping[str, Any]], Protocol]
     limits: Limits
@@ -303,12 +305,36 @@ class Venue:
         return next((h for needle, h in self.hints if needle in detail), "")
 
 
-def check_name(pattern: "re.Pattern[str]", example: str) -> Callable[[str], Optional[str]]:
-    """A product-name check from a venue's name syntax."""
+#: The longest product name any venue uses, with room to spare.
+MAX_NAME = 64
 
-    def check(name: str) -> Optional[str]:
-        if not isinstance(name, str) or not pattern.fullmatch(name):
-            return f"{safe_text(name, 80)!r} is not a valid product name (e.g. {example})"
-        return None
+
+def check_name(pattern: "re.Pattern[str]", expected: str) -> Callable[[str], Optional[str]]:
+    """A product-name check from a venue's name syntax.
+
+    Product names come from configuration files, environment variables and venue
+    replies, and end up in subscribe messages, log lines and output file names, so
+    a name must match its venue's syntax exactly: nothing with ``/``, ``..``,
+    blanks or control characters, nothing longer than :data:`MAX_NAME`. The check
+    returns why a name is not valid (one line naming what was expected), or None.
+    """
+
+    def check(name: Any) -> Optional[str]:
+        if not isinstance(name, str):
+            return f"expected a product name string, got {type(name).__name__}"
+        if not name:
+            return "empty product name"
+        if len(name) > MAX_NAME:
+            return f"product name {name[:24]!a}... has {len(name)} characters, at most {MAX_NAME}"
+        if any(c.isspace() or not c.isprintable() for c in name):
+            return f"product name {name!a} contains blanks or control characters"
+        if "/" in name or ".." in name or "\\" in name:
+            return f"product name {name!a} contains '/', '\\' or '..'"
+        if pattern.fullmatch(name):
+            return None
+        hint = ""
+        if name != name.upper() and pattern.fullmatch(name.upper()):
+            hint = f" (names are upper-case: {name.upper()})"
+        return f"{name!a} is not a valid product name{hint}; expected {expected}"
 
     return check

@@ -306,7 +306,7 @@ def _depth_weight(limits: Tuple[Tuple[int, int], ...]):  # type: ignore[no-untyp
     return weight
 
 
-_SYMBOL = re.compile(r"[A-Z0-9]{2,20}(_[A-Z0-9]{2,12})?")
+_SYMBOL = re.compile(r"[A-Z0-9]{1,30}(?:_[A-Z0-9]{1,20})?")
 
 
 def _linear(symbol: str) -> Tuple[str, float, bool]:
@@ -346,7 +346,8 @@ def _spec(name: str, title: str, url: str, rest_url: str, depth_path: str, futur
         return f"{rest}{depth_path}?symbol={product}&limit={limit}", _depth_weight(weights)(limit)
 
     return Venue(
-        name=name, title=title, default_url=url, parse=parse, protocol=protocol,
+        name=name, title=title, default_url=url, rest_url=rest_url, parse=parse,
+        protocol=protocol,
         # 300 connection attempts per 5 minutes per IP (1/s); 1,024 streams per
         # connection; 5 (spot) or 10 (futures) incoming messages per second,
         # pings and pongs included: lobstream sends at most 80 % of that. REST
@@ -358,13 +359,12 @@ def _spec(name: str, title: str, url: str, rest_url: str, depth_path: str, futur
                       rest_weight_per_minute=rest_weight),
         default_products=("BTCUSDT", "ETHUSDT") if not name.endswith("coinm")
         else ("BTCUSD_PERP", "ETHUSD_PERP"),
-        check_product=check_name(_SYMBOL, example),
+        check_product=check_name(_SYMBOL, f"upper-case symbols such as {example}"),
         book_chain=chain_binance_futures if futures else chain_binance_spot,
         settings=(
             Setting("speed", default_speed, "diff depth stream speed", speeds),
             Setting("snapshot_limit", 1000, "levels per side in REST snapshots",
                     tuple(n for n in (100, 500, 1000, 5000) if n <= max_limit)),
-            Setting("rest_url", rest_url, "REST base URL for depth snapshots"),
             Setting("trades", default_trades, "which trade stream to follow (one per symbol, "
                     "never both: each print would count twice)", trade_streams + ("off",)),
         ) + ((Setting("tickers", True, "also follow markPrice@1s (mark, index, funding)"),)
@@ -386,10 +386,11 @@ BINANCE = _spec("binance", "Binance spot", "wss://stream.binance.com:9443/stream
 BINANCE_USDM = _spec("binance_usdm", "Binance USD-M futures",
                      "wss://fstream.binance.com/public/stream", "https://fapi.binance.com",
                      "/fapi/v1/depth", True, ("0ms", "100ms", "250ms", "500ms"), "100ms", 1000,
-                     ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSDT",
+                     ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSDT or BTCUSDT_210924",
                      ("trade",), "trade", False)
 BINANCE_COINM = _spec("binance_coinm", "Binance COIN-M futures",
                       "wss://dstream.binance.com/stream", "https://dapi.binance.com",
                       "/dapi/v1/depth", True, ("0ms", "100ms", "250ms", "500ms"), "100ms", 1000,
-                      ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400, "BTCUSD_PERP",
+                      ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400,
+                      "BTCUSD_PERP or BTCUSD_210924",
                       ("aggTrade", "trade"), "aggTrade", True)

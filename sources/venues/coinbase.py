@@ -305,6 +305,7 @@ VENUE_SPEC = Venue(
     name=VENUE,
     title="Coinbase Advanced Trade",
     default_url=DEFAULT_URL,
+    rest_url="https://api.coinbase.com",
     parse=parse,
     protocol=CoinbaseProtocol,
     # ⚠ Coinbase documents 8 new connections/s per IP on one page and 750/s on
@@ -313,7 +314,8 @@ VENUE_SPEC = Venue(
     limits=Limits(max_connections=None, connects_per_second=4.0, products_per_connection=1,
                   max_products_per_connection=100, messages_per_second=4.0),
     default_products=("BTC-USD", "ETH-USD"),
-    check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"), "BTC-USD"),
+    check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"),
+                             "BASE-QUOTE product ids such as BTC-USD"),
     connection_sequence=True,
     settings=(
         Setting("trades", True, "also follow market_trades (trade prints, bars)"),

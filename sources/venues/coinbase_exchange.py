@@ -226,6 +226,7 @@ VENUE_SPEC = Venue(
     name=VENUE,
     title="Coinbase Exchange",
     default_url=DEFAULT_URL,
+    rest_url="https://api.exchange.coinbase.com",
     parse=parse,
     protocol=CoinbaseExchangeProtocol,
     # 8 requests/s per IP with bursts of 20, at most 100 client messages/s per IP;
@@ -233,7 +234,8 @@ VENUE_SPEC = Venue(
     limits=Limits(max_connections=None, connects_per_second=4.0, products_per_connection=10,
                   max_products_per_connection=100, messages_per_second=4.0),
     default_products=("BTC-USD", "ETH-USD"),
-    check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"), "BTC-USD"),
+    check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"),
+                             "BASE-QUOTE product ids such as BTC-USD"),
     settings=(Setting("channel", DEFAULT_CHANNEL, "book channel", PUBLIC_CHANNELS + ("level2",),
                       _check_channel),
               Setting("trades", True, "also follow matches (trade prints, bars)"),

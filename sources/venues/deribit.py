@@ -356,13 +356,22 @@ def _check_interval(value: Any) -> Optional[str]:
     return None
 
 
-_NAME = re.compile(r"[A-Z0-9]{2,10}(_[A-Z0-9]{2,10})?-(PERPETUAL|[0-9]{1,2}[A-Z]{3}[0-9]{2}"
-                   r"(-[0-9]+(d[0-9]+)?-[CP])?)")
+_CUR = r"[A-Z0-9]{1,20}"
+_DAY_MONTH_YEAR = (r"(?:[1-9]|[12][0-9]|3[01])(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)"
+                   r"[0-9]{2}")
+_STRIKE = r"[0-9]{1,12}(?:d[0-9]{1,12})?"
+#: Futures BTC-25MAR23 (day without a leading zero), perpetuals BTC-PERPETUAL,
+#: options BTC-27JUN25-60000-C, linear XRP_USDC-PERPETUAL / XRP_USDC-30JUN23-0d625-C
+#: (``d`` is the strike's decimal point), spot pairs BTC_USDC.
+_NAME = re.compile(rf"{_CUR}(?:_{_CUR})?-(?:PERPETUAL|{_DAY_MONTH_YEAR}(?:-{_STRIKE}-[CP])?)"
+                   rf"|{_CUR}_{_CUR}")
+
 
 VENUE_SPEC = Venue(
     name=VENUE,
     title="Deribit",
     default_url=DEFAULT_URL,
+    rest_url="https://www.deribit.com",
     parse=parse,
     protocol=DeribitProtocol,
     # 32 connections per IP (json-rpc overview); public/subscribe is credit-limited
@@ -371,7 +380,9 @@ VENUE_SPEC = Venue(
                   max_products_per_connection=500, messages_per_second=2.0,
                   channels_per_request=CHANNELS_PER_REQUEST),
     default_products=("BTC-PERPETUAL", "ETH-PERPETUAL"),
-    check_product=check_name(_NAME, "BTC-PERPETUAL, BTC-27JUN25-60000-C"),
+    check_product=check_name(_NAME, "futures BTC-25MAR23, perpetuals BTC-PERPETUAL, options "
+                             "BTC-27JUN25-60000-C, linear XRP_USDC-PERPETUAL or "
+                             "XRP_USDC-30JUN23-0d625-C, spot BTC_USDC"),
     book_chain=chain_exact,
     settings=(
         Setting("interval", DEFAULT_INTERVAL, "book interval", INTERVALS + ("raw",),
