@@ -20,5 +20,5 @@ class StdoutSink(DynamicSink[Keyed]):
 class _StdoutPartition(StatelessSinkPartition[Keyed]):
     def write_batch(self, items: List[Keyed]) -> None:
         out = sys.stdout.buffer
-        out.write(to_lines(items))
+        out.write(to_lines([rec for _, rec in items]))
         out.flush()

@@ -1,7 +1,10 @@
 """Exit statuses of real ``python -m bytewax.run`` processes: a step that calls
-``shutdown.fail``."""
+``shutdown.fail``, and a stop by signal."""
 
 from __future__ import annotations
+
+import signal
+import time
 
 import pytest
 
@@ -22,6 +25,18 @@ def test_a_run_without_failure_exits_0():
     run = FlowRun({"SINKTEST_SINK": "fail", "SINKTEST_FAIL_AT": "1000", "SINKTEST_RECORDS": "999"})
     assert run.finish() == 0, run.stderr
     assert "ERROR" not in run.stderr
+
+
+def test_a_signal_still_stops_cleanly_with_0(tmp_path):
+    run = FlowRun({"SINKTEST_DIR": str(tmp_path)})
+    path = tmp_path / "coinbase_P0-USD.jsonl"
+    deadline = time.monotonic() + 60
+    while not (path.exists() and path.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 0, run.stderr
+    assert "SIGTERM received" in run.stderr and "ERROR" not in run.stderr
+    assert path.read_bytes().endswith(b"\n")
 
 
 def test_fail_refuses_a_status_that_is_not_a_failure():
