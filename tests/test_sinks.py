@@ -1,14 +1,18 @@
-"""Sinks in-process: console lines, JSON-lines serialisation,
+"""Sinks in-process: console lines and their escaping, JSON-lines serialisation,
 and the per-product JSONL files (names from the record, modes, bounded open
 files, partial-tail repair)."""
 
+import contextlib
+import io
 import logging
 import os
+import unicodedata
 
 import orjson
+from hypothesis import given, settings, strategies as st
 
 from sinks import SINKS
-from sinks.console import format_line
+from sinks.console import ConsoleSink, format_line, printable
 from sinks.jsonl import JsonlSink
 from sinks.records import SKIPPED, to_lines
 
@@ -47,6 +51,54 @@ def test_console_status_lines():
     assert format_line(_status("synced", "snapshot", "18764 bids, 27236 asks", "BTC-USD",
                                1786309548848.96)) == (
         "2026-08-09T21:05:48.848Z  SYNCED   coinbase:BTC-USD  snapshot: 18764 bids, 27236 asks\n")
+
+
+def test_console_cannot_be_forged():
+    forged = _status(detail="x\n2026-08-09T21:05:53.377Z  SYNCED   coinbase:ETH-USD  snapshot: ok\r\x1b[2K",
+                     product="ETH-USD\n")
+    line = format_line(forged)
+    assert line.count("\n") == 1 and line.endswith("\n")
+    assert line == ("2026-08-09T21:05:53.377Z  INVALID  coinbase:ETH-USD\\x0a  gap: x\\x0a"
+                    "2026-08-09T21:05:53.377Z  SYNCED   coinbase:ETH-USD  snapshot: ok\\x0d\\x1b[2K\n")
+    # a backslash is escaped too, so "\x0a" in the output is always an escaped newline
+    assert printable("a\\x0a\u2028\u202e") == "a\\\\x0a\\u2028\\u202e"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["type", "venue", "product", "kind", "detail", "state",
+                                        "reason", "ts_recv", "extra"]),
+                       st.one_of(st.text(), st.integers(), st.floats(), st.none(),
+                                 st.sampled_from(["alert", "status", "trade"]))))
+def test_console_any_record_is_one_printable_line(rec):
+    line = format_line(rec)
+    assert line.endswith("\n") and line.count("\n") == 1
+    # nothing a terminal or log reader takes as a line break, control or reordering
+    assert not [ch for ch in line[:-1] if unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+                or unicodedata.bidirectional(ch) in _BIDI_CONTROLS], repr(line)
+
+
+_BIDI_CONTROLS = ("LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI")
+
+
+def test_console_other_types_and_broken_fields():
+    trade = {"type": "trade", "venue": "coinbase", "product": "BTC-USD", "ts_recv": TS,
+             "price": 65083.66, "size": 0.5, "side": "buy"}
+    assert format_line(trade) == (
+        "2026-08-09T21:05:52.101Z  TRADE    coinbase:BTC-USD  price=65083.66 size=0.5 side=buy\n")
+    assert format_line({"type": "status", "ts_recv": "soon"}) == (
+        "????-??-??T??:??:??.???Z  NONE     None:None  None: None\n")
+    assert format_line({"type": "alert", "ts_recv": 1e300, "kind": 3}).startswith(
+        "????-??-??T??:??:??.???Z  3 ")
+
+
+def test_console_sink_writes_to_a_redirected_stdout():
+    # Callers (the soak test) collect the console by redirecting sys.stdout.
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        part = ConsoleSink().build("console", 0, 1)
+        part.write_batch([("k", _alert()), ("k", _status(detail="lone \ud800 surrogate"))])
+    assert out.getvalue().splitlines() == [
+        format_line(_alert())[:-1],
+        "2026-08-09T21:05:53.377Z  INVALID  coinbase:ETH-USD  gap: lone \\ud800 surrogate"]
 
 
 def test_to_lines_round_trip():

@@ -1,15 +1,19 @@
 """Exit statuses of real ``python -m bytewax.run`` processes: a step that calls
-``shutdown.fail``, and a stop by signal."""
+``shutdown.fail``, a stop by signal, and a stdout reader that goes away
+(``lobstream ... | head``) for the stdout and console sinks."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
+import orjson
 import pytest
 
 from sources.runtime import shutdown
-from tests.sink_flows import FlowRun
+from tests.sink_flows import ROOT, FlowRun
 
 
 def test_fail_ends_the_run_with_its_exit_code():
@@ -43,3 +47,28 @@ def test_fail_refuses_a_status_that_is_not_a_failure():
     with pytest.raises(ValueError):
         shutdown.fail("never logged", code=0)
     assert shutdown.exit_code() == 0 and not shutdown.requested()
+
+
+@pytest.mark.parametrize("sink", ["stdout", "console"])
+def test_a_reader_that_goes_away_is_a_clean_stop(sink):
+    run = FlowRun({"SINKTEST_SINK": sink}, stdout=subprocess.PIPE)
+    assert run.proc.stdout is not None
+    lines = [run.proc.stdout.readline() for _ in range(5)]
+    run.proc.stdout.close()  # the reader goes away, as `head` does
+    assert run.finish() == 0, run.stderr
+    assert "stdout: the reader closed the pipe; stopping (exit status 0)" in run.stderr
+    for noise in ("BrokenPipeError", "Exception ignored", "Traceback"):
+        assert noise not in run.stderr
+    if sink == "stdout":
+        assert [orjson.loads(line)["n"] for line in lines] == [0, 1, 2, 3, 4]
+    else:
+        assert lines[0] == "2026-08-09T21:05:52.101Z  SYNCED   coinbase:P0-USD  snapshot: record 0\n"
+
+
+def test_head_in_a_shell_pipeline_exits_0():
+    cmd = f'set -o pipefail; "{sys.executable}" -m bytewax.run "tests.sink_flows:build()" | head -n 3'
+    out = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True,
+                         env={"SINKTEST_SINK": "stdout", "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 3
+    assert "BrokenPipeError" not in out.stderr and "Exception ignored" not in out.stderr
