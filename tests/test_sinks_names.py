@@ -22,27 +22,29 @@ any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12
 tricky = st.text("_aA.-%/5F~", max_size=6)
 
 
-def test_real_names_are_untouched():
-    assert file_name("coinbase", "BTC-USD") == "coinbase_BTC-USD.jsonl"
-    assert file_name("coinbase_exchange", "ETH-USD") == "coinbase_exchange_ETH-USD.jsonl"
-    assert file_name("deribit", "BTC-25MAR22-400000-C") == "deribit_BTC-25MAR22-400000-C.jsonl"
-    assert file_name("deribit", "BTC_USDC-PERPETUAL") == "deribit_BTC_USDC-PERPETUAL.jsonl"
-    assert file_name("binance_coinm", "BTCUSD_PERP") == "binance_coinm_BTCUSD_PERP.jsonl"
-    assert file_name("binance_usdm", "ETHUSDT_240927") == "binance_usdm_ETHUSDT_240927.jsonl"
-
-
-def test_odd_names_are_escaped():
-    assert file_name("coinbase", "BTC/USD") == "coinbase_BTC%2FUSD.jsonl"
-    assert file_name("coinbase", "..") == "coinbase_...jsonl"
-    assert file_name("coinbase", "a\x00b\n") == "coinbase_a%00b%0A.jsonl"
-    assert file_name("coinbase", "€") == "coinbase_%E2%82%AC.jsonl"
-    assert file_name("coinbase", "a\ud800") == "coinbase_a%ED%A0%80.jsonl"
-    assert file_name(".hidden", "X") == "%2Ehidden_X.jsonl"
-    assert file_name("coinbase", None) == "coinbase_None.jsonl"
+@pytest.mark.parametrize("venue, product, name", [
+    # real names are untouched
+    ("coinbase", "BTC-USD", "coinbase_BTC-USD.jsonl"),
+    ("coinbase_exchange", "ETH-USD", "coinbase_exchange_ETH-USD.jsonl"),
+    ("deribit", "BTC-25MAR22-400000-C", "deribit_BTC-25MAR22-400000-C.jsonl"),
+    ("deribit", "BTC_USDC-PERPETUAL", "deribit_BTC_USDC-PERPETUAL.jsonl"),
+    ("binance_coinm", "BTCUSD_PERP", "binance_coinm_BTCUSD_PERP.jsonl"),
+    ("binance_usdm", "ETHUSDT_240927", "binance_usdm_ETHUSDT_240927.jsonl"),
+    # odd ones are escaped
+    ("coinbase", "BTC/USD", "coinbase_BTC%2FUSD.jsonl"),
+    ("coinbase", "..", "coinbase_...jsonl"),
+    ("coinbase", "a\x00b\n", "coinbase_a%00b%0A.jsonl"),
+    ("coinbase", "€", "coinbase_%E2%82%AC.jsonl"),
+    ("coinbase", "a\ud800", "coinbase_a%ED%A0%80.jsonl"),
+    (".hidden", "X", "%2Ehidden_X.jsonl"),
+    ("coinbase", None, "coinbase_None.jsonl"),
     # the one product rule beyond escaping: an "_" that a venue name could own
-    assert file_name("coinbase", "exchange_X") == "coinbase_exchange%5FX.jsonl"
-    assert file_name("coinbase_exchange", "X") == "coinbase_exchange_X.jsonl"
-    assert file_name("a", "b-c_d") == "a_b-c_d.jsonl"
+    ("coinbase", "exchange_X", "coinbase_exchange%5FX.jsonl"),
+    ("coinbase_exchange", "X", "coinbase_exchange_X.jsonl"),
+    ("a", "b-c_d", "a_b-c_d.jsonl"),
+])
+def test_names(venue, product, name):
+    assert file_name(venue, product) == name
 
 
 def test_over_long_names_are_cut_with_a_hash():
