@@ -15,8 +15,9 @@ The machinery under lobstream's file sinks, which all share these semantics:
   the files of everything before the resumed epoch.
 * **Bounded open files.** At most ``max_open`` descriptors per :class:`LineFiles`
   (per worker), least recently written closed first, so 3,000 products replay
-  under ``ulimit -n 1024``. A miss (close one, open another) measured 2.3 us on
-  this machine, against about 1 us for the ``write`` itself.
+  under ``ulimit -n 1024``. A miss (close one file, open another) measured 2-3 us
+  (``benchmarks/jsonl_sink.py``), about what writing 10 summary lines costs; a
+  worker cycling through more products than ``max_open`` pays it on every write.
 * **Write errors pause; they do not stop the run.** On a failed write (disk full
   ENOSPC, file too large EFBIG, EIO, a read-only or removed directory) one ERROR
   line names the path and the error, and the worker retries every

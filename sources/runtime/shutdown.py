@@ -10,7 +10,9 @@ A step that cannot go on (a sink that gave up on a full disk) calls
 status. Bytewax itself returns normally in that case, so ``python -m
 bytewax.run`` would exit 0; the ``atexit`` hook that
 :func:`install_signal_handlers` registers turns the recorded failure into the
-exit status.
+exit status. Like a signal, a failure is seen by the sources of its own process
+only (the flag is process-local): in a multi-process run the other processes'
+sources keep running until they end or are signalled.
 """
 
 from __future__ import annotations
