@@ -16,21 +16,17 @@ The machinery under lobstream's file sinks, which all share these semantics:
 * **Bounded open files.** At most ``max_open`` descriptors per :class:`LineFiles`
   (per worker), least recently written closed first, so 3,000 products replay
   under ``ulimit -n 1024``. A miss (close one file, open another) measured 2-3 us
-  (``benchmarks/jsonl_sink.py``), about what writing 10 summary lines costs; a
-  worker cycling through more products than ``max_open`` pays it on every write.
+  (``benchmarks/jsonl_sink.py``), about what serialising and writing two summary
+  records costs; a worker cycling through more products than ``max_open`` pays
+  it on every write.
 * **Write errors pause; they do not stop the run.** On a failed write (disk full
   ENOSPC, file too large EFBIG, EIO, a read-only or removed directory) one ERROR
   line names the path and the error, and the worker retries every
   :data:`RETRY_SECONDS` until the write succeeds, then logs one line saying how
-  long it paused. Pausing keeps every record already computed: a replay loses
-  nothing (the blocked worker does not poll its source), and a live feed's
-  bounded input queue overflows, which its source reports as an ``overflow``
-  status and resyncs, so the gap is visible in the data instead of silent.
-  Stopping instead would turn a transient condition (a disk filled for a minute)
-  into a dead run that an operator must restart, losing the same live data and
-  more. If a stop is requested while paused, the write is tried once more and
-  then abandoned: :func:`sources.runtime.shutdown.fail` logs how many records
-  were not written and where, and the process exits non-zero.
+  long it paused (why pause rather than stop: :mod:`sinks.jsonl`). If a stop is
+  requested while paused, the write is tried once more and then abandoned:
+  :func:`sources.runtime.shutdown.fail` logs how many records were not written
+  and where, and the process exits non-zero.
 """
 
 from __future__ import annotations

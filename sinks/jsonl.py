@@ -14,9 +14,16 @@ file, so a reader (or a crash) never sees half a record; with Bytewax recovery,
 the records of the epoch being replayed after a restart are written again.
 
 **Resume.** ``mode="append"`` (default) continues the files of an earlier run;
-``mode="replace"`` truncates each file the first time this run opens it. Write
-errors pause the worker instead of losing records; open files are bounded. Both
-are described in :mod:`sinks.files`.
+``mode="replace"`` truncates each file the first time this run opens it. Open
+files are bounded, and a write error pauses the worker until the write succeeds;
+both are described in :mod:`sinks.files`.
+
+**Pause, not stop, on a write error.** Pausing keeps every record already
+computed: a replay loses nothing (the blocked worker does not poll its source),
+and a live feed's bounded input queue overflows into an ``overflow`` status and a
+resync, so the gap shows in the data. Stopping would turn a transient condition
+(a disk full for a minute) into a dead run that someone must restart, losing the
+same live data and more.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ being replayed after a restart are written again.
 
 **A reader that goes away** (``lobstream ... | head``) is the normal end of a
 pipeline, not an error: the sink stops writing, points stdout at ``/dev/null``
-(so Python's flush at exit cannot print "Exception ignored ... BrokenPipeError"),
-requests a clean stop and the run exits 0. Any other write error (stdout
+(so that no later write to stdout, Python's own flush at exit included, can fail
+again and print "Exception ignored ... BrokenPipeError"), requests a clean stop,
+and the run exits 0. Any other write error (stdout
 redirected to a full disk) cannot be paused and retried like a file's, since a
 stream cannot be cut back to its last whole line: the run fails with one line
 and exit status 1.
