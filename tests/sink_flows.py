@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -134,18 +135,32 @@ def build() -> Dataflow:
 
 class FlowRun:
     """This module's flow in a real ``python -m bytewax.run`` subprocess, with its
-    stderr collected line by line so a test can wait for a log line."""
+    stderr collected line by line so a test can wait for a log line. Use it as a
+    context manager: leaving it kills the process group if it still runs (a
+    failed assertion must not leave a paused sink behind)."""
 
     def __init__(self, env: Dict[str, str], preexec_fn: Optional[Callable[[], None]] = None,
                  stdout: Any = subprocess.DEVNULL, argv: Optional[List[str]] = None) -> None:
         self.proc = subprocess.Popen(
             argv or [sys.executable, "-m", "bytewax.run", "tests.sink_flows:build()"],
             cwd=ROOT, env=dict(os.environ, **env), stdout=stdout, stderr=subprocess.PIPE,
-            text=True, errors="backslashreplace", preexec_fn=preexec_fn)
+            text=True, errors="backslashreplace", preexec_fn=preexec_fn, start_new_session=True)
         self.lines: List[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+
+    def __enter__(self) -> "FlowRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._kill()
+        self._reader.join(10)
+
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group: sh and its python too
+            self.proc.wait(10)
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -172,8 +187,7 @@ class FlowRun:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+            self._kill()
             raise AssertionError(f"still running after {timeout} s:\n{self.stderr[-3000:]}")
         self._reader.join(10)
         return code

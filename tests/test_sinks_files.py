@@ -5,6 +5,7 @@ RLIMIT_FSIZE, and a small tmpfs), a stop while paused, and 3,000 products under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import orjson
 import pytest
@@ -105,39 +106,41 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE, resource.RLIM_INFINITY))
 
 
-def _start_paused(out: Path, records: int) -> FlowRun:
-    run = FlowRun({"SINKTEST_DIR": str(out), "SINKTEST_RECORDS": str(records),
-                   "SINKTEST_PRODUCTS": "1"}, preexec_fn=_limit_file_size)
-    line = run.wait_for("cannot write")
-    assert f"cannot write {out / PRODUCT_FILE} (EFBIG: File too large); pausing" in line
-    return run
+@contextlib.contextmanager
+def _paused(out: Path, records: int) -> Iterator[FlowRun]:
+    """A run of one product's ``records`` whose sink has paused on EFBIG."""
+    with FlowRun({"SINKTEST_DIR": str(out), "SINKTEST_RECORDS": str(records),
+                  "SINKTEST_PRODUCTS": "1"}, preexec_fn=_limit_file_size) as run:
+        line = run.wait_for("cannot write")
+        assert f"cannot write {out / PRODUCT_FILE} (EFBIG: File too large); pausing" in line
+        yield run
 
 
 def test_disk_full_pauses_then_resumes_losing_nothing(tmp_path):
-    run = _start_paused(tmp_path, 2000)
-    # The batch that did not fit was cut back off: only whole batches are there.
-    before = _lines(tmp_path / PRODUCT_FILE)
-    assert 0 < len(before) < 2000 and len(before) % 50 == 0
-    assert (tmp_path / PRODUCT_FILE).stat().st_size < FSIZE
-    time.sleep(2.5)  # let a few retries fail first
-    # more space (a higher limit) while the worker retries
-    resource.prlimit(run.proc.pid, resource.RLIMIT_FSIZE,
-                     (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    assert run.finish() == 0, run.stderr
-    assert "written again after" in run.wait_for("resuming")
-    assert run.stderr.count("cannot write") == 1  # one line however long the pause
-    assert [r["n"] for r in _lines(tmp_path / PRODUCT_FILE)] == list(range(2000))
+    with _paused(tmp_path, 2000) as run:
+        # The batch that did not fit was cut back off: only whole batches are there.
+        before = _lines(tmp_path / PRODUCT_FILE)
+        assert 0 < len(before) < 2000 and len(before) % 50 == 0
+        assert (tmp_path / PRODUCT_FILE).stat().st_size < FSIZE
+        time.sleep(2.5)  # let a few retries fail first
+        # more space (a higher limit) while the worker retries
+        resource.prlimit(run.proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        assert run.finish() == 0, run.stderr
+        assert "written again after" in run.wait_for("resuming")
+        assert run.stderr.count("cannot write") == 1  # one line however long the pause
+        assert [r["n"] for r in _lines(tmp_path / PRODUCT_FILE)] == list(range(2000))
 
 
 def test_stop_while_paused_gives_up_and_exits_non_zero(tmp_path):
-    run = _start_paused(tmp_path, 2000)
-    written = len(_lines(tmp_path / PRODUCT_FILE))
-    run.proc.send_signal(signal.SIGTERM)
-    assert run.finish() == 1, run.stderr
-    line = run.wait_for("gave up")
-    assert f"gave up on {tmp_path / PRODUCT_FILE} after" in line
-    assert "(EFBIG: File too large): 50 records not written" in line
-    assert [r["n"] for r in _lines(tmp_path / PRODUCT_FILE)] == list(range(written))
+    with _paused(tmp_path, 2000) as run:
+        written = len(_lines(tmp_path / PRODUCT_FILE))
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 1, run.stderr
+        line = run.wait_for("gave up")
+        assert f"gave up on {tmp_path / PRODUCT_FILE} after" in line
+        assert "(EFBIG: File too large): 50 records not written" in line
+        assert [r["n"] for r in _lines(tmp_path / PRODUCT_FILE)] == list(range(written))
 
 
 def test_full_tmpfs_pauses_then_resumes_when_space_is_freed(tmp_path):
@@ -152,17 +155,17 @@ def test_full_tmpfs_pauses_then_resumes_when_space_is_freed(tmp_path):
               'head -c 900k /dev/zero > "$MNT/filler"; set +e; '
               f'"{sys.executable}" -m bytewax.run "tests.sink_flows:build()"; rc=$?; '
               'cp "$MNT"/out/*.jsonl "$COPY"/; exit $rc')
-    run = FlowRun({"MNT": str(mnt), "COPY": str(copy), "SINKTEST_DIR": str(mnt / "out"),
-                   "SINKTEST_RECORDS": "2000", "SINKTEST_PRODUCTS": "1"},
-                  argv=["unshare", "-m", "--propagation", "private", "sh", "-c", script])
-    line = run.wait_for("cannot write")
-    assert "(ENOSPC: No space left on device); pausing" in line
-    inside = Path(f"/proc/{run.proc.pid}/root") / mnt.relative_to("/")
-    assert 0 < len(_lines(inside / "out" / PRODUCT_FILE)) < 2000
-    (inside / "filler").unlink()
-    assert run.finish() == 0, run.stderr
-    run.wait_for("written again after")
-    assert [r["n"] for r in _lines(copy / PRODUCT_FILE)] == list(range(2000))
+    with FlowRun({"MNT": str(mnt), "COPY": str(copy), "SINKTEST_DIR": str(mnt / "out"),
+                  "SINKTEST_RECORDS": "2000", "SINKTEST_PRODUCTS": "1"},
+                 argv=["unshare", "-m", "--propagation", "private", "sh", "-c", script]) as run:
+        line = run.wait_for("cannot write")
+        assert "(ENOSPC: No space left on device); pausing" in line
+        inside = Path(f"/proc/{run.proc.pid}/root") / mnt.relative_to("/")
+        assert 0 < len(_lines(inside / "out" / PRODUCT_FILE)) < 2000
+        (inside / "filler").unlink()
+        assert run.finish() == 0, run.stderr
+        run.wait_for("written again after")
+        assert [r["n"] for r in _lines(copy / PRODUCT_FILE)] == list(range(2000))
 
 
 # -- bounded open files -------------------------------------------------------------
@@ -172,26 +175,26 @@ def _limit_open_files() -> None:
 
 
 def test_3000_products_replay_under_ulimit_1024(tmp_path):
-    run = FlowRun({"SINKTEST_DIR": str(tmp_path), "SINKTEST_RECORDS": "9000",
-                   "SINKTEST_PRODUCTS": "3000", "SINKTEST_BATCH": "500"},
-                  preexec_fn=_limit_open_files)
-    assert run.finish(timeout=120) == 0, run.stderr
-    assert "ERROR" not in run.stderr
-    files = sorted(tmp_path.iterdir())
-    assert len(files) == 3000
-    for path in files[::97]:
-        recs = _lines(path)
-        p = int(recs[0]["product"][1:-4])
-        assert [r["n"] for r in recs] == [p, p + 3000, p + 6000]
+    with FlowRun({"SINKTEST_DIR": str(tmp_path), "SINKTEST_RECORDS": "9000",
+                  "SINKTEST_PRODUCTS": "3000", "SINKTEST_BATCH": "500"},
+                 preexec_fn=_limit_open_files) as run:
+        assert run.finish(timeout=120) == 0, run.stderr
+        assert "ERROR" not in run.stderr
+        files = sorted(tmp_path.iterdir())
+        assert len(files) == 3000
+        for path in files[::97]:
+            recs = _lines(path)
+            p = int(recs[0]["product"][1:-4])
+            assert [r["n"] for r in recs] == [p, p + 3000, p + 6000]
 
 
 def test_without_the_bound_the_same_replay_runs_out_of_descriptors(tmp_path):
     # The control for the test above: with more open files allowed than the
     # ulimit, opening fails (EMFILE), the sink pauses, and a stop ends it with 1.
-    run = FlowRun({"SINKTEST_DIR": str(tmp_path), "SINKTEST_RECORDS": "9000",
-                   "SINKTEST_PRODUCTS": "3000", "SINKTEST_BATCH": "500",
-                   "SINKTEST_MAX_OPEN": "5000"}, preexec_fn=_limit_open_files)
-    assert "(EMFILE: Too many open files); pausing" in run.wait_for("cannot write")
-    run.proc.send_signal(signal.SIGTERM)
-    assert run.finish() == 1, run.stderr
-    assert "records not written" in run.wait_for("gave up")
+    with FlowRun({"SINKTEST_DIR": str(tmp_path), "SINKTEST_RECORDS": "9000",
+                  "SINKTEST_PRODUCTS": "3000", "SINKTEST_BATCH": "500",
+                  "SINKTEST_MAX_OPEN": "5000"}, preexec_fn=_limit_open_files) as run:
+        assert "(EMFILE: Too many open files); pausing" in run.wait_for("cannot write")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 1, run.stderr
+        assert "records not written" in run.wait_for("gave up")
