@@ -62,6 +62,8 @@ class Config:
     alert_bps: float = 10.0
     sinks: List[str] = field(default_factory=lambda: ["jsonl"])
     jsonl_dir: str = "out"
+    jsonl_mode: str = "append"
+    jsonl_max_open: int = 64
     record_dir: Optional[str] = None
     exit_on_close: bool = False
     silence_timeout: float = 30.0
@@ -97,6 +99,9 @@ RUN_KEYS = (
     Key("alert_bps", 10.0, "spread alert threshold, basis points of mid", 0.0, 1e6),
     Key("sinks", ["jsonl"], "where records go", choices=tuple(SINKS)),
     Key("jsonl_dir", "out", "directory of the per-product JSON-lines files"),
+    Key("jsonl_mode", "append", "append to existing files, or replace them once per run",
+        choices=("append", "replace")),
+    Key("jsonl_max_open", 64, "JSON-lines files a worker keeps open", 1, 100_000),
     Key("record_dir", "", "also record raw frames to this directory"),
     Key("exit_on_close", False, "end when a server closes normally (simulator)"),
     Key("silence_timeout", 30.0, "seconds without any frame before reconnecting", 1.0, 3600.0),
@@ -207,6 +212,7 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
             raise ConfigError(f"bars.intervals: {ex}") from None
     cfg = Config(
         depth=run["depth"], alert_bps=run["alert_bps"], jsonl_dir=run["jsonl_dir"],
+        jsonl_mode=run["jsonl_mode"], jsonl_max_open=run["jsonl_max_open"],
         sinks=run["sinks"] or _empty("sinks", tuple(SINKS)),
         record_dir=run["record_dir"] or None, exit_on_close=run["exit_on_close"],
         silence_timeout=run["silence_timeout"], status_interval=run["status_interval"],
@@ -317,7 +323,10 @@ def _value(key: Key, value: Any, where: str) -> Any:
                 raise ConfigError(f"{where}: unknown value {_show(item)}; valid "
                                   f"choices: {', '.join(key.choices)}")
         return items
-    return str(value)
+    text = str(value)
+    if key.choices and text not in key.choices:
+        raise ConfigError(f"{where}={_show(text)}; valid choices: {', '.join(key.choices)}")
+    return text
 
 
 def _empty(name: str, valid: Tuple[str, ...]) -> List[str]:

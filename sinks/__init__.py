@@ -1,9 +1,15 @@
 """Where records go. Each sink is one module; choosing them is configuration.
 
-A sink factory takes the run's options and returns a Bytewax sink that consumes
-``(key, record)`` pairs, where ``record`` is a plain dict (see
+A sink factory takes the run's sink options and returns a Bytewax sink that
+consumes ``(key, record)`` pairs, where ``record`` is a plain dict (see
 :mod:`sinks.records`). Adding Parquet, Kafka or a database is one module plus one
 line in :data:`SINKS`.
+
+Options (all optional): ``jsonl_dir`` (default ``out``), ``jsonl_mode``
+(``append`` or ``replace``) and ``jsonl_max_open`` (open files per worker,
+default 64). A factory raises ``ValueError`` with one line for an option that
+cannot work, including an output directory that cannot be created or written,
+so that the run fails at start.
 """
 
 from __future__ import annotations
@@ -12,13 +18,27 @@ from typing import Any, Callable, Dict
 
 from bytewax.outputs import Sink
 
+from sinks.files import DEFAULT_MAX_OPEN, check_options, check_output_dir
 from sinks.jsonl import JsonlSink
 from sinks.stdout import StdoutSink
 
 SinkFactory = Callable[[Dict[str, Any]], Sink]
 
-#: Sink name -> factory. ``options`` holds the ``[sinks]`` configuration table.
+
+def _jsonl(options: Dict[str, Any]) -> JsonlSink:
+    directory = options.get("jsonl_dir", "out")
+    mode = options.get("jsonl_mode", "append")
+    max_open = options.get("jsonl_max_open", DEFAULT_MAX_OPEN)
+    check_options(mode, max_open, prefix="jsonl_")
+    try:
+        check_output_dir(directory)
+    except ValueError as ex:
+        raise ValueError(f"jsonl_dir: {ex}") from None
+    return JsonlSink(directory, mode=mode, max_open=max_open)
+
+
+#: Sink name -> factory.
 SINKS: Dict[str, SinkFactory] = {
-    "jsonl": lambda options: JsonlSink(options.get("jsonl_dir", "out")),
+    "jsonl": _jsonl,
     "stdout": lambda options: StdoutSink(),
 }

@@ -256,10 +256,10 @@ def test_config_only_runs_the_exchange_when_asked(tmp_path):
     assert list(load_config(env={}).venues) == ["coinbase", "deribit"]
     cfg = load_config(env=_toml(tmp_path, '[coinbase_exchange]\nproducts = ["SKL-USD"]\n'))
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["SKL-USD"], "wss://ws-feed.exchange.coinbase.com", CX_SETTINGS, 10)}
+        ["SKL-USD"], "wss://ws-feed.exchange.coinbase.com", CX_SETTINGS, 10, instruments="check")}
     cfg = load_config(env={"LOBSTREAM_VENUES": "coinbase_exchange"})
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["BTC-USD", "ETH-USD"], "wss://ws-feed.exchange.coinbase.com", CX_SETTINGS, 10)}
+        ["BTC-USD", "ETH-USD"], "wss://ws-feed.exchange.coinbase.com", CX_SETTINGS, 10, instruments="check")}
 
 
 def test_config_environment(tmp_path):
@@ -267,7 +267,7 @@ def test_config_environment(tmp_path):
                            "LOBSTREAM_COINBASE_EXCHANGE_URL": "ws://127.0.0.1:1/coinbase-exchange",
                            "LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "level2_batch"})
     assert cfg.venues == {"coinbase_exchange": VenueConfig(
-        ["NU-GBP", "YFI-BTC"], "ws://127.0.0.1:1/coinbase-exchange", CX_SETTINGS, 10)}
+        ["NU-GBP", "YFI-BTC"], "ws://127.0.0.1:1/coinbase-exchange", CX_SETTINGS, 10, instruments="check")}
 
 
 @pytest.mark.parametrize("env,expected", [
@@ -289,7 +289,8 @@ def test_config_file_level2_and_unknown_key(tmp_path):
         "coinbase_exchange.channel='level2' (level2 needs authentication")
     assert _error(_toml(tmp_path, '[coinbase_exchange]\ninterval = "100ms"\n')) == (
         "[coinbase_exchange]: unknown key 'interval'; valid keys: products, url, "
-        "products_per_connection, channel, trades, tickers")
+        "products_per_connection, rules, instruments, refresh, rest_url, channel, trades, "
+        "tickers")
 
 
 # ------------------------------------------------------------------ simulator protocol
