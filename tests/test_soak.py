@@ -92,7 +92,7 @@ SEED = 20260809
 VENUES: Dict[str, Dict[str, Any]] = {
     "coinbase": dict(path="/coinbase", settings={}, products=["BTC-USD", "ETH-USD"]),
     "deribit": dict(
-        path="/deribit", settings={"interval": "100ms"},
+        path="/deribit", settings={"interval": "100ms", "trades": False, "tickers": False},
         products=["BTC-25MAR22-400000-C", "BTC-30APR21-20000-C", "BTC-31DEC21-300000-P",
                   "ETH-16APR21-1400-P", "ETH-16APR21-1600-C", "ETH-23APR21-2000-C",
                   "ETH-24SEP21-320-P", "ETH-30APR21-2240-P", "ETH-6APR21-2400-P",
