@@ -369,15 +369,16 @@ class _SocketThread(threading.Thread):
     def _reconnect(self, conn: int) -> None:
         self._connections[conn].reconnect()
 
+    # (``Thread`` has a private ``_stop`` of its own: these names must not collide.)
     def stop(self, conn: int) -> None:
-        self._call(self._stop, conn)
+        self._call(self._end_connection, conn)
 
-    def _stop(self, conn: int) -> None:
+    def _end_connection(self, conn: int) -> None:
         self._connections[conn].stop()
 
     def stop_all(self) -> None:
-        self._call(self._stop_all)
+        self._call(self._end_connections)
 
-    def _stop_all(self) -> None:
+    def _end_connections(self) -> None:
         for c in self._connections:
             c.stop()
