@@ -91,6 +91,7 @@ class Inbox:
         self._dropping: Dict[int, int] = {}
         self.dropped_total = 0
         self.peak_bytes = 0
+        self.peak_frames = 0
 
     def put_frame(self, frame: Frame) -> bool:
         """Queue a frame; False if it was dropped (the queue is full)."""
@@ -104,7 +105,10 @@ class Inbox:
                     self.dropped_total += 1
                     return False
                 self._items.append(Overflowed(conn, frame.ts, dropping.pop(conn)))
-            elif self.frames >= self.max_frames or self.bytes + size > self.max_bytes:
+            elif self.frames >= self.max_frames or (self.bytes + size > self.max_bytes
+                                                    and self.frames):
+                # (a frame larger than the whole bound still passes an empty queue,
+                # or a 5 MB snapshot could never be delivered)
                 dropping[conn] = 1
                 self.dropped_total += 1
                 return False
@@ -113,6 +117,8 @@ class Inbox:
             self.bytes += size
             if self.bytes > self.peak_bytes:
                 self.peak_bytes = self.bytes
+            if self.frames > self.peak_frames:
+                self.peak_frames = self.frames
             return True
 
     def put(self, item: Any) -> None:

@@ -122,8 +122,10 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
         #: With a re-resolved universe the partition lives on without connections:
         #: products may join later.
         self._lasting = bool(refreshers) and not source.exit_on_close
-        if not plans:
-            log.info("worker %d has no connections to open", worker)
+        products = sorted(f"{p.venue.name}:{x}" for p in plans for x in p.products)
+        log.info("worker %d of %d opens %d connections for %d products: %s", worker, workers,
+                 len(plans), len(products), " ".join(products[:50])
+                 + (" ..." if len(products) > 50 else ""))
 
     def _feed(self, plan: ConnectionPlan) -> Feed:
         keys = dict(plan.keys)
