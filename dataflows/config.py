@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sinks import SINKS
 from sources.venues import VENUE_NAMES, VENUES
+from sources.capture.format import check_record_dir
 from sources.instruments.select import Rule, parse_rules
 from sources.instruments.universe import CHECK, MODES, OFF, REQUIRE
 from sources.venues.base import Setting, Venue, safe_text
@@ -223,6 +224,11 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         bar_console=bars["console"])
     if cfg.metrics_addr:
         parse_addr(cfg.metrics_addr)
+    if cfg.record_dir:
+        try:
+            check_record_dir(cfg.record_dir)
+        except ValueError as ex:
+            raise ConfigError(f"record_dir: {ex}") from None
     for p in cfg.replay:
         if not Path(p).exists():
             raise ConfigError(f"replay path {p!r} does not exist")

@@ -35,7 +35,7 @@ from dataflows.config import Config, ConfigError, load_config
 from dataflows.monitoring import register_collector, serve_metrics, start_status_log
 from sinks import SINKS
 from sinks.console import ConsoleSink
-from sources.capture.format import Recorder, check_record_dir
+from sources.capture.format import Recorder
 from sources.instruments.universe import VenueUniverse, resolve_at_start
 from sources.runtime import shutdown
 from sources.runtime.placement import ConnectionPlan, VenueRun, plan_connections
@@ -182,8 +182,6 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None,
         source.check()
         events = op.input("replay", flow, source)
     else:
-        if cfg.record_dir:
-            check_record_dir(cfg.record_dir)
         universes = resolve_universes(cfg)
         events = op.input("feeds", flow, WebsocketSource(
             planner(cfg), resync=resync, registry=registry, exit_on_close=cfg.exit_on_close,
