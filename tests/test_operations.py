@@ -36,7 +36,7 @@ def test_lobstreams_own_metrics_endpoint_serves_on_loopback_only(tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         text = ""
-        sample = 'lobstream_book_events_total{venue="coinbase",product="BTC-USD",event="snapshots"}'
+        sample = 'lobstream_book_events_total{event="snapshots",product="BTC-USD",venue="coinbase"}'
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and sample not in text:
             try:
