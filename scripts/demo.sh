@@ -27,9 +27,10 @@ done
 echo "simulator: $url"
 
 rm -rf out/offline
+http="http${url#ws}"  # REST is served on the same port
 LOBSTREAM_CONFIG=examples/offline.toml \
-LOBSTREAM_COINBASE_URL="$url/coinbase" \
-LOBSTREAM_DERIBIT_URL="$url/deribit" \
+LOBSTREAM_COINBASE_URL="$url/coinbase" LOBSTREAM_COINBASE_REST_URL="$http/coinbase" \
+LOBSTREAM_DERIBIT_URL="$url/deribit" LOBSTREAM_DERIBIT_REST_URL="$http/deribit" \
   $PY -m bytewax.run dataflows.orderbook:flow
 
 echo
