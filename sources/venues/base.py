@@ -85,6 +85,13 @@ def iso_ms(text: str) -> float:
         raise ValueError(f"implausible time {safe_text(text, 40)}")
     return ms
 
+class Wire(msgspec.Struct, gc=False):
+    """Base of every venue's wire types. They are decoded once per frame and never
+    take part in reference cycles, so the garbage collector need not track them:
+    a 46,000-level snapshot then no longer triggers collections while it decodes
+    (measured: 18.6 -> 13.8 ms for the BTC-USD snapshot's decode)."""
+
+
 _PRODUCT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 SAMPLE_CHARS = 300
 

@@ -42,7 +42,8 @@ from sources.instruments.model import BASE, CONTRACTS, amounts
 from sources.venues.base import (BOOK, ERROR, IGNORED, RECONNECT, REPLY, TICKER, TRADES,
                                  FrameError, Funding, Limits, Message, Millis, Parsed, Price,
                                  ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, Venue,
-                                 check_name, loads, reason, safe_text, valid_product, valid_seq)
+                                 Wire, check_name, loads, reason, safe_text, valid_product,
+                                 valid_seq)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Ticker, Trade
 from state.sync import chain_binance_futures, chain_binance_spot
 
@@ -52,7 +53,7 @@ STREAMS_PER_REQUEST = 200
 _ABSENT = msgspec.Raw()
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(Wire):
     stream: Optional[str] = None
     data: msgspec.Raw = _ABSENT
     id: Optional[SeqNo] = None
@@ -61,11 +62,11 @@ class _Envelope(msgspec.Struct):
     msg: str = ""
 
 
-class _Event(msgspec.Struct):
+class _Event(Wire):
     e: str = ""
 
 
-class _SpotDiff(msgspec.Struct):
+class _SpotDiff(Wire):
     E: Millis
     s: ProductId
     U: SeqNo
@@ -74,7 +75,7 @@ class _SpotDiff(msgspec.Struct):
     a: List[Tuple[Price, Size]]
 
 
-class _FuturesDiff(msgspec.Struct):
+class _FuturesDiff(Wire):
     E: Millis
     T: Millis
     s: ProductId
@@ -85,7 +86,7 @@ class _FuturesDiff(msgspec.Struct):
     a: List[Tuple[Price, Size]]
 
 
-class _Trade(msgspec.Struct):
+class _Trade(Wire):
     s: ProductId
     t: SeqNo
     p: Price
@@ -94,7 +95,7 @@ class _Trade(msgspec.Struct):
     m: bool
 
 
-class _AggTrade(msgspec.Struct):
+class _AggTrade(Wire):
     s: ProductId
     a: SeqNo
     p: Price
@@ -105,7 +106,7 @@ class _AggTrade(msgspec.Struct):
     m: bool
 
 
-class _MarkPrice(msgspec.Struct):
+class _MarkPrice(Wire):
     s: ProductId
     E: Millis
     p: Price
@@ -113,7 +114,7 @@ class _MarkPrice(msgspec.Struct):
     r: Optional[Funding] = None
 
 
-class _Depth(msgspec.Struct):
+class _Depth(Wire):
     lastUpdateId: SeqNo
     bids: List[Tuple[Price, Size]]
     asks: List[Tuple[Price, Size]]

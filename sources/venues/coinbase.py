@@ -33,8 +33,9 @@ import msgspec
 
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES,
                                  FrameError, Limits, Message, Parsed, Price, ProductId, Protocol,
-                                 Raw, Reply, SeqNo, Setting, Size, TradeId, Venue, check_name,
-                                 iso_ms, loads, reason, safe_text, valid_product, valid_seq)
+                                 Raw, Reply, SeqNo, Setting, Size, TradeId, Venue, Wire,
+                                 check_name, iso_ms, loads, reason, safe_text, valid_product,
+                                 valid_seq)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
 VENUE = "coinbase"
@@ -44,7 +45,7 @@ DEFAULT_URL = "wss://advanced-trade-ws.coinbase.com"
 _EPOCH_PLACEHOLDER = "1970-"
 
 
-class _Update(msgspec.Struct):
+class _Update(Wire):
     side: Literal["bid", "offer", "ask"]
     price_level: Price
     new_quantity: Size
@@ -52,13 +53,13 @@ class _Update(msgspec.Struct):
     event_time: str = ""
 
 
-class _L2Event(msgspec.Struct):
+class _L2Event(Wire):
     type: Literal["snapshot", "update"]
     product_id: ProductId
     updates: List[_Update]
 
 
-class _Frame(msgspec.Struct, tag_field="channel"):
+class _Frame(Wire, tag_field="channel"):
     sequence_num: SeqNo
 
 
@@ -68,7 +69,7 @@ class _L2Data(_Frame, tag="l2_data"):
     events: List[_L2Event]
 
 
-class _Trade(msgspec.Struct):
+class _Trade(Wire):
     trade_id: TradeId
     product_id: ProductId
     price: Price
@@ -77,7 +78,7 @@ class _Trade(msgspec.Struct):
     time: str
 
 
-class _TradesEvent(msgspec.Struct):
+class _TradesEvent(Wire):
     trades: List[_Trade]
 
 
@@ -85,12 +86,12 @@ class _MarketTrades(_Frame, tag="market_trades"):
     events: List[_TradesEvent]
 
 
-class _Tick(msgspec.Struct):
+class _Tick(Wire):
     product_id: ProductId
     price: Price
 
 
-class _TickerEvent(msgspec.Struct):
+class _TickerEvent(Wire):
     tickers: List[_Tick]
 
 

@@ -31,7 +31,7 @@ import msgspec
 
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES,
                                  FrameError, Limits, Message, Parsed, Price, ProductId, Protocol,
-                                 Raw, Reply, SeqNo, Setting, Size, Venue, check_name, loads,
+                                 Raw, Reply, SeqNo, Setting, Size, Venue, Wire, check_name, loads,
                                  reason, safe_text, valid_product)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
@@ -45,7 +45,7 @@ HEARTBEAT_CHANNEL = "heartbeat"
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class _Message(msgspec.Struct, tag_field="type"):
+class _Message(Wire, tag_field="type"):
     pass
 
 

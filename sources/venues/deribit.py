@@ -41,7 +41,7 @@ from sources.instruments.model import BASE, QUOTE, amounts
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, TICKER,
                                  TRADES, FrameError, Funding, Limits, Message, Millis, Parsed,
                                  Price, ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size,
-                                 TradeId, Venue, check_name, loads, reason, safe_text,
+                                 TradeId, Venue, Wire, check_name, loads, reason, safe_text,
                                  valid_product, valid_seq)
 from state.events import REFRESH, SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 from state.sync import chain_exact
@@ -63,7 +63,7 @@ CHANNELS_PER_REQUEST = 500
 _ABSENT = msgspec.Raw()
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(Wire):
     method: Optional[str] = None
     id: Optional[SeqNo] = None
     params: msgspec.Raw = _ABSENT
@@ -71,16 +71,16 @@ class _Envelope(msgspec.Struct):
     error: msgspec.Raw = _ABSENT
 
 
-class _Notification(msgspec.Struct):
+class _Notification(Wire):
     channel: str
     data: msgspec.Raw
 
 
-class _Heartbeat(msgspec.Struct):
+class _Heartbeat(Wire):
     type: str = ""
 
 
-class _Book(msgspec.Struct):
+class _Book(Wire):
     instrument_name: ProductId
     timestamp: Millis
     change_id: SeqNo
@@ -89,7 +89,7 @@ class _Book(msgspec.Struct):
     prev_change_id: Optional[SeqNo] = None
 
 
-class _TopBook(msgspec.Struct):
+class _TopBook(Wire):
     instrument_name: ProductId
     timestamp: Millis
     change_id: SeqNo
@@ -97,7 +97,7 @@ class _TopBook(msgspec.Struct):
     asks: List[Tuple[Price, Size]]
 
 
-class _Trade(msgspec.Struct):
+class _Trade(Wire):
     trade_id: TradeId
     trade_seq: SeqNo
     instrument_name: ProductId
@@ -107,7 +107,7 @@ class _Trade(msgspec.Struct):
     direction: Literal["buy", "sell"]
 
 
-class _Ticker(msgspec.Struct):
+class _Ticker(Wire):
     instrument_name: ProductId
     timestamp: Millis
     mark_price: Optional[Price] = None
@@ -116,7 +116,7 @@ class _Ticker(msgspec.Struct):
     current_funding: Optional[Funding] = None
 
 
-class _Error(msgspec.Struct):
+class _Error(Wire):
     code: int
     message: str = ""
     data: msgspec.Raw = _ABSENT
