@@ -149,7 +149,9 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
         events = [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
         products = list(dict.fromkeys(p for p in (valid_product(e.get("product_id"))
                                                   for e in events) if p))
-        odd = next((e.get("type") for e in events if e.get("type") not in _KINDS), None)
+        # Decoded values may be lists or objects: never hash them (``in`` a dict).
+        odd = next((t for t in (e.get("type") for e in events)
+                    if not (isinstance(t, str) and t in _KINDS)), None)
         if odd is not None:
             raise FrameError("unknown_type", f"unknown l2_data event type "
                              f"{safe_text(odd, 40)!r}", seq, products)
