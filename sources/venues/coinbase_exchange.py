@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from datetime import datetime
-from typing import Annotated, Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import msgspec
 
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Limits,
                                  Message, Parsed, Price, ProductId, Protocol, Raw, Reply, Setting,
-                                 Size, Venue, check_name, loads, reason, safe_text, valid_product)
+                                 Size, Venue, check_name, iso_ms, loads, reason, safe_text,
+                                 valid_product)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level
 
 VENUE = "coinbase_exchange"
@@ -40,8 +40,6 @@ DEFAULT_CHANNEL = "level2_batch"
 #: Book channels lobstream can subscribe without credentials.
 PUBLIC_CHANNELS = (DEFAULT_CHANNEL,)
 HEARTBEAT_CHANNEL = "heartbeat"
-
-UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class _Message(msgspec.Struct, tag_field="type"):
@@ -56,7 +54,9 @@ class _Snapshot(_Message, tag="snapshot"):
 
 class _L2Update(_Message, tag="l2update"):
     product_id: ProductId
-    time: UtcTime
+    #: Read by :func:`~sources.venues.base.iso_ms`, which bounds it: a ``datetime``
+    #: field would also take 0 or 1.5 (seconds since 1970) in the lax decoder.
+    time: str
     changes: List[Tuple[Literal["buy", "sell"], Price, Size]]
 
 
@@ -88,9 +88,12 @@ def parse(raw: Raw, ts_recv: float) -> Parsed:
         asks: List[Level] = []
         for side, price, size in msg.changes:
             (bids if side == "buy" else asks).append((price, size))
-        return Parsed(BOOK, None, [BookEvent(UPDATE, VENUE, msg.product_id,
-                                             msg.time.timestamp() * 1000.0, ts_recv, None, None,
-                                             bids, asks)])
+        try:
+            ts_exchange = iso_ms(msg.time)
+        except ValueError as ex:
+            raise FrameError("bad_time", reason(ex), None, [msg.product_id]) from None
+        return Parsed(BOOK, None, [BookEvent(UPDATE, VENUE, msg.product_id, ts_exchange, ts_recv,
+                                             None, None, bids, asks)])
     if kind is _Snapshot:
         # A snapshot has no time of its own on the wire.
         return Parsed(BOOK, None, [BookEvent(SNAPSHOT, VENUE, msg.product_id, None, ts_recv,
