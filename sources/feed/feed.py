@@ -203,13 +203,16 @@ class Feed:
     def _book_event(self, ev: BookEvent, out: List[Keyed]) -> None:
         state = self.books.get(ev.product)
         if state is None:
-            if self.fixed:
-                self.counts["unexpected_product"] += 1
-                return
             if valid_product(ev.product) is None:
                 self.counts["bad_product"] += 1
                 self.bad.report(self.venue.name, "bad_product", "product name is not valid",
                                 ev.product)
+                # A garbled name: the update was some product's, which one is unknown.
+                self._unattributed(ev.seq is not None, ev.ts_recv, "bad_product: product "
+                                   "name is not valid", out)
+                return
+            if self.fixed:
+                self.counts["unexpected_product"] += 1
                 return
             state = self._product(ev.product)
         sync = state.sync
@@ -327,12 +330,34 @@ class Feed:
         if ex.seq is not None and self.conn_seq is not None \
                 and not self._connection_seq(ex.seq, [], ts, out):
             return
+        detail = f"{ex.kind}: {ex}"
+        if ex.products is None:
+            self._unattributed(ex.seq is not None, ts, detail, out)
+            return
         for product in ex.products:
-            state = self.books.get(product)
-            # A book waiting for the snapshot its (re)subscription brings is resynced
-            # too: the broken frame may be that snapshot, and no other would come.
-            if state is not None and (state.sync.synced or state.awaiting_since is not None):
-                self._gap(product, ts, "bad_input", f"{ex.kind}: {ex}", out, force=True)
+            self._lost(product, ts, detail, out)
+
+    def _lost(self, product: str, ts: float, detail: str, out: List[Keyed],
+              force: bool = True) -> None:
+        """A broken frame was about ``product``: resync it. A book waiting for the
+        snapshot its (re)subscription brings is resubscribed too (``force``): the
+        broken frame may be that snapshot, and no other would come."""
+        state = self.books.get(product)
+        if state is not None and (state.sync.synced or state.awaiting_since is not None):
+            self._gap(product, ts, "bad_input", detail, out, force=force)
+
+    def _unattributed(self, numbered: bool, ts: float, detail: str, out: List[Keyed]) -> None:
+        """A broken frame may have been any book's update. Where the books are
+        chained, the next update of the one it was reveals the gap; where a
+        connection counter numbered it (``numbered``), no gap will show, and where
+        nothing numbers book messages (Coinbase Exchange) none ever would: then
+        every book on the connection is resynced. Books already waiting for a
+        snapshot keep waiting (:meth:`tick` retries): resubscribing all of them on
+        every such frame multiplied into a request storm under the fuzz."""
+        if self.venue.book_chain is not None or (self.conn_seq is not None and not numbered):
+            return
+        for product in list(self.books):
+            self._lost(product, ts, detail, out, force=False)
 
     def _error(self, ref: Any, code: str, detail: str, ts: float, out: List[Keyed]) -> None:
         """An error reply: the products it concerns stay down until restart.

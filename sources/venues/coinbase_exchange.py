@@ -28,10 +28,10 @@ from typing import Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import msgspec
 
-from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError, Limits,
-                                 Message, Parsed, Price, ProductId, Protocol, Raw, Reply, Setting,
-                                 Size, Venue, check_name, iso_ms, loads, reason, safe_text,
-                                 valid_product)
+from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError,
+                                 Limits, Message, Parsed, Price, ProductId, Protocol, Raw, Reply,
+                                 Setting, Size, Venue, check_name, iso_ms, loads, reason,
+                                 safe_text, valid_product)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level
 
 VENUE = "coinbase_exchange"
@@ -110,7 +110,8 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
     the product they would have changed)."""
     msg = loads(raw)
     if not isinstance(msg, dict):
-        raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}")
+        raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}",
+                         products=ANY_PRODUCT)
     kind = msg.get("type")
     if kind == "error":
         text = safe_text(msg.get("message", "error"))
@@ -119,11 +120,17 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
         return Parsed(ERROR, None, [], detail=detail, code=text[:60])
     if kind in ("snapshot", "l2update"):
         product = valid_product(msg.get("product_id"))
-        raise FrameError("bad_level", f"{kind}: {reason(ex)}", None, [product] if product else [])
+        raise FrameError("bad_level", f"{kind}: {reason(ex)}", None,
+                         [product] if product else ANY_PRODUCT)
     if isinstance(kind, str) and (kind in OTHER_TYPES or kind in ("heartbeat", "subscriptions")):
         raise FrameError("bad_frame", f"{kind}: {reason(ex)}")
-    shown = safe_text(kind, 40) if isinstance(kind, str) else f"<{type(kind).__name__}>"
-    raise FrameError("unknown_type", f"unknown message type {shown}")
+    if not isinstance(kind, str):
+        # Nothing numbers this venue's book messages, so a lost update would go
+        # unnoticed: a frame whose type cannot be read counts against every book.
+        raise FrameError("unknown_type", f"unknown message type <{type(kind).__name__}>", None,
+                         ANY_PRODUCT)
+    # A type the exchange added (or a channel lobstream does not subscribe): not a book's.
+    raise FrameError("unknown_type", f"unknown message type {safe_text(kind, 40)}")
 
 
 class CoinbaseExchangeProtocol(Protocol):
