@@ -99,7 +99,8 @@ REPLAY_KEYS = (
 VENUE_COMMON = ("products", "url", "products_per_connection")
 #: ``LOBSTREAM_*`` variables that belong to lobstream's scripts, not to the flow.
 SCRIPT_VARIABLES = frozenset({"LOBSTREAM_CONFIG", "LOBSTREAM_DEMO_SPEED",
-                              "LOBSTREAM_SOAK_SECONDS", "LOBSTREAM_EXTRAS"})
+                              "LOBSTREAM_SOAK_SECONDS", "LOBSTREAM_EXTRAS",
+                              "LOBSTREAM_FUZZ_FRAMES", "LOBSTREAM_FUZZ_SEED"})
 #: Venues run when neither ``run.venues`` nor any venue table says otherwise;
 #: Coinbase Exchange only runs when asked for.
 DEFAULT_VENUES = ("coinbase", "deribit")
