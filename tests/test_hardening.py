@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import orjson
 import pytest
 from bytewax.testing import run_main
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dataflows.config import REPLAY_KEYS, RUN_KEYS, Config, ConfigError, load_config
@@ -162,7 +162,8 @@ CRASHES = [
     ("coinbase_exchange", {"type": ["l2update"], "product_id": "SKL-USD"}, "bad_unknown_type",
      True),
     ("coinbase_exchange", cx_update(["SKL-USD"], [("buy", "1", "1")]), "bad_bad_level", True),
-    ("coinbase_exchange", cx_update("SKL-USD", [("buy", "1", "1")], time=0), "bad_bad_level",
+    # The lax decoder reads a number as seconds since 1970: 0 is then out of range.
+    ("coinbase_exchange", cx_update("SKL-USD", [("buy", "1", "1")], time=0), "bad_bad_time",
      True),
     ("coinbase_exchange", cx_update("SKL-USD", [("buy", "1", "1")], time="1970-01-01T00:00:01Z"),
      "bad_bad_time", True),
@@ -433,6 +434,21 @@ def test_coinbase_corrupt_sequence_num_costs_a_resync_not_the_product(cb_recordi
     assert tail and all(isinstance(item, BookEvent) for item in tail)
 
 
+def test_coinbase_corrupt_number_on_a_snapshot_is_found_at_the_next_frame():
+    """A snapshot frame carrying 10**18 becomes the counter's reference; every real
+    frame after it used to be a "duplicate" (a frozen book) until 64 had gone by."""
+    feed = feed_for("coinbase", [BTC])
+    feed.connected(T0)
+    out = deliver(feed, [cb_l2(10**18, "snapshot", BTC, CB_BOOK)])
+    assert [e.kind for e in events(out)] == [SNAPSHOT]
+    out = deliver(feed, [cb_l2(2, "update", BTC, [("bid", "100.6", "1")])])
+    assert events(out) == [] and [s.reason for s in statuses(out)] == ["gap"]
+    assert "implausible" in statuses(out)[0].detail and feed.outbox
+    out = deliver(feed, [cb_l2(3, "snapshot", BTC, CB_BOOK),
+                         cb_l2(4, "update", BTC, [("bid", "100.6", "1")])])
+    assert [e.kind for e in events(out)] == [SNAPSHOT, UPDATE]
+
+
 # ------------------------------------------------------------------ Deribit change ids
 
 
@@ -658,6 +674,14 @@ def _side(levels: List[Tuple[float, float]], venue: str) -> List[Any]:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Found by hypothesis and the fuzz: the microprice fell below the bid with subnormal
+# sizes, and rounded past the ask with a huge bid size (also with a spread wider
+# than the bid).
+@example(venue="deribit", bids=[(100.3, 5e-324)], asks=[(100.4, 5e-324)], depth=1)
+@example(venue="coinbase_exchange", bids=[(1919.44, 4102444800001.0)], asks=[(1919.49, 0.35)],
+         depth=10)
+@example(venue="deribit", bids=[(1.0, 512185181231957.7)], asks=[(264731499344.5, 0.015625)],
+         depth=1)
 @given(venue=st.sampled_from(["deribit", "coinbase_exchange"]),
        bids=st.lists(st.tuples(prices, sizes), min_size=1, max_size=12),
        asks=st.lists(st.tuples(prices, sizes), min_size=1, max_size=12),
@@ -892,6 +916,17 @@ def test_every_numeric_setting_out_of_range_fails_at_start(table, name, key, tmp
         with pytest.raises(ConfigError) as caught:
             load_config(dict(base, LOBSTREAM_CONFIG=str(config)))
         assert name in str(caught.value), value
+
+
+@pytest.mark.parametrize("variable", ["LOBSTREAM_STATUS_INTERVAL", "LOBSTREAM_SILENCE_TIMEOUT",
+                                      "LOBSTREAM_REPLAY_SPEED", "LOBSTREAM_DEPTH",
+                                      "LOBSTREAM_QUEUE_FRAMES", "LOBSTREAM_QUEUE_MB"])
+def test_a_vanishing_number_fails_where_it_cannot_work(variable, tmp_path):
+    """1e-300 s between status lines, or 1e-300 times the recorded pace (whose
+    wake-up times overflowed datetime and killed the flow at the second frame)."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({variable: "1e-300", "LOBSTREAM_REPLAY": str(tmp_path)})
+    assert "1e-300" in str(caught.value)
 
 
 @pytest.mark.parametrize("env", [

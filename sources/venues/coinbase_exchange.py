@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from datetime import datetime
+from typing import Annotated, Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import msgspec
 
 from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, FrameError,
-                                 Limits, Message, Parsed, Price, ProductId, Protocol, Raw, Reply,
-                                 Setting, Size, Venue, check_name, iso_ms, loads, reason,
-                                 safe_text, valid_product)
+                                 MAX_MS, MIN_MS, Limits, Message, Parsed, Price, ProductId,
+                                 Protocol, Raw, Reply, Setting, Size, Venue, check_name, loads,
+                                 reason, safe_text, valid_product)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level
 
 VENUE = "coinbase_exchange"
@@ -40,6 +41,8 @@ DEFAULT_CHANNEL = "level2_batch"
 #: Book channels lobstream can subscribe without credentials.
 PUBLIC_CHANNELS = (DEFAULT_CHANNEL,)
 HEARTBEAT_CHANNEL = "heartbeat"
+
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class _Message(msgspec.Struct, tag_field="type"):
@@ -54,9 +57,9 @@ class _Snapshot(_Message, tag="snapshot"):
 
 class _L2Update(_Message, tag="l2update"):
     product_id: ProductId
-    #: Read by :func:`~sources.venues.base.iso_ms`, which bounds it: a ``datetime``
-    #: field would also take 0 or 1.5 (seconds since 1970) in the lax decoder.
-    time: str
+    #: The lax decoder also reads a number here (seconds since 1970), so the time is
+    #: bounded after decoding: ``"time": 0`` must not become ts_exchange 0.
+    time: UtcTime
     changes: List[Tuple[Literal["buy", "sell"], Price, Size]]
 
 
@@ -88,10 +91,12 @@ def parse(raw: Raw, ts_recv: float) -> Parsed:
         asks: List[Level] = []
         for side, price, size in msg.changes:
             (bids if side == "buy" else asks).append((price, size))
-        try:
-            ts_exchange = iso_ms(msg.time)
-        except ValueError as ex:
-            raise FrameError("bad_time", reason(ex), None, [msg.product_id]) from None
+        # Bounded here rather than parsed by iso_ms: msgspec reads the RFC 3339
+        # text in C; iso_ms made an l2update a third slower (4.6 against 3.4 us).
+        ts_exchange = msg.time.timestamp() * 1000.0
+        if not MIN_MS <= ts_exchange <= MAX_MS:
+            raise FrameError("bad_time", f"implausible time {ts_exchange:.0f} ms", None,
+                             [msg.product_id])
         return Parsed(BOOK, None, [BookEvent(UPDATE, VENUE, msg.product_id, ts_exchange, ts_recv,
                                              None, None, bids, asks)])
     if kind is _Snapshot:
