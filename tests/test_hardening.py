@@ -187,6 +187,19 @@ def test_type_confused_frames_are_bad_input_not_a_crash(venue, frame, counted, r
     assert len(events(later)) == (0 if resynced else 1)
 
 
+@pytest.mark.parametrize("fixed", [False, True], ids=["replay", "fixed"])
+def test_a_frame_of_garbled_product_names_is_one_bad_frame_and_resyncs_the_connection(fixed):
+    feed = feed_for("coinbase", [BTC] if fixed else None)
+    deliver(feed, [cb_l2(1, "snapshot", BTC, CB_BOOK)])
+    frame = cb_l2(2, "update", "BTC/USD", [("bid", "1", "1")])
+    frame["events"] += [dict(frame["events"][0], product_id="BTC-USD\n"),
+                        dict(frame["events"][0], product_id="..")]
+    out = deliver(feed, [frame])
+    assert dict(feed.bad.counts) == {("coinbase", "bad_product"): 1}
+    # The frame's number is used up, so only a resync keeps BTC-USD right.
+    assert [(s.product, s.reason) for s in statuses(out)] == [(BTC, "bad_input")]
+
+
 def test_coinbase_heartbeat_with_a_numeric_string_sequence_is_checked_as_a_number():
     """``"sequence_num": "5"`` after integer frames used to raise in the sequence
     check. The lax decoder (the one that reads Coinbase's quoted prices) reads it

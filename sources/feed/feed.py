@@ -186,8 +186,18 @@ class Feed:
             return
         kind = parsed.kind
         if kind == BOOK:
+            garbled = None
             for ev in parsed.events:
-                self._book_event(ev, out)
+                if not self._book_event(ev, out):
+                    garbled = ev
+            if garbled is not None:
+                # Counted once per frame, like every other bad input. The update was
+                # some product's, and which one is unknown.
+                self.counts["bad_product"] += 1
+                self.bad.report(self.venue.name, "bad_product", "product name is not valid",
+                                garbled.product)
+                self._unattributed(garbled.seq is not None, ts, "bad_product: product name "
+                                   "is not valid", out)
         elif kind == TEST_REQUEST:
             self.outbox.extend(self.protocol.answer_test_request())
         elif kind == ERROR:
@@ -200,20 +210,15 @@ class Feed:
                     if state is not None and not state.sync.synced:
                         state.snapshot_next = True
 
-    def _book_event(self, ev: BookEvent, out: List[Keyed]) -> None:
+    def _book_event(self, ev: BookEvent, out: List[Keyed]) -> bool:
+        """Check and pass on one event; False if its product name is garbled."""
         state = self.books.get(ev.product)
         if state is None:
             if valid_product(ev.product) is None:
-                self.counts["bad_product"] += 1
-                self.bad.report(self.venue.name, "bad_product", "product name is not valid",
-                                ev.product)
-                # A garbled name: the update was some product's, which one is unknown.
-                self._unattributed(ev.seq is not None, ev.ts_recv, "bad_product: product "
-                                   "name is not valid", out)
-                return
+                return False
             if self.fixed:
                 self.counts["unexpected_product"] += 1
-                return
+                return True
             state = self._product(ev.product)
         sync = state.sync
         last = sync.last
@@ -249,6 +254,7 @@ class Feed:
         else:  # STUCK
             self._gap(ev.product, ev.ts_recv, "gap",
                       f"{STUCK_AFTER} consecutive updates at or below {last}", out)
+        return True
 
     def _connection_seq(self, seq: int, events: List[Any], ts: float,
                         out: List[Keyed]) -> bool:
