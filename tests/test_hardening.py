@@ -29,7 +29,7 @@ from dataflows.config import REPLAY_KEYS, RUN_KEYS, Config, ConfigError, load_co
 from dataflows.orderbook import build_flow
 from sources.capture.format import FORMAT_VERSION, read_capture
 from sources.feed.feed import Feed, Keyed
-from sources.feed.reporting import BadInput
+from sources.feed.reporting import MAX_KINDS, BadInput
 from sources.runtime.registry import Registry
 from sources.transport.inbox import Connected, Frame, Inbox, Overflowed
 from sources.venues import VENUE_NAMES, get_venue
@@ -580,6 +580,25 @@ def test_ten_thousand_error_replies_log_one_line_per_code(venue, caplog):
     assert all(line.isprintable() for line in lines)
     assert sorted(feed.errors.counts.values()) == [5000, 5000]
     assert feed.counts["errors"] == 10_000 and feed.refused == {}
+
+
+DISTINCT_ERRORS = {
+    "deribit": lambda i: {"jsonrpc": "2.0", "id": 10**6 + i, "error": {"code": i, "message": "x"}},
+    "coinbase": lambda i: {"type": "error", "message": f"failure {i}"},
+    "coinbase_exchange": lambda i: {"type": "error", "message": f"failure {i}"},
+}
+
+
+@pytest.mark.parametrize("venue", VENUE_NAMES)
+def test_ten_thousand_distinct_error_codes_are_a_bounded_number_of_lines(venue, caplog):
+    """The codes come from the exchange, so there may be any number of them."""
+    feed = feed_for(venue)
+    with caplog.at_level(logging.ERROR, logger="lobstream.feed"):
+        deliver(feed, [DISTINCT_ERRORS[venue](i) for i in range(10_000)])
+    lines = [r.getMessage() for r in caplog.records if r.name == "lobstream.feed"]
+    assert len(lines) == MAX_KINDS + 1 and f"more than {MAX_KINDS} codes" in lines[-1]
+    assert len(feed.errors.counts) == MAX_KINDS + 1
+    assert sum(feed.errors.counts.values()) == feed.counts["errors"] == 10_000
 
 
 # ------------------------------------------------------------------ request tracking
