@@ -132,10 +132,15 @@ class ConnectionSequence:
         self.last = seq
         return GAP
 
-    def rebase(self, seq: int) -> None:
-        """Take ``seq`` as the current position (a fresh snapshot arrived with it)."""
+    def rebase(self, seq: int) -> int:
+        """Take ``seq`` as the current position (a fresh snapshot arrived with it,
+        itself taken for a duplicate). Returns how many frames before it were
+        taken for duplicates since the last accepted number: the rebase shows the
+        reference was wrong, so they were real frames, and they were dropped."""
+        dropped = max(0, self._duplicates - 1)
         self.last = seq
         self._duplicates = 0
+        return dropped
 
     def reset(self) -> None:
         """Forget the counter: a new connection starts its own."""

@@ -268,9 +268,17 @@ class Feed:
         if verdict is DUPLICATE:
             if self._brings_awaited_snapshot(events):
                 # A fresh snapshot re-bases the counter: a corrupt number seen
-                # earlier must not make everything after it a "duplicate".
-                conn_seq.rebase(seq)
+                # earlier must not make everything after it a "duplicate". The
+                # frames dropped as duplicates meanwhile were real, so a book
+                # synced since (by the snapshot in the frame with that number)
+                # missed their updates.
+                dropped = conn_seq.rebase(seq)
                 self.counts["rebased"] += 1
+                if dropped:
+                    for product, state in list(self.books.items()):
+                        if state.sync.synced:
+                            self._gap(product, ts, "gap", f"sequence_num re-based to {seq}: "
+                                      f"{dropped} frames were taken for duplicates", out)
                 return True
             self.counts["duplicates"] += 1
             return False
