@@ -447,6 +447,24 @@ def test_coinbase_corrupt_sequence_num_costs_a_resync_not_the_product(cb_recordi
     assert tail and all(isinstance(item, BookEvent) for item in tail)
 
 
+def test_a_rebased_counter_resyncs_the_books_that_missed_the_frames_taken_for_duplicates():
+    """Found by the fuzz: ETH's snapshot came with sequence_num 1e5 (read as 100000:
+    a gap, and ETH synced from it); the real frames after it were dropped as
+    duplicates until BTC's snapshot re-based the counter, and ETH went on from a
+    book that had missed all their updates."""
+    feed = feed_for("coinbase", [BTC, ETH])
+    feed.connected(T0)
+    deliver(feed, [cb_l2(0, "snapshot", BTC, CB_BOOK), cb_l2(10**5, "snapshot", ETH, CB_BOOK)])
+    assert feed.books[ETH].sync.synced and not feed.books[BTC].sync.synced
+    out = deliver(feed, [cb_l2(2 + i, "update", ETH, [("bid", f"100.{i}", "1")]) for i in range(3)])
+    assert events(out) == [] and feed.counts["duplicates"] == 3
+    out = deliver(feed, [cb_l2(5, "snapshot", BTC, CB_BOOK),
+                         cb_l2(6, "update", ETH, [("bid", "100.7", "1")])])
+    assert [(e.product, e.kind) for e in events(out)] == [(BTC, SNAPSHOT)]
+    assert [(s.product, s.reason) for s in statuses(out)] == [(ETH, "gap")]
+    assert "3 frames were taken for duplicates" in statuses(out)[0].detail
+
+
 def test_coinbase_corrupt_number_on_a_snapshot_is_found_at_the_next_frame():
     """A snapshot frame carrying 10**18 becomes the counter's reference; every real
     frame after it used to be a "duplicate" (a frozen book) until 64 had gone by."""
