@@ -83,14 +83,14 @@ class Config:
 @dataclass(frozen=True)
 class Key:
     """A ``[run]``/``[replay]`` key: its type comes from the default; numbers have
-    a range (``zero_ok``: 0 is also accepted, meaning "off")."""
+    a range. ``zero`` says what 0 does where it is also accepted ("to disable")."""
 
     name: str
     default: Any
     help: str
     minimum: Optional[float] = None
     maximum: Optional[float] = None
-    zero_ok: bool = False
+    zero: str = ""
     choices: Tuple[str, ...] = ()
 
 
@@ -107,7 +107,7 @@ RUN_KEYS = (
     Key("exit_on_close", False, "end when a server closes normally (simulator)"),
     Key("silence_timeout", 30.0, "seconds without any frame before reconnecting", 1.0, 3600.0),
     Key("status_interval", 60.0, "seconds between status lines; 0 disables", 1.0, 86400.0,
-        zero_ok=True),
+        zero="to disable"),
     Key("metrics_addr", "", "serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)"),
     Key("queue_frames", 100_000, "frames buffered per worker before dropping", 1000, 10**7),
     Key("queue_mb", 256, "MiB buffered per worker before dropping", 16, 65536),
@@ -122,14 +122,18 @@ BARS_KEYS = (
 )
 REPLAY_KEYS = (
     Key("paths", [], "capture files or directories; replaces the live venues"),
-    Key("speed", 0.0, "0 = as fast as possible, 1 = recorded pace", 0.0, 1e6),
+    # Not below 1/1000 of the recorded pace: at 1e-300 the replay's next wake-up
+    # time overflowed datetime and killed the flow at the second frame.
+    Key("speed", 0.0, "0 = as fast as possible, 1 = recorded pace", 0.001, 1e6,
+        zero="for as fast as possible"),
 )
 #: Keys every venue table has, besides the venue's own settings.
 VENUE_COMMON = ("products", "url", "products_per_connection", "rules", "instruments", "refresh",
                 "rest_url")
 #: ``LOBSTREAM_*`` variables that belong to lobstream's scripts, not to the flow.
 SCRIPT_VARIABLES = frozenset({"LOBSTREAM_CONFIG", "LOBSTREAM_DEMO_SPEED",
-                              "LOBSTREAM_SOAK_SECONDS", "LOBSTREAM_EXTRAS"})
+                              "LOBSTREAM_SOAK_SECONDS", "LOBSTREAM_EXTRAS",
+                              "LOBSTREAM_FUZZ_FRAMES", "LOBSTREAM_FUZZ_SEED"})
 #: Venues run when neither ``run.venues`` nor any venue table says otherwise;
 #: Coinbase Exchange only runs when asked for.
 DEFAULT_VENUES = ("coinbase", "deribit")
@@ -277,7 +281,7 @@ def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
         raise ConfigError(f"{name}.rules need the instrument list; set {name}.instruments to "
                           f"{CHECK} or {REQUIRE}")
     refresh = _number(f"{name}.refresh", table.get("refresh", 3600.0 if rules else 0.0), float,
-                      10.0, 86400.0, zero_ok=True)
+                      10.0, 86400.0, "to never refresh")
     rest_url = str(table.get("rest_url", ""))
     if rest_url and not rest_url.startswith(("http://", "https://")):
         raise ConfigError(f"{name}.rest_url={_show(rest_url)}: expected an http:// or https:// "
@@ -320,7 +324,7 @@ def _value(key: Key, value: Any, where: str) -> Any:
     if isinstance(default, bool):
         return _boolean(where, value)
     if isinstance(default, (int, float)):
-        number = _number(where, value, type(default), key.minimum, key.maximum, key.zero_ok)
+        number = _number(where, value, type(default), key.minimum, key.maximum, key.zero)
         return number
     if isinstance(default, list):
         items = [str(v) for v in _list(where, value)]
@@ -368,11 +372,11 @@ def _list(name: str, value: Any) -> List[Any]:
 
 
 def _number(name: str, value: Any, kind: type, minimum: Optional[float],
-            maximum: Optional[float], zero_ok: bool = False) -> Any:
+            maximum: Optional[float], zero: str = "") -> Any:
     expected = "an integer" if kind is int else "a number"
     bounds = f" in [{minimum:g}, {maximum:g}]" if minimum is not None and maximum is not None \
         else ""
-    off = " (or 0 to disable)" if zero_ok else ""
+    off = f" (or 0 {zero})" if zero else ""
     try:
         if isinstance(value, bool) or (kind is int and isinstance(value, float)):
             raise TypeError  # true is not 1, and 2.5 levels is not 2
@@ -382,7 +386,7 @@ def _number(name: str, value: Any, kind: type, minimum: Optional[float],
             from None
     if isinstance(number, float) and not math.isfinite(number):
         raise ConfigError(f"{name}={_show(value)}: expected a finite number{bounds}")
-    if zero_ok and number == 0:
+    if zero and number == 0:
         return number
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise ConfigError(f"{name}={_show(value)}: must be{bounds or ' in range'}{off}")

@@ -83,7 +83,14 @@ def summarize(
         mid = (bid_px + ask_px) * 0.5
         spread_bps = spread / mid * 1e4 if mid > 0.0 else None
         vol = bid_sz + ask_sz
-        micro = (bid_px * ask_sz + ask_px * bid_sz) / vol
+        # (bid·ask_sz + ask·bid_sz) / vol, written as bid + spread·weight with the
+        # weight in [0, 1], so it never falls below the bid; the product form gave
+        # 100.0 for 100.3 / 100.4 with subnormal sizes, and overshot the ask
+        # (1919.4900000000002 > 1919.49 with a 4e12 bid size). Only a spread wider
+        # than the bid (inexact subtraction) can round it past the ask, by an ulp.
+        micro = bid_px + spread * (bid_sz / vol)
+        if micro > ask_px:
+            micro = ask_px
         imbalance = (bid_sz - ask_sz) / vol
         vb, va = depth if depth is not None else book.depth(depth_n)
         depth_imbalance = (vb - va) / (vb + va)

@@ -15,12 +15,16 @@ Two kinds of chains exist:
 
 No single number may disable a product. The parsers already reject ids that are
 not integers in ``[0, 2**63)``; on top of that, a jump larger than
-:data:`MAX_JUMP` is not a gap but a corrupt number (:data:`BOGUS`), and a run of
-:data:`STUCK_AFTER` consecutive "duplicates" means the last accepted number was
-wrong, not that the exchange repeats itself (:data:`STUCK`). Either way the
-caller resynchronises and the next snapshot re-bases the sequence. Without this, a
-single update carrying ``change_id`` 10**18 would make every later update look
-like a duplicate: a book that stays "synced", frozen, while the market moves.
+:data:`MAX_JUMP` is not a gap but a corrupt number (:data:`BOGUS`), and so is a
+"duplicate" more than MAX_JUMP behind the last accepted number: then that number
+was the corrupt one (a snapshot or a first frame carrying 10**18), and waiting for
+a run of :data:`STUCK_AFTER` duplicates would freeze the book for 64 updates. A
+run of STUCK_AFTER consecutive duplicates closer than that also means the last
+accepted number was wrong, not that the exchange repeats itself (:data:`STUCK`).
+Either way the caller resynchronises and the next snapshot re-bases the sequence.
+Without this, a single update carrying ``change_id`` 10**18 would make every later
+update look like a duplicate: a book that stays "synced", frozen, while the market
+moves.
 """
 
 from __future__ import annotations
@@ -103,15 +107,19 @@ class ConnectionSequence:
     def check(self, seq: int) -> str:
         """Classify ``seq`` and advance: OK, DUPLICATE, GAP, BOGUS or STUCK.
 
-        After BOGUS or STUCK the counter forgets its reference: the next number is
-        taken as the new start (the caller resyncs every book on the connection,
-        so nothing is applied on the strength of it)."""
+        BOGUS is a jump of more than MAX_JUMP either way. After BOGUS or STUCK
+        the counter forgets its reference: the next number is taken as the new
+        start (the caller resyncs every book on the connection, so nothing is
+        applied on the strength of it)."""
         last = self.last
         if last is None or seq == last + 1:
             self.last = seq
             self._duplicates = 0
             return OK
         if seq <= last:
+            if last - seq > MAX_JUMP:
+                self.reset()
+                return BOGUS
             self._duplicates += 1
             if self._duplicates >= STUCK_AFTER:
                 self.reset()
@@ -124,10 +132,15 @@ class ConnectionSequence:
         self.last = seq
         return GAP
 
-    def rebase(self, seq: int) -> None:
-        """Take ``seq`` as the current position (a fresh snapshot arrived with it)."""
+    def rebase(self, seq: int) -> int:
+        """Take ``seq`` as the current position (a fresh snapshot arrived with it,
+        itself taken for a duplicate). Returns how many frames before it were
+        taken for duplicates since the last accepted number: the rebase shows the
+        reference was wrong, so they were real frames, and they were dropped."""
+        dropped = max(0, self._duplicates - 1)
         self.last = seq
         self._duplicates = 0
+        return dropped
 
     def reset(self) -> None:
         """Forget the counter: a new connection starts its own."""
@@ -168,7 +181,7 @@ class BookSync:
         rule, seq, prev, last = self.rule, event.seq, event.prev_seq, self.last
         if rule is None or seq is None or prev is None or last is None:
             return OK
-        if seq < prev or seq - prev > MAX_JUMP:
+        if seq < prev or seq - prev > MAX_JUMP or last - seq > MAX_JUMP:
             self.invalidate()
             return BOGUS
         verdict = rule(event, last, self.fresh)

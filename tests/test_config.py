@@ -213,4 +213,5 @@ def test_replay_from_file_with_negative_speed(tmp_path):
     capture = tmp_path / "a.jsonl"
     capture.write_text("")
     path = _toml(tmp_path, f'[replay]\npaths = ["{capture}"]\nspeed = -1\n')
-    assert _error({"LOBSTREAM_CONFIG": path}) == "replay.speed=-1: must be in [0, 1e+06]"
+    assert _error({"LOBSTREAM_CONFIG": path}) == ("replay.speed=-1: must be in [0.001, 1e+06] "
+                                                  "(or 0 for as fast as possible)")

@@ -59,6 +59,10 @@ SNAPSHOT_RETRY_CAP_MS = 240_000.0
 MAX_BUFFERED = 5000
 
 
+#: What :meth:`Feed._known` returns for a product name no product can have.
+_GARBLED = object()
+
+
 def default_key(venue: str) -> Callable[[str], str]:
     """Routing keys ``venue:product`` (one worker, or placement not needed)."""
     return lambda product: f"{venue}:{product}"
@@ -226,13 +230,14 @@ class Feed:
             parsed = self.venue.parse_rest(url, raw, ts)
         except FrameError as ex:
             self._reject(ex, raw, ts, out)
-            for product in ex.products:
+            for product in ex.products or ():
                 if product in self.books:
                     self.books[product].fetching = False
             return
         for snapshot in parsed.events:
-            state = self._known(snapshot.product)
+            state = self.books.get(snapshot.product)
             if state is None:
+                # A reply for a product no longer followed (removed while in flight).
                 continue
             state.fetching = False
             self._apply_snapshot(state, snapshot, out)
@@ -297,15 +302,28 @@ class Feed:
             return
         kind = parsed.kind
         if kind == BOOK:
+            garbled = None
             for ev in parsed.events:
-                self._book_event(ev, out)
+                if not self._book_event(ev, out):
+                    garbled = ev
+            if garbled is not None:
+                # Counted once per frame, like every other bad input. The update was
+                # some product's, and which one is unknown.
+                self._garbled(garbled.product)
+                self._unattributed(garbled.seq is not None, ts, "bad_product: product name "
+                                   "is not valid", out)
         elif kind == TRADES or kind == TICKER:
             counts = self.counts
+            garbled = None
             for ev in parsed.events:
                 state = self._known(ev.product)
-                if state is not None:
+                if state is _GARBLED:
+                    garbled = ev
+                elif state is not None:
                     counts[kind] += 1
                     out.append((state.key, ev))
+            if garbled is not None:
+                self._garbled(garbled.product)
         elif kind == TEST_REQUEST:
             self.outbox.extend(self.protocol.answer_test_request())
         elif kind == ERROR:
@@ -329,25 +347,32 @@ class Feed:
                 venue = self.venue.name
                 out.extend((s.key, Clock(venue, p, ts)) for p, s in self.books.items())
 
-    def _known(self, product: str) -> Optional[_Product]:
+    def _known(self, product: str) -> Any:
         """The product's state, created on first sight when the recording decides
-        which products there are; None (counted) for a product not subscribed."""
+        which products there are; None (counted) for a product not subscribed;
+        :data:`_GARBLED` for a name no product can have (the caller counts it once
+        per frame)."""
         state = self.books.get(product)
         if state is not None:
             return state
+        if valid_product(product) is None:
+            return _GARBLED
         if self.fixed:
             self.counts["unexpected_product"] += 1
             return None
-        if valid_product(product) is None:
-            self.counts["bad_product"] += 1
-            self.bad.report(self.venue.name, "bad_product", "product name is not valid", product)
-            return None
         return self._product(product)
 
-    def _book_event(self, ev: BookEvent, out: List[Keyed]) -> None:
+    def _garbled(self, name: str) -> None:
+        self.counts["bad_product"] += 1
+        self.bad.report(self.venue.name, "bad_product", "product name is not valid", name)
+
+    def _book_event(self, ev: BookEvent, out: List[Keyed]) -> bool:
+        """Check and pass on one event; False if its product name is garbled."""
         state = self._known(ev.product)
+        if state is _GARBLED:
+            return False
         if state is None:
-            return
+            return True
         sync = state.sync
         last = sync.last
         verdict = sync.check(ev)
@@ -367,7 +392,7 @@ class Feed:
         elif verdict is UNSYNCED:
             if self.rest:
                 self._buffer(state, ev)
-                return
+                return True
             self.counts["dropped_unsynced"] += 1
             if state.snapshot_next:
                 # Subscribed, yet an update came first: the snapshot was lost, and
@@ -388,6 +413,7 @@ class Feed:
         else:  # STUCK
             self._gap(ev.product, ev.ts_recv, "gap",
                       f"{STUCK_AFTER} consecutive updates at or below {last}", out)
+        return True
 
     def _connection_seq(self, seq: int, events: List[Any], ts: float,
                         out: List[Keyed]) -> bool:
@@ -401,9 +427,17 @@ class Feed:
         if verdict is DUPLICATE:
             if self._brings_awaited_snapshot(events):
                 # A fresh snapshot re-bases the counter: a corrupt number seen
-                # earlier must not make everything after it a "duplicate".
-                conn_seq.rebase(seq)
+                # earlier must not make everything after it a "duplicate". The
+                # frames dropped as duplicates meanwhile were real, so a book
+                # synced since (by the snapshot in the frame with that number)
+                # missed their updates.
+                dropped = conn_seq.rebase(seq)
                 self.counts["rebased"] += 1
+                if dropped:
+                    for product, state in list(self.books.items()):
+                        if state.sync.synced:
+                            self._gap(product, ts, "gap", f"sequence_num re-based to {seq}: "
+                                      f"{dropped} frames were taken for duplicates", out)
                 return True
             self.counts["duplicates"] += 1
             return False
@@ -424,8 +458,10 @@ class Feed:
 
     def _brings_awaited_snapshot(self, events: List[Any]) -> bool:
         for ev in events:
+            if type(ev) is not BookEvent or ev.kind is not SNAPSHOT:
+                continue
             state = self.books.get(ev.product)
-            if ev.kind is SNAPSHOT and state is not None and state.awaiting_since is not None:
+            if state is not None and state.awaiting_since is not None:
                 return True
         return False
 
@@ -469,12 +505,34 @@ class Feed:
         if ex.seq is not None and self.conn_seq is not None \
                 and not self._connection_seq(ex.seq, [], ts, out):
             return
+        detail = f"{ex.kind}: {ex}"
+        if ex.products is None:
+            self._unattributed(ex.seq is not None, ts, detail, out)
+            return
         for product in ex.products:
-            state = self.books.get(product)
-            # A book waiting for the snapshot its (re)subscription brings is resynced
-            # too: the broken frame may be that snapshot, and no other would come.
-            if state is not None and (state.sync.synced or state.awaiting_since is not None):
-                self._gap(product, ts, "bad_input", f"{ex.kind}: {ex}", out, force=True)
+            self._lost(product, ts, detail, out)
+
+    def _lost(self, product: str, ts: float, detail: str, out: List[Keyed],
+              force: bool = True) -> None:
+        """A broken frame was about ``product``: resync it. A book waiting for the
+        snapshot its (re)subscription brings is resubscribed too (``force``): the
+        broken frame may be that snapshot, and no other would come."""
+        state = self.books.get(product)
+        if state is not None and (state.sync.synced or state.awaiting_since is not None):
+            self._gap(product, ts, "bad_input", detail, out, force=force)
+
+    def _unattributed(self, numbered: bool, ts: float, detail: str, out: List[Keyed]) -> None:
+        """A broken frame may have been any book's update. Where the books are
+        chained, the next update of the one it was reveals the gap; where a
+        connection counter numbered it (``numbered``), no gap will show, and where
+        nothing numbers book messages (Coinbase Exchange) none ever would: then
+        every book on the connection is resynced. Books already waiting for a
+        snapshot keep waiting (:meth:`tick` retries): resubscribing all of them on
+        every such frame multiplied into a request storm under the fuzz."""
+        if self.venue.book_chain is not None or (self.conn_seq is not None and not numbered):
+            return
+        for product in list(self.books):
+            self._lost(product, ts, detail, out, force=False)
 
     def _error(self, ref: Any, code: str, detail: str, ts: float, out: List[Keyed]) -> None:
         """An error reply: the products it concerns stay down until restart.

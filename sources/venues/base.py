@@ -123,14 +123,20 @@ class FrameError(Exception):
     the counters; the message carries the reason. ``seq`` and ``products`` say what
     the broken frame was (when that much could be read), so a rejected book update
     still advances the connection counter and invalidates exactly the books it was
-    about: skipping it silently would leave them wrong."""
+    about: skipping it silently would leave them wrong. ``products=None`` (see
+    :data:`ANY_PRODUCT`) says the frame may have been a book message but whose
+    cannot be read (not JSON, a list where the type or product should be)."""
 
     def __init__(self, kind: str, reason: str, seq: Optional[int] = None,
-                 products: Sequence[str] = ()) -> None:
+                 products: Optional[Sequence[str]] = ()) -> None:
         super().__init__(reason)
         self.kind = kind
         self.seq = seq
-        self.products = list(products)
+        self.products: Optional[List[str]] = None if products is None else list(products)
+
+
+#: ``FrameError(products=ANY_PRODUCT)``: the broken frame may have changed any book.
+ANY_PRODUCT = None
 
 
 def loads(raw: Raw) -> Any:
@@ -138,7 +144,7 @@ def loads(raw: Raw) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as ex:
-        raise FrameError("malformed", f"not JSON: {ex}") from None
+        raise FrameError("malformed", f"not JSON: {ex}", products=ANY_PRODUCT) from None
 
 
 def valid_seq(value: Any) -> Optional[int]:

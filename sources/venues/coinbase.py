@@ -31,9 +31,9 @@ from typing import Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import msgspec
 
-from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES,
-                                 FrameError, Limits, Message, Parsed, Price, ProductId, Protocol,
-                                 Raw, Reply, SeqNo, Setting, Size, TradeId, Venue, Wire,
+from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER,
+                                 TRADES, FrameError, Limits, Message, Parsed, Price, ProductId,
+                                 Protocol, Raw, Reply, SeqNo, Setting, Size, TradeId, Venue, Wire,
                                  check_name, iso_ms, loads, reason, safe_text, valid_product,
                                  valid_seq)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
@@ -203,7 +203,8 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
     with the sequence number and products it concerned where they can be read."""
     msg = loads(raw)
     if not isinstance(msg, dict):
-        raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}")
+        raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}",
+                         products=ANY_PRODUCT)
     channel = msg.get("channel")
     seq = valid_seq(msg.get("sequence_num"))
     if channel is None and msg.get("type") == "error":
@@ -212,15 +213,21 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
         detail = f"{text}: {safe_text(extra)}" if isinstance(extra, str) and extra else text
         return Parsed(ERROR, None, [], detail=detail, code=text[:60])
     if not isinstance(channel, str):
-        raise FrameError("unknown_type", f"channel is a {type(channel).__name__}, not a string", seq)
+        raise FrameError("unknown_type", f"channel is a {type(channel).__name__}, not a string",
+                         seq, ANY_PRODUCT)
     if seq is None:
         raise FrameError("bad_seq", f"{safe_text(channel, 40)}: {reason(ex)}")
     if channel == "l2_data":
         events = msg.get("events")
-        events = [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
-        products = list(dict.fromkeys(p for p in (valid_product(e.get("product_id"))
-                                                  for e in events) if p))
-        odd = next((e.get("type") for e in events if e.get("type") not in _KINDS), None)
+        events = events if isinstance(events, list) else []
+        named = [valid_product(e.get("product_id")) if isinstance(e, dict) else None
+                 for e in events]
+        # An event whose product cannot be read may have been any product's update.
+        products = None if None in named or not events else list(dict.fromkeys(named))
+        events = [e for e in events if isinstance(e, dict)]
+        # Decoded values may be lists or objects: never hash them (``in`` a dict).
+        odd = next((t for t in (e.get("type") for e in events)
+                    if not (isinstance(t, str) and t in _KINDS)), None)
         if odd is not None:
             raise FrameError("unknown_type", f"unknown l2_data event type "
                              f"{safe_text(odd, 40)!r}", seq, products)

@@ -29,10 +29,10 @@ from typing import Annotated, Any, Deque, List, Literal, Mapping, Optional, Sequ
 
 import msgspec
 
-from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES,
-                                 FrameError, Limits, Message, Parsed, Price, ProductId, Protocol,
-                                 Raw, Reply, SeqNo, Setting, Size, Venue, Wire, check_name, loads,
-                                 reason, safe_text, valid_product)
+from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, MAX_MS, MIN_MS,
+                                 REPLY, TICKER, TRADES, FrameError, Limits, Message, Parsed, Price,
+                                 ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, Venue, Wire,
+                                 check_name, loads, reason, safe_text, valid_product)
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
 VENUE = "coinbase_exchange"
@@ -100,6 +100,18 @@ _DECODER = msgspec.json.Decoder(
     strict=False)
 
 
+def _ms(time: datetime, products: List[str]) -> float:
+    """``time`` in ms, bounded: the lax decoder also reads a number of seconds, so
+    ``"time": 0`` would otherwise become 1970. Bounded here rather than parsed by
+    iso_ms because msgspec reads the RFC 3339 text in C (iso_ms made an l2update a
+    third slower: 4.6 against 3.4 us). A bad time in a book update costs the book
+    (``products``); in a trade, ticker or heartbeat only that frame."""
+    ms = time.timestamp() * 1000.0
+    if not MIN_MS <= ms <= MAX_MS:
+        raise FrameError("bad_time", f"implausible time {ms:.0f} ms", None, products)
+    return ms
+
+
 def parse(raw: Raw, ts_recv: float) -> Parsed:
     """Parse one raw Exchange frame."""
     try:
@@ -112,9 +124,9 @@ def parse(raw: Raw, ts_recv: float) -> Parsed:
         asks: List[Level] = []
         for side, price, size in msg.changes:
             (bids if side == "buy" else asks).append((price, size))
-        return Parsed(BOOK, None, [BookEvent(UPDATE, VENUE, msg.product_id,
-                                             msg.time.timestamp() * 1000.0, ts_recv, None, None,
-                                             bids, asks)])
+        ts_exchange = _ms(msg.time, [msg.product_id])
+        return Parsed(BOOK, None, [BookEvent(UPDATE, VENUE, msg.product_id, ts_exchange, ts_recv,
+                                             None, None, bids, asks)])
     if kind is _Snapshot:
         # A snapshot has no time of its own on the wire.
         return Parsed(BOOK, None, [BookEvent(SNAPSHOT, VENUE, msg.product_id, None, ts_recv,
@@ -124,17 +136,17 @@ def parse(raw: Raw, ts_recv: float) -> Parsed:
         # is history the stream does not cover, not a print to count into bars.
         return Parsed(IGNORED, None, [])
     if kind is _Match:
-        return Parsed(TRADES, None, [Trade(VENUE, msg.product_id, msg.time.timestamp() * 1000.0,
-                                           ts_recv, str(msg.trade_id), msg.price, msg.size,
+        return Parsed(TRADES, None, [Trade(VENUE, msg.product_id, _ms(msg.time, []), ts_recv,
+                                           str(msg.trade_id), msg.price, msg.size,
                                            _AGGRESSOR[msg.side], msg.size, msg.size * msg.price,
                                            msg.trade_id)])
     if kind is _Tick:
-        ts = msg.time.timestamp() * 1000.0 if msg.time is not None else ts_recv
+        ts = _ms(msg.time, []) if msg.time is not None else ts_recv
         return Parsed(TICKER, None, [Ticker(VENUE, msg.product_id, ts, ts_recv, None, None, None,
                                             msg.price)])
     if kind is _Heartbeat:
         return Parsed(HEARTBEAT, None, [],
-                      ts=msg.time.timestamp() * 1000.0 if msg.time is not None else None)
+                      ts=_ms(msg.time, []) if msg.time is not None else None)
     if kind is _Subscriptions:
         return Parsed(REPLY, None, [])
     return Parsed(IGNORED, None, [])
@@ -145,7 +157,8 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
     the product they would have changed)."""
     msg = loads(raw)
     if not isinstance(msg, dict):
-        raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}")
+        raise FrameError("unknown_type", f"expected a JSON object, got {type(msg).__name__}",
+                         products=ANY_PRODUCT)
     kind = msg.get("type")
     if kind == "error":
         text = safe_text(msg.get("message", "error"))
@@ -154,13 +167,21 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
         return Parsed(ERROR, None, [], detail=detail, code=text[:60])
     if kind in ("snapshot", "l2update", "match", "last_match", "ticker"):
         product = valid_product(msg.get("product_id"))
-        what = {"match": "bad_trade", "last_match": "bad_trade", "ticker": "bad_ticker"}
-        raise FrameError(what.get(kind, "bad_level"), f"{kind}: {reason(ex)}", None,
-                         [product] if product else [])
+        if kind in ("snapshot", "l2update"):
+            raise FrameError("bad_level", f"{kind}: {reason(ex)}", None,
+                             [product] if product else ANY_PRODUCT)
+        # A broken trade or ticker is counted; the book it does not touch stays.
+        what = "bad_ticker" if kind == "ticker" else "bad_trade"
+        raise FrameError(what, f"{kind}: {reason(ex)}", None, [])
     if isinstance(kind, str) and (kind in OTHER_TYPES or kind in ("heartbeat", "subscriptions")):
         raise FrameError("bad_frame", f"{kind}: {reason(ex)}")
-    shown = safe_text(kind, 40) if isinstance(kind, str) else f"<{type(kind).__name__}>"
-    raise FrameError("unknown_type", f"unknown message type {shown}")
+    if not isinstance(kind, str):
+        # Nothing numbers this venue's book messages, so a lost update would go
+        # unnoticed: a frame whose type cannot be read counts against every book.
+        raise FrameError("unknown_type", f"unknown message type <{type(kind).__name__}>", None,
+                         ANY_PRODUCT)
+    # A type the exchange added (or a channel lobstream does not subscribe): not a book's.
+    raise FrameError("unknown_type", f"unknown message type {safe_text(kind, 40)}")
 
 
 class CoinbaseExchangeProtocol(Protocol):

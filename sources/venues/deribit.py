@@ -53,6 +53,9 @@ DEFAULT_INTERVAL = "100ms"
 INTERVALS = ("100ms", "agg2")
 #: Depths of the grouped channel; 0 means the plain (full, chained) book channel.
 GROUPED_DEPTHS = (0, 1, 10, 20)
+#: The grouped channels' depths as the channel name spells them. A lookup, not
+#: ``int()``: ``str.isdigit`` also takes ``"²"`` and ``"١٠"``, and ``int("²")`` raises.
+_DEPTHS = {str(d): d for d in GROUPED_DEPTHS if d}
 #: Seconds between the server's heartbeats; 10 is the server's minimum.
 HEARTBEAT_INTERVAL = 10
 #: Channels per ``public/subscribe`` (the documented maximum is 500).
@@ -180,12 +183,15 @@ def _notification(params: msgspec.Raw, ts_recv: float) -> Parsed:
     if parts[0] != "book":
         return Parsed(IGNORED, None, [])
     grouped = len(parts) == 5
+    depth = _DEPTHS.get(parts[3]) if grouped else None
+    if grouped and depth is None:
+        raise FrameError("bad_frame", f"{safe_text(note.channel, 80)}: not a book depth "
+                         "Deribit serves", None, _products(note.data, parts))
     try:
         if grouped:
             top = _TOP_BOOK.decode(note.data)
             event = BookEvent(REFRESH, VENUE, top.instrument_name, top.timestamp, ts_recv,
-                              top.change_id, None, top.bids, top.asks,
-                              depth_limit=_depth(parts[3]))
+                              top.change_id, None, top.bids, top.asks, depth_limit=depth)
         else:
             book = _BOOK.decode(note.data)
             prev = book.prev_change_id
@@ -235,10 +241,6 @@ def units(instrument: str) -> Tuple[str, float, bool]:
 
 def _levels(entries: List[Tuple[str, float, float]]) -> List[Level]:
     return [(price, 0.0 if action == "delete" else amount) for action, price, amount in entries]
-
-
-def _depth(text: str) -> Optional[int]:
-    return int(text) if text.isdigit() else None
 
 
 def _products(data: msgspec.Raw, parts: List[str]) -> List[str]:
