@@ -178,7 +178,7 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None,
     shown = frozenset(("alert", "status") + (("bar",) if cfg.bar_console else ()))
     console = op.filter("console", records, lambda kv: kv[1]["type"] in shown)
     op.output("console_out", console, ConsoleSink())
-    options = {"jsonl_dir": cfg.jsonl_dir}
+    options = {"jsonl_dir": cfg.jsonl_dir, "store": cfg.store, "sql": cfg.sql}
     for name in cfg.sinks:
         op.output(f"{name}_out", data, SINKS[name](options))
     return flow

@@ -17,8 +17,26 @@ from sinks.stdout import StdoutSink
 
 SinkFactory = Callable[[Dict[str, Any]], Sink]
 
-#: Sink name -> factory. ``options`` holds the ``[sinks]`` configuration table.
+
+def _store(options: Dict[str, Any]) -> Sink:
+    from sinks.store.sink import StoreSink  # pyarrow: the ``store`` extra
+
+    store = options["store"]
+    return StoreSink(store["root"], store["mode"], tuple(store["kinds"]), store["max_files"],
+                     store["max_rows"])
+
+
+def _sql(options: Dict[str, Any]) -> Sink:
+    from sinks.sql import SqlBarSink  # drivers: the ``sql`` extra (SQLite needs none)
+
+    return SqlBarSink(options["sql"]["dsn"], options["sql"]["table"])
+
+
+#: Sink name -> factory. ``options`` holds ``jsonl_dir`` and the ``[store]`` and ``[sql]``
+#: tables.
 SINKS: Dict[str, SinkFactory] = {
     "jsonl": lambda options: JsonlSink(options.get("jsonl_dir", "out")),
     "stdout": lambda options: StdoutSink(),
+    "store": _store,
+    "sql": _sql,
 }
