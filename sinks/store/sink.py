@@ -1,16 +1,9 @@
 """The flow's store sink: records into the tick store, committed at every epoch end.
 
-**Unit of parallelism.** A :class:`~bytewax.outputs.FixedPartitionedSink` with
-:data:`PARTS` partitions. Bytewax sends an item to the partition ``part_fn(key)``
-indexes in the *sorted* partition list (bytewax-notes §6), and gives partition
-``i`` of a list that every worker lists in full to worker ``i % workers``
-(§11). ``part_fn`` is the routing key's own Bytewax hash modulo :data:`PARTS`, so
-partition ``h % PARTS`` lives on worker ``(h % PARTS) % workers``, which is
-``h % workers``, the worker that holds the product's book, whenever the worker
-count divides :data:`PARTS` (5040 = 7!: every count from 1 to 10, 12, 14, 15,
-16, ...). No record crosses a process to reach the store, and a partition's
-identity does not depend on the worker count, so a resumed run may rescale.
-A product's partition-days have exactly one writer.
+**Unit of parallelism.** A :class:`~bytewax.outputs.FixedPartitionedSink` whose
+partitions (:mod:`sinks.partitions`) sit on the worker that holds each product's
+book: no record crosses a process to reach the store, and each partition-day
+has exactly one writer.
 
 **Delivery.** Rows are buffered per partition-day; at each epoch end Bytewax calls
 ``snapshot()`` on every partition that received data, which writes one Parquet
@@ -40,22 +33,15 @@ from sinks.records import Record
 from sinks.store.layout import PartitionDay, Root
 from sinks.store.schema import KINDS
 from sinks.store.writer import APPEND_MODE, StoreWriter
-from sources.runtime.placement import siphash13
+from sinks.partitions import NAMES, part_of
 
 log = logging.getLogger("lobstream.store")
 
-PARTS = 5040
-_NAMES = [f"p{i:04d}" for i in range(PARTS)]
 #: Partition-days kept in the resume state: a day ends, but bars and late trades
 #: of the previous day still arrive just after midnight.
 KEEP_DAYS = 2
 
 State = Dict[str, Any]
-
-
-def part_of(key: str) -> int:
-    """The partition of a routing key (its Bytewax worker hash, modulo PARTS)."""
-    return siphash13(key.encode("utf-8") + b"\xff") % PARTS
 
 
 class StoreSink(FixedPartitionedSink[Record, State]):
@@ -71,7 +57,7 @@ class StoreSink(FixedPartitionedSink[Record, State]):
         Root(root)  # an unusable root fails here, at build time, not in a worker
 
     def list_parts(self) -> List[str]:
-        return _NAMES
+        return NAMES
 
     def part_fn(self, item_key: str) -> int:
         return part_of(item_key)
