@@ -18,8 +18,8 @@ Entry operations:
 * ``append``: files added to the open version ``version`` (a flow's epoch commit).
 * ``delete``: a logical delete ends the current version; the day reads as empty.
 
-**Audit trail.** Every entry names its ``writer`` and, for deletes and undeletes,
-who (``by``) and why (``reason``). An undelete is an ``open`` whose base is the
+**Audit trail.** Every entry names its ``writer`` (with host and pid) and, for
+deletes and undeletes, who (``by``) and why (``reason``). An undelete is an ``open`` whose base is the
 deleted version and whose reason says so: the version comes back as a new version
 from that moment, and a read as of any time between the delete and the undelete
 still returns nothing. :func:`history` lists every version with its validity
@@ -29,6 +29,8 @@ what did it hold" is one call.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -38,6 +40,7 @@ import orjson
 from sinks.store.layout import PartitionDay, Root
 
 OPEN, APPEND, DELETE = "open", "append", "delete"
+_HOST = socket.gethostname()
 
 
 @dataclass
@@ -157,7 +160,7 @@ class IndexWriter:
         seq = self.state.last_seq + 1
         stamp = max(time.time_ns(), self.state.last_time + 1)
         entry: Dict[str, Any] = {"seq": seq, "time": stamp, "op": op, "writer": self.writer,
-                                 "version": version,
+                                 "host": _HOST, "pid": os.getpid(), "version": version,
                                  "files": [{"name": f.name, "rows": f.rows} for f in files]}
         entry.update({k: v for k, v in extra.items() if v is not None})
         self.root.write_atomic(f"{self.root.index_dir(self.pd)}/{seq:09d}-{self.writer}.json",
