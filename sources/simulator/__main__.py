@@ -2,7 +2,9 @@
 
 Prints exactly one line, ``lobstream simulator listening on ws://HOST:PORT``, once
 the port is open (scripts wait for it; with ``--port 0`` it is the only way to
-learn the port), and exits 0 on SIGTERM or SIGINT.
+learn the port), and exits 0 on SIGTERM or SIGINT. Plain HTTP GETs of the venues'
+candle endpoints are answered on the same port from the captures' trades
+(:mod:`sources.simulator.candles`).
 
 Faults (see ``sources/simulator/faults.py`` for kinds and keys)::
 
@@ -23,6 +25,7 @@ import orjson
 
 from sources.simulator.context import SimulatorConfig
 from sources.simulator.faults import RANDOM_KINDS, Fault, FaultPlan, FaultRecord, random_faults
+from sources.simulator.candles import load_prints
 from sources.simulator.market import load_recording
 from sources.simulator.outbox import SendRecord
 from sources.simulator.server import SimulatorServer, check_fault_venues
@@ -104,7 +107,8 @@ async def serve(args: argparse.Namespace, config: SimulatorConfig, faults: List[
     fault_log = FaultLogFile(args.fault_log) if args.fault_log else None
     plan = FaultPlan(faults, seed=args.seed, on_inject=fault_log) if faults else None
     server = SimulatorServer(load_recording(args.capture), host=args.host, port=args.port,
-                             config=config, send_log=send_log, faults=plan)
+                             config=config, send_log=send_log, faults=plan,
+                             candles=load_prints(args.capture))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from typing import Dict, Iterable, Optional, Type
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from sources.simulator.candles import Prints, answer
 from sources.simulator.coinbase import CoinbaseSession
 from sources.simulator.coinbase_exchange import CoinbaseExchangeSession
 from sources.simulator.context import ServerContext, SimulatorConfig
@@ -52,14 +53,16 @@ class SimulatorServer:
     :data:`~sources.simulator.outbox.FrameFilter` into every send path;
     ``faults`` injects a :class:`~sources.simulator.faults.FaultPlan` (its own
     frame filter, refused handshakes and subscribes), so it excludes
-    ``frame_filters``.
+    ``frame_filters``. ``candles`` (:func:`~sources.simulator.candles.load_prints`)
+    makes plain HTTP GETs of the venues' candle endpoints answer on the same port.
     """
 
     def __init__(self, recording: Recording, *, host: str = "127.0.0.1", port: int = 0,
                  config: SimulatorConfig = SimulatorConfig(),
                  send_log: Optional[SendLog] = None,
                  frame_filters: Optional[FilterFactory] = None,
-                 faults: Optional[FaultPlan] = None) -> None:
+                 faults: Optional[FaultPlan] = None,
+                 candles: Optional[Prints] = None) -> None:
         if faults is not None:
             if frame_filters is not None:
                 raise ValueError("pass faults or frame_filters, not both")
@@ -71,6 +74,7 @@ class SimulatorServer:
         self._send_log = send_log
         self._frame_filters = faults.frame_filter if faults is not None else frame_filters
         self.faults = faults
+        self.candles = candles
         self._server: Optional[Server] = None
         self._ctx: Optional[ServerContext] = None
         self._numbers = itertools.count()
@@ -105,6 +109,15 @@ class SimulatorServer:
             await self._server.wait_closed()
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Optional[Response]:
+        if self.candles is not None and "upgrade" not in request.headers.get("Connection",
+                                                                             "").lower():
+            url = urlsplit(request.path)
+            reply = answer(self.candles, url.path, parse_qs(url.query))
+            if reply is not None:
+                response = connection.respond(reply[0], reply[1].decode())
+                del response.headers["Content-Type"]
+                response.headers["Content-Type"] = "application/json"
+                return response
         session_class = _route(request)
         if session_class is None:
             return connection.respond(404, f"no venue at {request.path}; "
