@@ -145,6 +145,19 @@ class StoreWriter:
         self.root.write_atomic(f"{self.root.data_dir(pd)}/{name}", parquet_bytes(table))
         return FileRef(name, table.num_rows, 0)
 
+    def supersede(self, pd: PartitionDay, table: pa.Table, drop: Iterable[str],
+                  **extra: Any) -> int:
+        """A new version of ``pd``: the current files minus ``drop``, plus ``table``
+        as one new file (the backfill's write); its number."""
+        ix = self._indexer(pd)
+        refs = [self._write_file(pd, ix, table)] if table.num_rows else []
+        version = ix.next_version()
+        entry = ix.commit(OPEN, version, refs, base=ix.state.current, drop=sorted(drop),
+                          **extra)
+        self._positions[pd] = entry["seq"]
+        self.rows_written += table.num_rows
+        return version
+
     def compact(self, pd: PartitionDay) -> None:
         """Merge the current version's files into one, as a new version."""
         ix = self._indexer(pd)

@@ -81,7 +81,9 @@ def load_prints(paths: Iterable[Union[str, Path]]) -> Prints:
                         isinstance(data.get("timestamp"), int):
                     last[("deribit", channel.split(".")[1])][data["timestamp"]] = \
                         float(data["last_price"])
-    prints = {k: sorted(v.values()) for k, v in out.items()}
+    # by time, then in arrival order: the first and last print of a window are its
+    # open and close, even when several share a millisecond
+    prints = {k: sorted(v.values(), key=lambda p: p.ts) for k, v in out.items()}
     for key, prices in last.items():
         if key not in prints:  # no recorded trades: chart the last prices, zero volume
             prints[key] = [Print(ts, px, 0.0, 0.0, 0.0, True)
@@ -141,7 +143,7 @@ def windows(prints: List[Print], seconds: int, start_ms: int, end_ms: int) -> Li
     step = seconds * 1000
     first = -(-start_ms // step) * step
     groups: Dict[int, List[Print]] = {}
-    for p in prints[bisect.bisect_left(prints, (first,)):]:
+    for p in prints[bisect.bisect_left(prints, first, key=lambda p: p.ts):]:
         s = p.ts - p.ts % step
         if s > end_ms:
             break
