@@ -65,9 +65,10 @@ class Config:
     bar_keep: float = 60.0
     bar_empty: bool = False
     bar_console: bool = False
-    #: The ``[store]`` and ``[sql]`` tables, validated (see STORE_KEYS, SQL_KEYS).
-    store: Dict[str, Any] = field(default_factory=dict)
-    sql: Dict[str, Any] = field(default_factory=dict)
+    #: The ``[store]`` and ``[sql]`` tables, validated (see STORE_KEYS, SQL_KEYS);
+    #: built directly, a Config has their defaults (store mode ``append``).
+    store: Dict[str, Any] = field(default_factory=lambda: _defaults(STORE_KEYS, mode="append"))
+    sql: Dict[str, Any] = field(default_factory=lambda: _defaults(SQL_KEYS))
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,12 @@ SCRIPT_VARIABLES = frozenset({"LOBSTREAM_CONFIG", "LOBSTREAM_DEMO_SPEED",
 #: Venues run when neither ``run.venues`` nor any venue table says otherwise;
 #: Coinbase Exchange only runs when asked for.
 DEFAULT_VENUES = ("coinbase", "deribit")
+
+
+def _defaults(keys: Sequence[Key], **override: Any) -> Dict[str, Any]:
+    """A table's default values (lists copied), with ``override``."""
+    return {k.name: list(k.default) if isinstance(k.default, list) else k.default
+            for k in keys} | override
 
 
 def _show(value: Any) -> str:
@@ -305,7 +312,10 @@ def _value(key: Key, value: Any, where: str) -> Any:
                 raise ConfigError(f"{where}: unknown value {_show(item)}; valid "
                                   f"choices: {', '.join(key.choices)}")
         return items
-    return str(value)
+    text = str(value)
+    if key.choices and text not in key.choices:
+        raise ConfigError(f"{where}={_show(text)}; valid choices: {', '.join(key.choices)}")
+    return text
 
 
 def _empty(name: str, valid: Tuple[str, ...]) -> List[str]:

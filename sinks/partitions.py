@@ -20,9 +20,14 @@ identity does not depend on the worker count, so a resumed run may rescale.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Generic, List, TypeVar
+
+from bytewax.outputs import FixedPartitionedSink
 
 from sources.runtime.placement import siphash13
+
+X = TypeVar("X")
+S = TypeVar("S")
 
 PARTS = 5040
 NAMES: List[str] = [f"p{i:04d}" for i in range(PARTS)]
@@ -32,3 +37,13 @@ def part_of(key: str) -> int:
     """The partition index of a routing key."""
     return siphash13(key.encode("utf-8") + b"\xff") % PARTS
 
+
+
+class ColocatedSink(FixedPartitionedSink[X, S], Generic[X, S]):
+    """A partitioned sink whose partitions sit on their products' workers."""
+
+    def list_parts(self) -> List[str]:
+        return NAMES
+
+    def part_fn(self, item_key: str) -> int:
+        return part_of(item_key)

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import StatefulSinkPartition
 
-from sinks.partitions import NAMES, part_of
+from sinks.partitions import ColocatedSink
 from sinks.records import Record
 from state.bars import BAR_FIELDS
 
@@ -230,7 +230,7 @@ class BarTable:
             self._conn = None
 
 
-class SqlBarSink(FixedPartitionedSink[Record, None]):
+class SqlBarSink(ColocatedSink[Record, None]):
     """Upsert the flow's bars into ``table`` at ``dsn``. The database is checked
     (and the table created) when the sink is made: a wrong DSN or an unreachable
     server stops the run at start with one line."""
@@ -242,12 +242,6 @@ class SqlBarSink(FixedPartitionedSink[Record, None]):
         check = BarTable(dsn, table)
         check.open()
         check.close()
-
-    def list_parts(self) -> List[str]:
-        return NAMES
-
-    def part_fn(self, item_key: str) -> int:
-        return part_of(item_key)
 
     def build_part(self, step_id: str, for_part: str,
                    resume_state: Optional[None]) -> "_SqlPartition":

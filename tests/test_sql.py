@@ -32,24 +32,23 @@ RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
 _tables = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[dbservers.Server]:
-    reason = dbservers.missing("postgresql")
+def _server(kind: str) -> Iterator[dbservers.Server]:
+    reason = dbservers.missing(kind)
     if reason:
         pytest.skip(reason)
-    server = dbservers.start_postgres()
+    server = dbservers.start_postgres() if kind == "postgresql" else dbservers.start_mariadb()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[dbservers.Server]:
+    yield from _server("postgresql")
 
 
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[dbservers.Server]:
-    reason = dbservers.missing("mariadb")
-    if reason:
-        pytest.skip(reason)
-    server = dbservers.start_mariadb()
-    yield server
-    server.stop()
+    yield from _server("mariadb")
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])

@@ -212,3 +212,44 @@ def test_odd_product_names_stay_inside_their_directory(tmp_path):
     assert not (tmp_path / "x").exists()
     got = query(root, "SELECT product FROM trade ORDER BY product")
     assert list(got["product"]) == ["../x/y", "BTC-27DEC24-60000-C"]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LOBSTREAM_STORE_MODE": "merge"},
+     "store.mode='merge'; valid choices: auto, append, replace"),
+    ({"LOBSTREAM_STORE_KINDS": "summary,quotes"},
+     "store.kinds: unknown value 'quotes'; valid choices: summary, trade, ticker, status, bar"),
+    ({"LOBSTREAM_STORE_MAX_FILES": "0"}, "store.max_files='0': must be in [1, 1000]"),
+    ({"LOBSTREAM_STORE_ROOOT": "x"}, "did you mean LOBSTREAM_STORE_ROOT?"),
+])
+def test_store_configuration_errors_are_one_line(env, message):
+    from dataflows.config import ConfigError, load_config
+    with pytest.raises(ConfigError) as info:
+        load_config(env)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_store_mode_auto_replaces_when_replaying():
+    from dataflows.config import load_config
+    assert load_config({}).store["mode"] == "append"
+    replaying = load_config({"LOBSTREAM_REPLAY": str(CAPTURES[0])})
+    assert replaying.store["mode"] == "replace"
+
+
+def test_the_store_command(tmp_path, capsys):
+    from sinks.store.__main__ import main
+    store = str(tmp_path / "s")
+    assert main(["import", store, str(RECORDINGS / "deribit_gap.jsonl")]) == 0
+    capsys.readouterr()
+    assert main(["query", store, "SELECT product, count(*) AS n FROM summary GROUP BY ALL",
+                 "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["product,n", "BTC-PERPETUAL,4"]
+    day = "2020-06-22"
+    assert main(["delete", store, "summary", "deribit", "BTC-PERPETUAL", day, "--by", "ops",
+                 "--reason", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "version 1: 4 rows in 1 files" in out and "delete" in out and "reason=test" in out
+    assert main(["query", store, "SELECT count(*) AS n FROM summary", "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "0"
+    assert main(["query", store, "SELECT nonsense FROM summary"]) == 2
+    assert "lobstream store:" in capsys.readouterr().err

@@ -99,7 +99,7 @@ def run(argv: Sequence[str]) -> int:
     pd.set_option("display.max_columns", 40)
     if args.command == "query":
         df = query(args.root, args.sql, as_of=args.as_of)
-        print(df.to_csv(index=False) if args.csv else df.to_string(index=False))
+        print(df.to_csv(index=False), end="") if args.csv else print(df.to_string(index=False))
     elif args.command == "read":
         df = read(args.root, args.kind, args.venue, args.product, args.start, args.end,
                   args.as_of, all_revisions=args.all_revisions)

@@ -147,7 +147,8 @@ def dataset(root: Root, kind: str, as_of: Optional[int] = None) -> ds.Dataset:
 def query(store: Union[str, Root], sql: str, as_of: When = None, arrow: bool = False) -> Any:
     """Run DuckDB ``sql`` over the store, where each kind is a view of that name
     (``summary``, ``trade``, ``ticker``, ``status``, ``bar``; bars with every
-    revision, ``bar_final`` one per window) as of ``as_of``. DuckDB scans the
+    revision, ``bar_final`` one per window) as of ``as_of``. A query DuckDB rejects
+    raises ValueError with DuckDB's message on one line. DuckDB scans the
     Arrow datasets with projection and filter pushdown, so a query that names a
     venue, product or date reads only those files."""
     import duckdb
@@ -162,7 +163,10 @@ def query(store: Union[str, Root], sql: str, as_of: When = None, arrow: bool = F
                     "SELECT *, row_number() OVER (PARTITION BY venue, product, interval_s, "
                     "start ORDER BY (source = 'trades') DESC, revision DESC) AS _n FROM bar) "
                     "WHERE _n = 1")
-        result = con.execute(sql)
+        try:
+            result = con.execute(sql)
+        except duckdb.Error as ex:  # the query's own mistake: one line, as ValueError
+            raise ValueError(" ".join(str(ex).split())) from None
         return result.fetch_arrow_table() if arrow else result.df()
     finally:
         con.close()

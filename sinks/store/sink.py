@@ -27,13 +27,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import StatefulSinkPartition
 
 from sinks.records import Record
 from sinks.store.layout import PartitionDay, Root
 from sinks.store.schema import KINDS
 from sinks.store.writer import APPEND_MODE, StoreWriter
-from sinks.partitions import NAMES, part_of
+from sinks.partitions import ColocatedSink
 
 log = logging.getLogger("lobstream.store")
 
@@ -44,7 +44,7 @@ KEEP_DAYS = 2
 State = Dict[str, Any]
 
 
-class StoreSink(FixedPartitionedSink[Record, State]):
+class StoreSink(ColocatedSink[Record, State]):
     """Write the flow's records (of ``kinds``) into the store at ``root``."""
 
     def __init__(self, root: str, mode: str = APPEND_MODE, kinds: Tuple[str, ...] = KINDS,
@@ -55,12 +55,6 @@ class StoreSink(FixedPartitionedSink[Record, State]):
         self.max_files = max_files
         self.max_rows = max_rows
         Root(root)  # an unusable root fails here, at build time, not in a worker
-
-    def list_parts(self) -> List[str]:
-        return NAMES
-
-    def part_fn(self, item_key: str) -> int:
-        return part_of(item_key)
 
     def build_part(self, step_id: str, for_part: str,
                    resume_state: Optional[State]) -> "_StorePartition":
