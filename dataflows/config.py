@@ -115,6 +115,9 @@ STORE_KEYS = (
     Key("kinds", list(STORE_KINDS), "record kinds stored", choices=STORE_KINDS),
     Key("max_files", 16, "files per partition-day before they are merged", 1, 1000),
     Key("max_rows", 500_000, "rows buffered per worker before an early commit", 1000, 10**7),
+    Key("resume", "keep", "after a restart from recovery: keep what was committed (live feeds "
+        "replay nothing) or rewind to the snapshot (sources that replay)",
+        choices=("keep", "rewind")),
 )
 SQL_KEYS = (
     Key("dsn", "sqlite:///bars.sqlite", "bars database: sqlite:///PATH, "

@@ -23,7 +23,7 @@ def _store(options: Dict[str, Any]) -> Sink:
 
     store = options["store"]
     return StoreSink(store["root"], store["mode"], tuple(store["kinds"]), store["max_files"],
-                     store["max_rows"])
+                     store["max_rows"], store["resume"])
 
 
 def _sql(options: Dict[str, Any]) -> Sink:

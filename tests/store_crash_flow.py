@@ -1,5 +1,6 @@
 """A flow for the store's crash test: synthetic trades of four products, paced, into
-the store sink, run under Bytewax recovery by :mod:`tests.test_store_crash`."""
+the store sink (which rewinds on resume: this source replays from its snapshot), run
+under Bytewax recovery by :mod:`tests.test_store_crash`."""
 
 from __future__ import annotations
 
@@ -32,4 +33,4 @@ flow = Dataflow("store_crash")
 items = op.input("in", flow, TestingSource([(f"coinbase:P{i % 4}", trade(i)) for i in range(N)],
                                            batch_size=20))
 op.output("store", op.map("paced", items, paced),
-          StoreSink(os.environ["CRASH_ROOT"], "append", max_files=4))
+          StoreSink(os.environ["CRASH_ROOT"], "append", max_files=4, resume="rewind"))

@@ -46,10 +46,9 @@ CASES = [  # capture, venue, product, interval (ms), page
 
 
 def flow_bars(capture: Path, root: Path, interval: int) -> None:
-    run_main(build_flow(Config(
-        replay=[str(capture)], sinks=["store"], bar_intervals=(interval,),
-        store={"root": str(root), "mode": "replace", "kinds": ["bar"], "max_files": 16,
-               "max_rows": 500_000})))
+    cfg = Config(replay=[str(capture)], sinks=["store"], bar_intervals=(interval,))
+    cfg.store.update(root=str(root), mode="replace", kinds=["bar"])
+    run_main(build_flow(cfg))
 
 
 def simulator(capture: Path) -> SimulatorThread:

@@ -33,9 +33,8 @@ CAPTURES = [RECORDINGS / "coinbase_advanced_btc_eth.jsonl.gz",
             RECORDINGS / "binance_usdm_ethusdt.jsonl.gz"]
 
 
-def store_cfg(root: Path, mode: str = "replace", **extra) -> dict:
-    return {"root": str(root), "mode": mode, "kinds": list(KINDS), "max_files": 16,
-            "max_rows": 500_000, **extra}
+def store_cfg(root: Path, mode: str = "replace") -> dict:
+    return dict(Config().store, root=str(root), mode=mode)
 
 
 def emitted(directory: Path) -> List[dict]:

@@ -66,9 +66,8 @@ def bucket(s3, monkeypatch, request) -> str:
 
 
 def test_the_flow_writes_to_s3_and_reads_back(bucket, tmp_path):
-    cfg = Config(replay=[str(RECORDING)], sinks=["store"], bar_intervals=(1000,),
-                 store={"root": bucket, "mode": "replace", "kinds": list(KINDS),
-                        "max_files": 16, "max_rows": 500_000})
+    cfg = Config(replay=[str(RECORDING)], sinks=["store"], bar_intervals=(1000,))
+    cfg.store.update(root=bucket, mode="replace")
     run_main(build_flow(cfg))
     local = tmp_path / "local"
     cfg.store = {**cfg.store, "root": str(local)}

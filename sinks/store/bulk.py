@@ -49,7 +49,6 @@ def import_captures(root: str, paths: Sequence[str], kinds: Tuple[str, ...] = KI
                 out = Path(tmp) / f"converted-{i}.jsonl.gz"
                 convert(path, out, venue=venue)
                 captures.append(str(out))
-        cfg = Config(replay=captures, sinks=["store"], depth=depth, bar_intervals=bar_intervals,
-                     store={"root": root, "mode": "replace", "kinds": list(kinds),
-                            "max_files": 16, "max_rows": 500_000})
+        cfg = Config(replay=captures, sinks=["store"], depth=depth, bar_intervals=bar_intervals)
+        cfg.store.update(root=root, mode="replace", kinds=list(kinds))
         run_main(build_flow(cfg))

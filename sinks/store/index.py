@@ -45,13 +45,10 @@ _HOST = socket.gethostname()
 
 @dataclass
 class FileRef:
-    """A data file of a version, when it was committed (ns since the epoch) and by
-    which entry."""
+    """A data file of a version."""
 
     name: str
     rows: int
-    committed: int
-    seq: int = -1
 
 
 @dataclass
@@ -108,7 +105,7 @@ def apply(st: State, e: Dict[str, Any]) -> None:
     """Fold one more entry into ``st``."""
     t = e["time"]
     st.last_seq, st.last_time = max(st.last_seq, e["seq"]), max(st.last_time, t)
-    files = [FileRef(f["name"], f["rows"], t, e["seq"]) for f in e.get("files", ())]
+    files = [FileRef(f["name"], f["rows"]) for f in e.get("files", ())]
     op = e["op"]
     target = e.get("version")
     if op == OPEN:

@@ -1,10 +1,12 @@
 """Reading the store: rows of one (kind, venue, product) over a time range, as of a time.
 
 Every read goes through the index, never a directory glob: the files of a
-partition-day are those of the version in force at ``as_of`` (default: now),
-each included only if its commit was stamped at or before ``as_of``. A read with
-``as_of=T`` therefore returns exactly the rows committed by T, whatever was
-written, compacted or deleted afterwards.
+partition-day are those of the version in force at ``as_of`` (default: now), as
+made by the entries stamped at or before ``as_of``. A read with ``as_of=T``
+therefore returns exactly the rows committed by T, whatever was written,
+compacted or deleted afterwards, in any process. (A commit is stamped just before
+its entry is published, a rename; a read at wall time T can miss a commit stamped
+in that millisecond, which a later ``as_of=T`` read includes.)
 
 Bars are stored with every revision (the store keeps what was emitted); reads
 return the final bar per ``(interval_s, start)`` by default: a bar built from
@@ -72,8 +74,7 @@ def resolve(root: Root, kind: str, venue: str, product: str, start: Optional[flo
     out = []
     for d in _dates(root, kind, venue, product, start, end):
         pd = PartitionDay(kind, venue, product, d)
-        refs = [r for r in fold(read_entries(root, pd), as_of).files()
-                if as_of is None or r.committed <= as_of]
+        refs = fold(read_entries(root, pd), as_of).files()
         if refs:
             out.append((pd, [r.name for r in refs]))
     return out
@@ -133,8 +134,7 @@ def dataset(root: Root, kind: str, as_of: Optional[int] = None) -> ds.Dataset:
     for pd in root.walk_partitions():
         if pd.kind != kind:
             continue
-        refs = [r for r in fold(read_entries(root, pd), as_of).files()
-                if as_of is None or r.committed <= as_of]
+        refs = fold(read_entries(root, pd), as_of).files()
         paths.extend(f"{root.data_dir(pd)}/{r.name}" for r in refs)
     schema = pa.unify_schemas([SCHEMAS[kind], PARTITION_SCHEMA])
     if not paths:

@@ -143,7 +143,7 @@ class StoreWriter:
     def _write_file(self, pd: PartitionDay, ix: IndexWriter, table: pa.Table) -> FileRef:
         name = f"{self.writer}-{ix.state.last_seq + 1:09d}.parquet"
         self.root.write_atomic(f"{self.root.data_dir(pd)}/{name}", parquet_bytes(table))
-        return FileRef(name, table.num_rows, 0)
+        return FileRef(name, table.num_rows)
 
     def supersede(self, pd: PartitionDay, table: pa.Table, drop: Iterable[str],
                   **extra: Any) -> int:
