@@ -175,6 +175,20 @@ def test_a_flow_version_grows_per_commit_and_compaction_bounds_files(tmp_path):
     assert len(read(root, "trade", "coinbase", "BTC-USD")) == 111
 
 
+def test_a_long_running_writer_keeps_only_recent_days_indexes(tmp_path):
+    root = Root(str(tmp_path / "s"))
+    writer = StoreWriter(root, "replace")
+    for d in range(100):
+        writer.add([trade(d, DAY0 + d * 86_400_000.0)])
+        writer.commit()
+    assert len(writer._index) <= 65
+    writer.add([trade(1000, DAY0 + 1.0)])  # a late row for the first day continues it
+    writer.commit()
+    first = read(root, "trade", "coinbase", "BTC-USD", end=DAY0 + 86_400_000.0)
+    assert list(first["trade_id"]) == ["0", "1000"]
+    assert len(read(root, "trade", "coinbase", "BTC-USD")) == 101
+
+
 def test_bulk_import_twice_gives_the_same_day_as_a_new_version(tmp_path):
     store = str(tmp_path / "s")
     capture = [str(RECORDINGS / "coinbase_advanced_btc_eth.jsonl.gz")]

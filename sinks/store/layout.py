@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import List, NamedTuple, Tuple
 from urllib.parse import quote, unquote
 
@@ -62,6 +62,11 @@ def uncomponent(text: str) -> str:
 def day_of(ms: float) -> str:
     """The UTC date of an epoch-ms time."""
     return datetime.fromtimestamp(ms / 1000.0, timezone.utc).strftime("%Y-%m-%d")
+
+
+def days_before(date: str, days: int) -> str:
+    """The date ``days`` before ``date`` (both YYYY-MM-DD)."""
+    return (datetime.strptime(date, "%Y-%m-%d") - timedelta(days=days)).strftime("%Y-%m-%d")
 
 
 def day_bounds(date: str) -> Tuple[float, float]:

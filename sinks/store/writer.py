@@ -23,8 +23,6 @@ position (as a new version, never in place).
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timedelta
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pyarrow as pa
@@ -32,10 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sinks.store.index import APPEND, DELETE, OPEN, FileRef, IndexWriter, fold
-from sinks.store.layout import PartitionDay, Root, day_of, new_writer_id
+from sinks.store.layout import PartitionDay, Root, day_of, days_before, new_writer_id
 from sinks.store.schema import SCHEMAS, TIME_COLUMN, metadata, record_time, to_table
-
-log = logging.getLogger("lobstream.store")
 
 APPEND_MODE, REPLACE_MODE = "append", "replace"
 MODES = (APPEND_MODE, REPLACE_MODE)
@@ -113,7 +109,18 @@ class StoreWriter:
                 self.publish(pd, table)
                 done += table.num_rows
         self.rows_written += done
+        self._evict()
         return done
+
+    def _evict(self, keep_days: int = 2) -> None:
+        """Forget the index entries of partition-days dated ``keep_days`` before the
+        newest (a long-running flow would otherwise hold every day's); they are read
+        again if such a day ever gets rows."""
+        if len(self._index) <= 64:
+            return
+        horizon = days_before(max(pd.date for pd in self._index), keep_days)
+        for pd in [pd for pd in self._index if pd.date < horizon]:
+            del self._index[pd]
 
     def _indexer(self, pd: PartitionDay) -> IndexWriter:
         ix = self._index.get(pd)
@@ -179,9 +186,7 @@ class StoreWriter:
         entry per partition-day, for days at most ``keep_days`` before the newest."""
         if not self._positions:
             return []
-        newest = max(pd.date for pd in self._positions)
-        horizon = (datetime.strptime(newest, "%Y-%m-%d") - timedelta(days=keep_days)) \
-            .strftime("%Y-%m-%d")
+        horizon = days_before(max(pd.date for pd in self._positions), keep_days)
         return [[*pd, seq] for pd, seq in self._positions.items() if pd.date >= horizon]
 
     def adopt(self, positions: Mapping[PartitionDay, int]) -> None:
