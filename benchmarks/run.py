@@ -45,7 +45,7 @@ for _name in [n for n in os.environ if n.startswith("LOBSTREAM_")]:
 
 import orjson  # noqa: E402
 
-from benchmarks import data, naive  # noqa: E402
+from benchmarks import data, naive, storage  # noqa: E402
 from benchmarks.flows import CountingSink, bench_flow, peak_rss, read_stats  # noqa: E402
 from sources.venues import coinbase  # noqa: E402
 from state.book import OrderBook  # noqa: E402
@@ -644,6 +644,24 @@ class Bench:
                       "Steady state = update frames sent >= 1 s after the product's snapshot; "
                       "all_updates includes the backlog behind the 46,000-level snapshot")
 
+    # -- storage -----------------------------------------------------------------
+    def storage(self) -> None:
+        """Tick store write rate and a day's DuckDB query; bar upserts into SQLite, and
+        into PostgreSQL and MariaDB when their binaries are installed (not --quick)."""
+        storage.store_rows(self)
+        servers: Dict[str, Any] = {}
+        if not self.quick:
+            from tests import dbservers
+            for kind, start in (("postgresql", dbservers.start_postgres),
+                                ("mariadb", dbservers.start_mariadb)):
+                if dbservers.missing(kind) is None:
+                    servers[kind] = start()
+        try:
+            storage.sql_rows(self, {k: s.dsn for k, s in servers.items()})
+        finally:
+            for server in servers.values():
+                server.stop()
+
     # -- memory ------------------------------------------------------------------
     def memory(self) -> None:
         out = self.work / "memory"
@@ -859,7 +877,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         bench = Bench(args.quick, work, Path(args.profile) if args.profile else None)
         steps = [bench.parse_ceiling, bench.book_core, bench.build_captures, bench.python_pipeline,
                  bench.full_flow, bench.naive_baseline, bench.snapshot, bench.two_process,
-                 bench.latency, bench.memory]
+                 bench.latency, bench.memory, bench.storage]
         for step in steps:
             t = time.perf_counter()
             step()

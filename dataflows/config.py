@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sinks import SINKS
+from sinks.store import KINDS as STORE_KINDS
 from sources.venues import VENUE_NAMES, VENUES
 from sources.capture.format import check_record_dir
 from sources.instruments.select import Rule, parse_rules
@@ -78,6 +79,10 @@ class Config:
     bar_keep: float = 60.0
     bar_empty: bool = False
     bar_console: bool = False
+    #: The ``[store]`` and ``[sql]`` tables, validated (see STORE_KEYS, SQL_KEYS);
+    #: built directly, a Config has their defaults (store mode ``append``).
+    store: Dict[str, Any] = field(default_factory=lambda: _defaults(STORE_KEYS, mode="append"))
+    sql: Dict[str, Any] = field(default_factory=lambda: _defaults(SQL_KEYS))
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,22 @@ BARS_KEYS = (
     Key("empty", False, "also emit windows without trades"),
     Key("console", False, "print a line per closed bar"),
 )
+STORE_KEYS = (
+    Key("root", "store", "tick store directory or object-store URI (s3://bucket/prefix)"),
+    Key("mode", "auto", "append: continue each day's version; replace: write days afresh; "
+        "auto: replace when replaying", choices=("auto", "append", "replace")),
+    Key("kinds", list(STORE_KINDS), "record kinds stored", choices=STORE_KINDS),
+    Key("max_files", 16, "files per partition-day before they are merged", 1, 1000),
+    Key("max_rows", 500_000, "rows buffered per worker before an early commit", 1000, 10**7),
+    Key("resume", "keep", "after a restart from recovery: keep what was committed (live feeds "
+        "replay nothing) or rewind to the snapshot (sources that replay)",
+        choices=("keep", "rewind")),
+)
+SQL_KEYS = (
+    Key("dsn", "sqlite:///bars.sqlite", "bars database: sqlite:///PATH, "
+        "postgresql://USER:PASS@HOST:PORT/DB or mysql://USER:PASS@HOST:PORT/DB"),
+    Key("table", "bars", "table the bars are upserted into"),
+)
 REPLAY_KEYS = (
     Key("paths", [], "capture files or directories; replaces the live venues"),
     # Not below 1/1000 of the recorded pace: at 1e-300 the replay's next wake-up
@@ -137,6 +158,12 @@ SCRIPT_VARIABLES = frozenset({"LOBSTREAM_CONFIG", "LOBSTREAM_DEMO_SPEED",
 #: Venues run when neither ``run.venues`` nor any venue table says otherwise;
 #: Coinbase Exchange only runs when asked for.
 DEFAULT_VENUES = ("coinbase", "deribit")
+
+
+def _defaults(keys: Sequence[Key], **override: Any) -> Dict[str, Any]:
+    """A table's default values (lists copied), with ``override``."""
+    return {k.name: list(k.default) if isinstance(k.default, list) else k.default
+            for k in keys} | override
 
 
 def _show(value: Any) -> str:
@@ -167,6 +194,8 @@ def _env_names() -> Dict[str, Tuple[str, str]]:
     names["LOBSTREAM_REPLAY"] = ("replay", "paths")
     names["LOBSTREAM_REPLAY_SPEED"] = ("replay", "speed")
     names.update({f"LOBSTREAM_BARS_{k.name.upper()}": ("bars", k.name) for k in BARS_KEYS})
+    names.update({f"LOBSTREAM_STORE_{k.name.upper()}": ("store", k.name) for k in STORE_KEYS})
+    names.update({f"LOBSTREAM_SQL_{k.name.upper()}": ("sql", k.name) for k in SQL_KEYS})
     for venue in VENUES.values():
         for key in VENUE_COMMON + tuple(s.key for s in venue.settings):
             names[f"LOBSTREAM_{venue.name.upper()}_{key.upper()}"] = (venue.name, key)
@@ -186,11 +215,14 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: cannot read ({ex.strerror})") from None
         except tomllib.TOMLDecodeError as ex:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: invalid TOML ({ex})") from None
-    _check_keys("config file", raw, ("run", "replay", "bars") + VENUE_NAMES)
-    tables = {name: _table(raw, name) for name in ("run", "replay", "bars") + VENUE_NAMES}
+    _check_keys("config file", raw, ("run", "replay", "bars", "store", "sql") + VENUE_NAMES)
+    tables = {name: _table(raw, name)
+              for name in ("run", "replay", "bars", "store", "sql") + VENUE_NAMES}
     _check_keys("[run]", tables["run"], [k.name for k in RUN_KEYS])
     _check_keys("[replay]", tables["replay"], [k.name for k in REPLAY_KEYS])
     _check_keys("[bars]", tables["bars"], [k.name for k in BARS_KEYS])
+    _check_keys("[store]", tables["store"], [k.name for k in STORE_KEYS])
+    _check_keys("[sql]", tables["sql"], [k.name for k in SQL_KEYS])
     for venue in VENUES.values():
         _check_keys(f"[{venue.name}]", tables[venue.name],
                     VENUE_COMMON + tuple(s.key for s in venue.settings))
@@ -225,7 +257,13 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         queue_mb=run["queue_mb"], replay=[str(p) for p in replay["paths"]],
         replay_speed=replay["speed"], bar_intervals=tuple(sorted(set(intervals))),
         bar_lateness=bars["lateness"], bar_keep=bars["keep"], bar_empty=bars["empty"],
-        bar_console=bars["console"])
+        bar_console=bars["console"],
+        store={k.name: _value(k, tables["store"].get(k.name, k.default), f"store.{k.name}")
+               for k in STORE_KEYS},
+        sql={k.name: _value(k, tables["sql"].get(k.name, k.default), f"sql.{k.name}")
+             for k in SQL_KEYS})
+    if cfg.store["mode"] == "auto":
+        cfg.store["mode"] = "replace" if cfg.replay else "append"
     if cfg.metrics_addr:
         parse_addr(cfg.metrics_addr)
     if cfg.record_dir:

@@ -198,7 +198,7 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None,
     console = op.filter("console", records, lambda kv: kv[1]["type"] in shown)
     op.output("console_out", console, ConsoleSink())
     options = {"jsonl_dir": cfg.jsonl_dir, "jsonl_mode": cfg.jsonl_mode,
-               "jsonl_max_open": cfg.jsonl_max_open}
+               "jsonl_max_open": cfg.jsonl_max_open, "store": cfg.store, "sql": cfg.sql}
     for name in cfg.sinks:
         op.output(f"{name}_out", data, SINKS[name](options))
     return flow

@@ -37,8 +37,25 @@ def _jsonl(options: Dict[str, Any]) -> JsonlSink:
     return JsonlSink(directory, mode=mode, max_open=max_open)
 
 
-#: Sink name -> factory.
+def _store(options: Dict[str, Any]) -> Sink:
+    from sinks.store.sink import StoreSink  # pyarrow: the ``store`` extra
+
+    store = options["store"]
+    return StoreSink(store["root"], store["mode"], tuple(store["kinds"]), store["max_files"],
+                     store["max_rows"], store["resume"])
+
+
+def _sql(options: Dict[str, Any]) -> Sink:
+    from sinks.sql import SqlBarSink  # drivers: the ``sql`` extra (SQLite needs none)
+
+    return SqlBarSink(options["sql"]["dsn"], options["sql"]["table"])
+
+
+#: Sink name -> factory. ``options`` holds the ``jsonl_*`` settings and the
+#: ``[store]`` and ``[sql]`` tables.
 SINKS: Dict[str, SinkFactory] = {
     "jsonl": _jsonl,
     "stdout": lambda options: StdoutSink(),
+    "store": _store,
+    "sql": _sql,
 }

@@ -9,7 +9,8 @@ one line on stderr naming the problem and exits 2.
 Websockets: /coinbase, /coinbase-exchange, /deribit (alias /ws/api/v2). REST on
 the same port: http://HOST:PORT/coinbase/api/v3/brokerage/market/products,
 /coinbase-exchange/products, /deribit/api/v2/public/get_instruments (also
-unprefixed /api/v2/...).
+unprefixed /api/v2/...), and the venues' candle endpoints answered from the
+captures' trades (:mod:`sources.simulator.candles`).
 
 Faults (see ``sources/simulator/faults.py`` for kinds and keys)::
 
@@ -34,6 +35,7 @@ from typing import IO, List, Optional
 
 import orjson
 
+from sources.simulator.candles import load_prints
 from sources.simulator.clock import RETIME_MODES
 from sources.simulator.context import REFERENCE_DIR, SimulatorConfig
 from sources.simulator.exchanges import EXCHANGES
@@ -175,7 +177,8 @@ def run(args: argparse.Namespace, config: SimulatorConfig, faults: List[Fault],
     try:
         plan = FaultPlan(faults, seed=args.seed, on_inject=fault_log) if faults else None
         server = SimulatorServer(recording, host=args.host, port=args.port, config=config,
-                                 send_log=send_log, faults=plan)
+                                 send_log=send_log, faults=plan,
+                                 candles=load_prints(args.capture))
         asyncio.run(serve(server))
     finally:
         for log in (send_log, fault_log):

@@ -23,6 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from sources.simulator.candles import Prints, answer
 from sources.simulator.clock import ExchangeClock, offset_ms
 from sources.simulator.context import ServerContext, SimulatorConfig, VenueState
 from sources.simulator.exchanges import EXCHANGES, VENUES, by_rest_path, by_ws_path, exchange
@@ -82,14 +83,16 @@ class SimulatorServer:
     :data:`~sources.simulator.outbox.FrameFilter` into every send path;
     ``faults`` injects a :class:`~sources.simulator.faults.FaultPlan` (its own
     frame filter, refused handshakes and subscribes, REST faults), so it excludes
-    ``frame_filters``. :attr:`stats` counts what clients did.
+    ``frame_filters``. ``candles`` (:func:`~sources.simulator.candles.load_prints`)
+    makes the venues' candle endpoints answer too. :attr:`stats` counts what clients did.
     """
 
     def __init__(self, recording: Recording, *, host: str = "127.0.0.1", port: int = 0,
                  config: SimulatorConfig = SimulatorConfig(),
                  send_log: Optional[SendLog] = None,
                  frame_filters: Optional[FilterFactory] = None,
-                 faults: Optional[FaultPlan] = None) -> None:
+                 faults: Optional[FaultPlan] = None,
+                 candles: Optional[Prints] = None) -> None:
         if faults is not None:
             if frame_filters is not None:
                 raise ValueError("pass faults or frame_filters, not both")
@@ -105,6 +108,7 @@ class SimulatorServer:
         self._send_log = send_log
         self._frame_filters = faults.frame_filter if faults is not None else frame_filters
         self.faults = faults
+        self.candles = candles
         self._server: Optional[Server] = None
         self._ctx: Optional[ServerContext] = None
         self._numbers = itertools.count()
@@ -204,6 +208,13 @@ class SimulatorServer:
         assert self._ctx is not None
         split = urlsplit(request.path)
         found = by_rest_path(split.path)
+        if self.candles is not None:
+            # Below a venue prefix, or at the venue's own path (a backfill's base
+            # URL may be the bare server: every candle path names its venue).
+            candle = answer(self.candles, found[1] if found is not None else split.path,
+                            parse_qs(split.query))
+            if candle is not None:
+                return _response(RestReply(*candle))
         if found is None:
             return _response(text_reply(404, f"nothing at {split.path}; {_hint()}\n"))
         venue_exchange, path = found

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from sources.simulator.candles import Prints
 from sources.simulator.clock import ExchangeClock
 from sources.simulator.context import SimulatorConfig
 from sources.simulator.faults import FaultPlan
@@ -46,12 +47,13 @@ class SimulatorThread:
                  send_log: Optional[SendLog] = None,
                  frame_filters: Optional[FilterFactory] = None,
                  faults: Optional[FaultPlan] = None,
+                 candles: Optional[Prints] = None,
                  **config: Any) -> None:
         recording = captures if isinstance(captures, Recording) else load_recording(captures)
         self.server = SimulatorServer(recording, host=host, port=port,
                                       config=SimulatorConfig(**config),
                                       send_log=send_log, frame_filters=frame_filters,
-                                      faults=faults)
+                                      faults=faults, candles=candles)
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None

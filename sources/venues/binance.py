@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from itertools import count
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -44,6 +44,7 @@ from sources.venues.base import (BOOK, ERROR, IGNORED, RECONNECT, REPLY, TICKER,
                                  ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, Venue,
                                  Wire, check_name, loads, reason, safe_text, valid_product,
                                  valid_seq)
+from sources.candles.model import Candle, CandleApi, check_candle
 from state.events import SNAPSHOT, UPDATE, BookEvent, Ticker, Trade
 from state.sync import chain_binance_futures, chain_binance_spot
 
@@ -395,3 +396,65 @@ BINANCE_COINM = _spec("binance_coinm", "Binance COIN-M futures",
                       ((50, 2), (100, 5), (500, 10), (1000, 20)), 8.0, 2400,
                       "BTCUSD_PERP or BTCUSD_210924",
                       ("aggTrade", "trade"), "aggTrade", True)
+
+
+# -- historical candles (REST klines) ----------------------------------------------
+# ``GET {rest}{path}?symbol=&interval=&startTime=&endTime=&limit=`` (times in ms,
+# both inclusive), oldest first; each kline is an array: open time, open, high,
+# low, close, volume, close time, quote volume, trades, taker buy volume, taker buy
+# quote volume, ignore. COIN-M differs: volume and taker buy volume are contracts
+# and the quote-volume column is the *base* volume. Spot: at most 1000 per request,
+# weight 2; futures: at most 1500, weight 1/2/5/10 by limit (<100, <500, <=1000,
+# more). lobstream spends half the venue's weight budget, and the used-weight header
+# tightens it.
+_KLINE_INTERVALS = {60_000: "1m", 180_000: "3m", 300_000: "5m", 900_000: "15m",
+                    1_800_000: "30m", 3_600_000: "1h", 7_200_000: "2h", 14_400_000: "4h",
+                    21_600_000: "6h", 28_800_000: "8h", 43_200_000: "12h", 86_400_000: "1d"}
+_KlineTime = Annotated[int, msgspec.Meta(ge=0, le=4_102_444_800_000)]
+_Kline = Tuple[_KlineTime, Price, Price, Price, Price, Size, _KlineTime, Size, SeqNo, Size,
+               Size, Any]
+_KLINES = msgspec.json.Decoder(List[_Kline], strict=False)
+
+
+def _futures_kline_weight(limit: int) -> int:
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+
+
+def _kline_api(venue: str, rest: str, path: str, max_candles: int, weight_per_minute: int,
+               seconds: bool) -> CandleApi:
+    coinm = venue == "binance_coinm"
+
+    def request(product: str, start_ms: int, last_ms: int, interval: str,
+                limit: int) -> Tuple[str, Dict[str, str]]:
+        return path, {"symbol": product, "interval": interval, "startTime": str(start_ms),
+                      "endTime": str(last_ms), "limit": str(limit)}
+
+    def parse(body: bytes, product: str) -> List[Candle]:
+        try:
+            klines = _KLINES.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as ex:
+            raise ValueError(f"{venue} klines for {product}: {ex}") from None
+        size = _coinm(product)[1] if coinm else 0.0
+        out = []
+        for k in klines:
+            if coinm:  # contracts -> USD notional; the base columns are the coin
+                c = Candle(k[0], k[1], k[2], k[3], k[4], k[7], k[5] * size, k[8], k[10],
+                           k[9] * size)
+            else:
+                c = Candle(k[0], k[1], k[2], k[3], k[4], k[5], k[7], k[8], k[9], k[10])
+            out.append(check_candle(c))
+        return out
+
+    intervals = {**({1000: "1s"} if seconds else {}), **_KLINE_INTERVALS}
+    return CandleApi(venue=venue, rest_url=rest, max_candles=max_candles, intervals=intervals,
+                     request=request, parse=parse, rate=(weight_per_minute // 2, 60.0),
+                     weight=(lambda limit: 2) if not venue.endswith(("usdm", "coinm"))
+                     else _futures_kline_weight,
+                     used_header="X-MBX-USED-WEIGHT-1M")
+
+
+CANDLES = _kline_api("binance", "https://api.binance.com", "/api/v3/klines", 1000, 6000, True)
+CANDLES_USDM = _kline_api("binance_usdm", "https://fapi.binance.com", "/fapi/v1/klines", 1500,
+                          2400, False)
+CANDLES_COINM = _kline_api("binance_coinm", "https://dapi.binance.com", "/dapi/v1/klines",
+                           1500, 2400, False)

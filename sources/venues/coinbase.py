@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Annotated, Any, Deque, Dict, List, Literal, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import msgspec
 
@@ -36,6 +37,7 @@ from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, R
                                  Protocol, Raw, Reply, SeqNo, Setting, Size, TradeId, Venue, Wire,
                                  check_name, iso_ms, loads, reason, safe_text, valid_product,
                                  valid_seq)
+from sources.candles.model import Candle, CandleApi, check_candle
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
 VENUE = "coinbase"
@@ -334,3 +336,50 @@ VENUE_SPEC = Venue(
         ("unknown product", "check the product names in the configuration"),
     ),
 )
+
+
+# -- historical candles (REST) -----------------------------------------------------
+# Public market-data endpoint, no authentication: up to 350 candles per request
+# (⚠ the page states the limit; the older Exchange API allowed 300), newest first,
+# ``start``/``end`` in epoch seconds, prices and base volume as strings. Public
+# REST is limited to 10 requests/s per IP: lobstream sends at most 5.
+REST_URL = "https://api.coinbase.com"
+_GRANULARITIES = {60_000: "ONE_MINUTE", 300_000: "FIVE_MINUTE", 900_000: "FIFTEEN_MINUTE",
+                  1_800_000: "THIRTY_MINUTE", 3_600_000: "ONE_HOUR", 7_200_000: "TWO_HOUR",
+                  21_600_000: "SIX_HOUR", 86_400_000: "ONE_DAY"}
+
+
+class _Candle(msgspec.Struct):
+    start: Annotated[int, msgspec.Meta(ge=0, le=4_102_444_800)]
+    low: Price
+    high: Price
+    open: Price
+    close: Price
+    volume: Size
+
+
+class _Candles(msgspec.Struct):
+    candles: List[_Candle]
+
+
+_CANDLES = msgspec.json.Decoder(_Candles, strict=False)
+
+
+def _candles_request(product: str, start_ms: int, last_ms: int, granularity: str,
+                     limit: int) -> Tuple[str, Dict[str, str]]:
+    return (f"/api/v3/brokerage/market/products/{product}/candles",
+            {"start": str(start_ms // 1000), "end": str(last_ms // 1000),
+             "granularity": granularity, "limit": str(limit)})
+
+
+def parse_candles(body: bytes, product: str) -> List[Candle]:
+    try:
+        reply = _CANDLES.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as ex:
+        raise ValueError(f"coinbase candles for {product}: {ex}") from None
+    return [check_candle(Candle(c.start * 1000, c.open, c.high, c.low, c.close, c.volume))
+            for c in reply.candles]
+
+
+CANDLES = CandleApi(venue=VENUE, rest_url=REST_URL, max_candles=350, intervals=_GRANULARITIES,
+                    request=_candles_request, parse=parse_candles, rate=(5, 1.0))

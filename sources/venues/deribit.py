@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from itertools import count
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import msgspec
 
@@ -43,6 +43,7 @@ from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_RE
                                  Price, ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size,
                                  TradeId, Venue, Wire, check_name, loads, reason, safe_text,
                                  valid_product, valid_seq)
+from sources.candles.model import Candle, CandleApi, check_candle
 from state.events import REFRESH, SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 from state.sync import chain_exact
 
@@ -404,3 +405,60 @@ VENUE_SPEC = Venue(
     ),
     answers_test_requests=True,
 )
+
+
+# -- historical candles (REST chart data) ------------------------------------------
+# ``GET /api/v2/public/get_tradingview_chart_data?instrument_name=&start_timestamp=
+# &end_timestamp=&resolution=`` (ms, inclusive) answers column arrays: ``ticks``
+# (candle starts), ``open``/``high``/``low``/``close``, ``volume`` (base currency)
+# and ``cost`` (quote currency), with ``status`` "ok" or "no_data". A window
+# without trades comes back as a filling candle (the last close, zero volume).
+# ⚠ No page size is documented: lobstream asks for 1,000 candles at a time.
+# Public requests are credit-limited (about 20/s sustained): lobstream sends 5/s.
+REST_URL = "https://www.deribit.com"
+_RESOLUTIONS = {60_000: "1", 180_000: "3", 300_000: "5", 600_000: "10", 900_000: "15",
+                1_800_000: "30", 3_600_000: "60", 7_200_000: "120", 10_800_000: "180",
+                21_600_000: "360", 43_200_000: "720", 86_400_000: "1D"}
+_ChartTime = Annotated[int, msgspec.Meta(ge=0, le=4_102_444_800_000)]
+
+
+class _Chart(msgspec.Struct):
+    status: Literal["ok", "no_data"]
+    ticks: List[_ChartTime] = []
+    open: List[Price] = []
+    high: List[Price] = []
+    low: List[Price] = []
+    close: List[Price] = []
+    volume: List[Size] = []
+    cost: List[Size] = []
+
+
+class _ChartReply(msgspec.Struct):
+    result: _Chart
+
+
+_CHART = msgspec.json.Decoder(_ChartReply)
+
+
+def _chart_request(product: str, start_ms: int, last_ms: int, resolution: str,
+                   limit: int) -> Tuple[str, Dict[str, str]]:
+    return "/api/v2/public/get_tradingview_chart_data", {
+        "instrument_name": product, "start_timestamp": str(start_ms),
+        "end_timestamp": str(last_ms), "resolution": resolution}
+
+
+def parse_chart(body: bytes, product: str) -> List[Candle]:
+    try:
+        chart = _CHART.decode(body).result
+    except (msgspec.DecodeError, msgspec.ValidationError) as ex:
+        raise ValueError(f"deribit chart data for {product}: {ex}") from None
+    columns = (chart.ticks, chart.open, chart.high, chart.low, chart.close, chart.volume,
+               chart.cost)
+    if len({len(c) for c in columns}) != 1:
+        raise ValueError(f"deribit chart data for {product}: columns of different lengths "
+                         f"{[len(c) for c in columns]}")
+    return [check_candle(Candle(*row)) for row in zip(*columns)]
+
+
+CANDLES = CandleApi(venue=VENUE, rest_url=REST_URL, max_candles=1000, intervals=_RESOLUTIONS,
+                    request=_chart_request, parse=parse_chart, rate=(5, 1.0))
