@@ -20,7 +20,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from sinks import SINKS
 from sources.venues import VENUE_NAMES, VENUES
@@ -151,7 +151,7 @@ def _check_keys(where: str, table: Mapping[str, Any], valid: Sequence[str]) -> N
                               f"{_suggest(str(key), valid)}")
 
 
-def _env_names() -> Dict[str, Tuple[str, str]]:
+def env_names() -> Dict[str, Tuple[str, str]]:
     """Every environment variable the flow reads: name -> (table, key)."""
     names = {f"LOBSTREAM_{k.name.upper()}": ("run", k.name) for k in RUN_KEYS}
     names["LOBSTREAM_REPLAY"] = ("replay", "paths")
@@ -163,8 +163,17 @@ def _env_names() -> Dict[str, Tuple[str, str]]:
     return names
 
 
-def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
-    """Build the configuration from ``LOBSTREAM_CONFIG`` (if set) and the environment."""
+class Layers(NamedTuple):
+    """The settings as given, before validation: every table's keys after the file
+    and the environment were laid over the defaults, and where each came from
+    (``(table, key) -> "file PATH"`` or ``"environment NAME"``; absent: default)."""
+
+    tables: Dict[str, Dict[str, Any]]
+    origins: Dict[Tuple[str, str], str]
+
+
+def read_layers(env: Optional[Mapping[str, str]] = None) -> Layers:
+    """Read ``LOBSTREAM_CONFIG`` (if set) and the environment, checking every name."""
     env = os.environ if env is None else env
     raw: Dict[str, Any] = {}
     path = env.get("LOBSTREAM_CONFIG")
@@ -184,7 +193,8 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
     for venue in VENUES.values():
         _check_keys(f"[{venue.name}]", tables[venue.name],
                     VENUE_COMMON + tuple(s.key for s in venue.settings))
-    names = _env_names()
+    origins = {(table, key): f"file {path}" for table, values in tables.items() for key in values}
+    names = env_names()
     for name, value in env.items():
         if not name.startswith("LOBSTREAM_") or name in SCRIPT_VARIABLES:
             continue
@@ -193,11 +203,19 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
                               f"{_suggest(name, sorted(names))}")
         table, key = names[name]
         tables[table][key] = value
+        origins[(table, key)] = f"environment {name}"
+    return Layers(tables, origins)
+
+
+def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
+    """Build the configuration from ``LOBSTREAM_CONFIG`` (if set) and the environment."""
+    tables = read_layers(env).tables
     venues_given = [v for v in VENUE_NAMES if tables[v]]
-    run = {k.name: _value(k, tables["run"].get(k.name, k.default), k.name) for k in RUN_KEYS}
-    replay = {k.name: _value(k, tables["replay"].get(k.name, k.default), f"replay.{k.name}")
+    run = {k.name: typed_value(k, tables["run"].get(k.name, k.default), k.name)
+           for k in RUN_KEYS}
+    replay = {k.name: typed_value(k, tables["replay"].get(k.name, k.default), f"replay.{k.name}")
               for k in REPLAY_KEYS}
-    bars = {k.name: _value(k, tables["bars"].get(k.name, k.default), f"bars.{k.name}")
+    bars = {k.name: typed_value(k, tables["bars"].get(k.name, k.default), f"bars.{k.name}")
             for k in BARS_KEYS}
     intervals = []
     for text in bars["intervals"]:
@@ -249,10 +267,10 @@ def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
     if not url.startswith(("ws://", "wss://")):
         raise ConfigError(f"{name}.url={_show(url)}: expected a ws:// or wss:// URL")
     limits = venue.limits
-    per_conn = _value(Key("products_per_connection", limits.products_per_connection, "", 1,
-                          limits.max_products_per_connection),
-                      table.get("products_per_connection", limits.products_per_connection),
-                      f"{name}.products_per_connection")
+    per_conn = typed_value(Key("products_per_connection", limits.products_per_connection, "", 1,
+                               limits.max_products_per_connection),
+                           table.get("products_per_connection", limits.products_per_connection),
+                           f"{name}.products_per_connection")
     settings = {s.key: _setting(name, s, table.get(s.key, s.default)) for s in venue.settings}
     book_depth = settings.get("depth")
     if book_depth and depth > book_depth:
@@ -303,7 +321,8 @@ def _setting(venue: str, setting: Setting, value: Any) -> Any:
     return value
 
 
-def _value(key: Key, value: Any, where: str) -> Any:
+def typed_value(key: Key, value: Any, where: str) -> Any:
+    """``value`` checked and converted to the type of ``key``'s default."""
     default = key.default
     if isinstance(default, bool):
         return _boolean(where, value)

@@ -1,0 +1,2 @@
+from cli.common import Command
+COMMANDS = []
