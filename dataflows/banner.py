@@ -69,11 +69,14 @@ def _replay(cfg: Config, streams: Dict[str, Any]) -> List[str]:
 def banner(cfg: Config, launch: Launch, plans: Sequence[ConnectionPlan],
            streams: Dict[str, Any]) -> str:
     """The banner text (several lines, no trailing newline)."""
-    where = f"process {launch.process} of {launch.processes}, " if launch.processes > 1 else ""
     workers = launch.workers
-    lines = [f"lobstream {_version()}: {where}{_plural(len(workers), 'worker')}"
-             + (f" ({workers.start}-{workers.stop - 1} of {launch.total_workers})"
-                if launch.processes > 1 else "")]
+    if launch.processes == 1:
+        where = _plural(len(workers), "worker")
+    else:
+        mine = f"worker {workers.start}" if len(workers) == 1 else \
+            f"workers {workers.start}-{workers.stop - 1}"
+        where = f"process {launch.process} of {launch.processes}, {mine} of {launch.total_workers}"
+    lines = [f"lobstream {_version()}: {where}"]
     lines += _replay(cfg, streams) if cfg.replay else _live(cfg, plans, launch)
     outputs = []
     for sink in cfg.sinks:

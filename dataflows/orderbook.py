@@ -102,7 +102,7 @@ class ProductLogic(StatefulLogic[Item, Record, bytes]):
         step = self._step
         if self._name is None:
             if type(item) is shutdown.StopRequest:
-                shutdown.request()
+                shutdown.told(item)  # type: ignore[arg-type]
                 return [], StatefulLogic.DISCARD
             self._name = (item.venue, item.product)
             step.books[self._name] = self._state

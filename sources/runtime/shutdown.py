@@ -53,6 +53,14 @@ def request() -> None:
     _stop.set()
 
 
+def told(request: StopRequest) -> None:
+    """Another process of the cluster was stopped: stop this one too."""
+    if not _stop.is_set():
+        log.info("the run was stopped at %s (another process): stopping inputs, flushing sinks",
+                 request.origin)
+    _stop.set()
+
+
 def install_signal_handlers() -> None:
     """Make SIGINT and SIGTERM stop the run cleanly (a second signal aborts)."""
 
