@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from importlib import metadata
 from typing import Dict, List, Optional, Sequence
 
 from cli.common import Command, Parser
+from dataflows.banner import version
 
 #: Command modules, in the order ``lobstream --help`` lists their commands.
 MODULES = ("cli.flow", "cli.demo", "cli.tools", "cli.settings", "cli.plot", "cli.top")
@@ -46,17 +46,10 @@ def commands() -> List[Command]:
     return found
 
 
-def _version() -> str:
-    try:
-        return metadata.version("lobstream")
-    except metadata.PackageNotFoundError:
-        return "(not installed)"
-
-
 def build_parser(cmds: Sequence[Command]) -> Parser:
     parser = Parser(prog="lobstream", description=DESCRIPTION,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"lobstream {_version()}")
+    parser.add_argument("--version", action="version", version=f"lobstream {version()}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     for cmd in cmds:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help,

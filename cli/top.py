@@ -111,6 +111,11 @@ def _num(value: Optional[float], fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _bps(value: Optional[float]) -> str:
+    """Basis points with the digits that matter: 0.0016 on BTCUSDT, 1694.92 on an option."""
+    return "-" if value is None else f"{value:.2f}" if value >= 1.0 else f"{value:.4f}"
+
+
 def _ago(seconds: Optional[float]) -> str:
     if seconds is None:
         return "-"
@@ -156,7 +161,7 @@ def render(rows: List[Row], rates: Rates, failures: Dict[str, str], now: float,
         rate = rates.rate(row, now)
         table.add_row(index.get(row.endpoint, "?"), f"{row.venue}:{row.product}",
                       f"[{_STYLES.get(row.state, 'white')}]{row.state}[/]",
-                      price(v.get("bid")), price(v.get("ask")), _num(v.get("spread_bps"), ".2f"),
+                      price(v.get("bid")), price(v.get("ask")), _bps(v.get("spread_bps")),
                       _num(v.get("imbalance"), "+.2f"), _num(rate, ".1f"), _ago(v.get("age")),
                       _bar(v))
     return table

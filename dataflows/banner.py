@@ -21,7 +21,8 @@ from sources.runtime.placement import ConnectionPlan
 SHOWN_PRODUCTS = 6
 
 
-def _version() -> str:
+def version() -> str:
+    """lobstream's installed version."""
     try:
         return metadata.version("lobstream")
     except metadata.PackageNotFoundError:
@@ -76,7 +77,7 @@ def banner(cfg: Config, launch: Launch, plans: Sequence[ConnectionPlan],
         mine = f"worker {workers.start}" if len(workers) == 1 else \
             f"workers {workers.start}-{workers.stop - 1}"
         where = f"process {launch.process} of {launch.processes}, {mine} of {launch.total_workers}"
-    lines = [f"lobstream {_version()}: {where}"]
+    lines = [f"lobstream {version()}: {where}"]
     lines += _replay(cfg, streams) if cfg.replay else _live(cfg, plans, launch)
     outputs = []
     for sink in cfg.sinks:
