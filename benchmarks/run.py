@@ -3,7 +3,8 @@
     python benchmarks/run.py [--quick] [--json PATH] [--profile PATH]
 
 Prints one table and writes it, with machine information, as JSON (default
-``benchmarks/results.json``). ``--quick`` runs every row at a tiny scale (a smoke
+``out/benchmarks/results.json``, git-ignored; ``--json benchmarks/results.json``
+publishes a run). ``--quick`` runs every row at a tiny scale (a smoke
 test for CI: the numbers are not meaningful). ``--profile PATH`` also profiles one
 full-flow run with pyinstrument (if installed) and writes the text report there.
 
@@ -847,7 +848,11 @@ def print_table(results: Dict[str, Any]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny scale, for CI smoke tests")
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), metavar="PATH")
+    # A run writes under out/ (git-ignored): running the benchmark never dirties the
+    # tracked benchmarks/results.json, which is updated on purpose with --json.
+    p.add_argument("--json", default=str(ROOT / "out" / "benchmarks" / "results.json"),
+                   metavar="PATH", help="where to write the results (default: %(default)s; "
+                   "pass benchmarks/results.json to publish a run)")
     p.add_argument("--profile", metavar="PATH", help="profile a full-flow run (pyinstrument)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     p.add_argument("--child", help=argparse.SUPPRESS)

@@ -20,7 +20,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from sinks import SINKS
 from sinks.store import KINDS as STORE_KINDS
@@ -148,6 +148,10 @@ REPLAY_KEYS = (
     Key("speed", 0.0, "0 = as fast as possible, 1 = recorded pace", 0.001, 1e6,
         zero="for as fast as possible"),
 )
+#: The tables of lobstream's own keys (venue tables aside), in the order shown.
+TABLE_KEYS: Dict[str, Tuple[Key, ...]] = {"run": RUN_KEYS, "replay": REPLAY_KEYS,
+                                          "bars": BARS_KEYS, "store": STORE_KEYS,
+                                          "sql": SQL_KEYS}
 #: Keys every venue table has, besides the venue's own settings.
 VENUE_COMMON = ("products", "url", "products_per_connection", "rules", "instruments", "refresh",
                 "rest_url")
@@ -188,22 +192,31 @@ def _check_keys(where: str, table: Mapping[str, Any], valid: Sequence[str]) -> N
                               f"{_suggest(str(key), valid)}")
 
 
-def _env_names() -> Dict[str, Tuple[str, str]]:
+def env_names() -> Dict[str, Tuple[str, str]]:
     """Every environment variable the flow reads: name -> (table, key)."""
     names = {f"LOBSTREAM_{k.name.upper()}": ("run", k.name) for k in RUN_KEYS}
     names["LOBSTREAM_REPLAY"] = ("replay", "paths")
     names["LOBSTREAM_REPLAY_SPEED"] = ("replay", "speed")
-    names.update({f"LOBSTREAM_BARS_{k.name.upper()}": ("bars", k.name) for k in BARS_KEYS})
-    names.update({f"LOBSTREAM_STORE_{k.name.upper()}": ("store", k.name) for k in STORE_KEYS})
-    names.update({f"LOBSTREAM_SQL_{k.name.upper()}": ("sql", k.name) for k in SQL_KEYS})
+    for table in ("bars", "store", "sql"):
+        names.update({f"LOBSTREAM_{table.upper()}_{k.name.upper()}": (table, k.name)
+                      for k in TABLE_KEYS[table]})
     for venue in VENUES.values():
         for key in VENUE_COMMON + tuple(s.key for s in venue.settings):
             names[f"LOBSTREAM_{venue.name.upper()}_{key.upper()}"] = (venue.name, key)
     return names
 
 
-def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
-    """Build the configuration from ``LOBSTREAM_CONFIG`` (if set) and the environment."""
+class Layers(NamedTuple):
+    """The settings as given, before validation: every table's keys after the file
+    and the environment were laid over the defaults, and where each came from
+    (``(table, key) -> "file PATH"`` or ``"environment NAME"``; absent: default)."""
+
+    tables: Dict[str, Dict[str, Any]]
+    origins: Dict[Tuple[str, str], str]
+
+
+def read_layers(env: Optional[Mapping[str, str]] = None) -> Layers:
+    """Read ``LOBSTREAM_CONFIG`` (if set) and the environment, checking every name."""
     env = os.environ if env is None else env
     raw: Dict[str, Any] = {}
     path = env.get("LOBSTREAM_CONFIG")
@@ -215,18 +228,15 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: cannot read ({ex.strerror})") from None
         except tomllib.TOMLDecodeError as ex:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: invalid TOML ({ex})") from None
-    _check_keys("config file", raw, ("run", "replay", "bars", "store", "sql") + VENUE_NAMES)
-    tables = {name: _table(raw, name)
-              for name in ("run", "replay", "bars", "store", "sql") + VENUE_NAMES}
-    _check_keys("[run]", tables["run"], [k.name for k in RUN_KEYS])
-    _check_keys("[replay]", tables["replay"], [k.name for k in REPLAY_KEYS])
-    _check_keys("[bars]", tables["bars"], [k.name for k in BARS_KEYS])
-    _check_keys("[store]", tables["store"], [k.name for k in STORE_KEYS])
-    _check_keys("[sql]", tables["sql"], [k.name for k in SQL_KEYS])
+    _check_keys("config file", raw, tuple(TABLE_KEYS) + VENUE_NAMES)
+    tables = {name: _table(raw, name) for name in tuple(TABLE_KEYS) + VENUE_NAMES}
+    for name, declared in TABLE_KEYS.items():
+        _check_keys(f"[{name}]", tables[name], [k.name for k in declared])
     for venue in VENUES.values():
         _check_keys(f"[{venue.name}]", tables[venue.name],
                     VENUE_COMMON + tuple(s.key for s in venue.settings))
-    names = _env_names()
+    origins = {(table, key): f"file {path}" for table, values in tables.items() for key in values}
+    names = env_names()
     for name, value in env.items():
         if not name.startswith("LOBSTREAM_") or name in SCRIPT_VARIABLES:
             continue
@@ -235,12 +245,23 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
                               f"{_suggest(name, sorted(names))}")
         table, key = names[name]
         tables[table][key] = value
+        origins[(table, key)] = f"environment {name}"
+    return Layers(tables, origins)
+
+
+def typed_table(tables: Mapping[str, Mapping[str, Any]], name: str) -> Dict[str, Any]:
+    """Every key of the table ``name``, typed and checked (defaults filled in);
+    ``run`` keys are named bare in errors, the others ``table.key``."""
+    prefix = "" if name == "run" else f"{name}."
+    return {k.name: typed_value(k, tables[name].get(k.name, k.default), prefix + k.name)
+            for k in TABLE_KEYS[name]}
+
+
+def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
+    """Build the configuration from ``LOBSTREAM_CONFIG`` (if set) and the environment."""
+    tables = read_layers(env).tables
     venues_given = [v for v in VENUE_NAMES if tables[v]]
-    run = {k.name: _value(k, tables["run"].get(k.name, k.default), k.name) for k in RUN_KEYS}
-    replay = {k.name: _value(k, tables["replay"].get(k.name, k.default), f"replay.{k.name}")
-              for k in REPLAY_KEYS}
-    bars = {k.name: _value(k, tables["bars"].get(k.name, k.default), f"bars.{k.name}")
-            for k in BARS_KEYS}
+    run, replay, bars, store, sql = (typed_table(tables, name) for name in TABLE_KEYS)
     intervals = []
     for text in bars["intervals"]:
         try:
@@ -258,10 +279,7 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         replay_speed=replay["speed"], bar_intervals=tuple(sorted(set(intervals))),
         bar_lateness=bars["lateness"], bar_keep=bars["keep"], bar_empty=bars["empty"],
         bar_console=bars["console"],
-        store={k.name: _value(k, tables["store"].get(k.name, k.default), f"store.{k.name}")
-               for k in STORE_KEYS},
-        sql={k.name: _value(k, tables["sql"].get(k.name, k.default), f"sql.{k.name}")
-             for k in SQL_KEYS})
+        store=store, sql=sql)
     if cfg.store["mode"] == "auto":
         cfg.store["mode"] = "replace" if cfg.replay else "append"
     if cfg.metrics_addr:
@@ -303,10 +321,10 @@ def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
     if not url.startswith(("ws://", "wss://")):
         raise ConfigError(f"{name}.url={_show(url)}: expected a ws:// or wss:// URL")
     limits = venue.limits
-    per_conn = _value(Key("products_per_connection", limits.products_per_connection, "", 1,
-                          limits.max_products_per_connection),
-                      table.get("products_per_connection", limits.products_per_connection),
-                      f"{name}.products_per_connection")
+    per_conn = typed_value(Key("products_per_connection", limits.products_per_connection, "", 1,
+                               limits.max_products_per_connection),
+                           table.get("products_per_connection", limits.products_per_connection),
+                           f"{name}.products_per_connection")
     settings = {s.key: _setting(name, s, table.get(s.key, s.default)) for s in venue.settings}
     book_depth = settings.get("depth")
     if book_depth and depth > book_depth:
@@ -357,7 +375,8 @@ def _setting(venue: str, setting: Setting, value: Any) -> Any:
     return value
 
 
-def _value(key: Key, value: Any, where: str) -> Any:
+def typed_value(key: Key, value: Any, where: str) -> Any:
+    """``value`` checked and converted to the type of ``key``'s default."""
     default = key.default
     if isinstance(default, bool):
         return _boolean(where, value)

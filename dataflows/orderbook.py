@@ -23,16 +23,18 @@ dynamic sinks that write where the record is.
 
 from __future__ import annotations
 
-import logging
+import atexit
+import os
 import resource
+import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.operators import StatefulLogic
 from bytewax.dataflow import Dataflow
 
-from dataflows.config import Config, ConfigError, load_config
-from dataflows.monitoring import register_collector, serve_metrics, start_status_log
+from dataflows.config import Config, ConfigError
+from dataflows.launch import from_bytewax_argv
 from sinks import SINKS
 from sinks.console import ConsoleSink
 from sources.capture.format import Recorder
@@ -64,12 +66,14 @@ class BookStep:
         self.alert_bps = alert_bps
         self.resync = resync
         self.books = registry.books
+        self.resumed = registry.resumed
+        self.last_bars = registry.last_bars
         self.bars = bars
 
     def __call__(self, resume: Optional[bytes]) -> "ProductLogic":
         state = ProductState.restore(resume, self.bars) if resume is not None \
             else ProductState(self.bars)
-        return ProductLogic(self, state)
+        return ProductLogic(self, state, resume is not None)
 
 
 class ProductLogic(StatefulLogic[Item, Record, bytes]):
@@ -79,31 +83,54 @@ class ProductLogic(StatefulLogic[Item, Record, bytes]):
     must emit the open bars (``on_eof``), and the per-epoch snapshot is the state's
     own compact pickle (no deep copy; the book is never in it). A book found
     crossed or locked is reported to the product's source through the step's
-    resync requests, which sit on the same worker.
+    resync requests, which sit on the same worker. Closed bars are counted here,
+    where every record passes anyway (the end-of-run table shows them).
+
+    A key's first item may be a :class:`~sources.runtime.shutdown.StopRequest`
+    from another process (Ctrl-C there): it stops this process's inputs too.
     """
 
-    __slots__ = ("_step", "_state", "_name")
+    __slots__ = ("_step", "_state", "_name", "_resumed")
 
-    def __init__(self, step: BookStep, state: ProductState) -> None:
+    def __init__(self, step: BookStep, state: ProductState, resumed: bool = False) -> None:
         self._step = step
         self._state = state
         self._name: Optional[Tuple[str, str]] = None
+        self._resumed = resumed
 
     def on_item(self, item: Item) -> Tuple[List[Record], bool]:
         step = self._step
         if self._name is None:
+            if type(item) is shutdown.StopRequest:
+                shutdown.told(item)  # type: ignore[arg-type]
+                return [], StatefulLogic.DISCARD
             self._name = (item.venue, item.product)
             step.books[self._name] = self._state
+            if self._resumed:
+                step.resumed.add(self._name)
         records = self._state.on_item(item, step.depth, step.alert_bps)
         for rec in records:
-            if rec["type"] == "alert" and rec["kind"] in ("crossed", "locked"):
+            kind = rec["type"]
+            if kind == "alert" and rec["kind"] in ("crossed", "locked"):
                 step.resync.request(item.venue, item.product, rec["kind"], rec["detail"])
+            elif kind == "bar":
+                self._bar(rec)
         return records, StatefulLogic.RETAIN
+
+    def _bar(self, rec: Record) -> None:
+        self._state.counts["bars" if rec["revision"] == 0 else "bar_revisions"] += 1
+        last = self._step.last_bars.get(self._name)  # type: ignore[arg-type]
+        if last is None or rec["interval_s"] < last["interval_s"] or \
+                (rec["interval_s"] == last["interval_s"] and rec["end"] >= last["end"]):
+            self._step.last_bars[self._name] = rec  # type: ignore[index]
 
     def on_eof(self) -> Tuple[List[Record], bool]:
         if self._name is None:
             return [], StatefulLogic.RETAIN
-        return self._state.finish(*self._name), StatefulLogic.RETAIN
+        records = self._state.finish(*self._name)
+        for rec in records:
+            self._bar(rec)
+        return records, StatefulLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return self._state.snapshot()
@@ -180,6 +207,7 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None,
         source = ReplaySource(cfg.replay, speed=cfg.replay_speed, resync=resync,
                               registry=registry, clock_ms=clock_ms(cfg))
         source.check()
+        registry.streams = source.streams()
         events = op.input("replay", flow, source)
     else:
         universes = resolve_universes(cfg)
@@ -196,7 +224,7 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None,
     data = op.filter("data", records, lambda kv: kv[1]["type"] in DATA_TYPES)
     shown = frozenset(("alert", "status") + (("bar",) if cfg.bar_console else ()))
     console = op.filter("console", records, lambda kv: kv[1]["type"] in shown)
-    op.output("console_out", console, ConsoleSink())
+    op.output("console_out", console, ConsoleSink(json_stdout="stdout" in cfg.sinks))
     options = {"jsonl_dir": cfg.jsonl_dir, "jsonl_mode": cfg.jsonl_mode,
                "jsonl_max_open": cfg.jsonl_max_open, "store": cfg.store, "sql": cfg.sql}
     for name in cfg.sinks:
@@ -206,22 +234,15 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None,
 
 def _flow_from_environment() -> Dataflow:
     """The flow ``python -m bytewax.run`` runs: configured from the environment,
-    with clean shutdown on signals, metrics and the periodic status line."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    registry = Registry()
-    try:
-        cfg = load_config()
-        dataflow = build_flow(cfg, registry)
-    except (ConfigError, ValueError, OSError) as ex:
-        raise SystemExit(f"lobstream: configuration error: {ex}") from None
-    shutdown.install_signal_handlers()
-    register_collector(registry)
-    if cfg.metrics_addr:
-        serve_metrics(cfg.metrics_addr)
-    if cfg.status_interval > 0:
-        start_status_log(registry, cfg.status_interval)
-    return dataflow
+    with the scaling and recovery flags read from Bytewax's own command line, the
+    start banner, clean shutdown on signals, metrics and the status line; the
+    end-of-run table is printed when the interpreter exits (``lobstream run``
+    prints it itself, and also sets the exit code)."""
+    from dataflows.session import prepare  # (the session builds on this module)
+
+    session = prepare(os.environ, from_bytewax_argv(sys.argv[1:]))
+    atexit.register(session.finish)
+    return session.flow
 
 
 _flow: Optional[Dataflow] = None

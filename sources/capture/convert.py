@@ -220,9 +220,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"convert: error: {message} (see --help)\n")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m sources.capture.convert"
+         ) -> int:
+    """Convert one file; ``prog`` names the command in help (``lobstream convert``
+    calls this too)."""
     parser = _Parser(
-        prog="python -m sources.capture.convert",
+        prog=prog,
         description="Convert cryptofeed, hftbacktest and ssc2ce recordings into lobstream captures.",
     )
     parser.add_argument("input", type=Path)

@@ -124,6 +124,11 @@ class Feed:
         #: its bars close even while it is quiet; 0 turns that off.
         self.clock_ms = clock_ms
         self._clock = float("-inf")
+        #: Why the connection is down (None while it is up, or before its first
+        #: attempt), and how many attempts in a row failed: the status line shows
+        #: a connection that keeps failing, which no per-connect counter does.
+        self.outage: Optional[str] = None
+        self.failures = 0
         for product in products or ():
             self._product(product)
 
@@ -150,6 +155,7 @@ class Feed:
             self.conn_seq.reset()
         self.protocol.reset()
         self.counts["connects"] += 1
+        self.outage, self.failures = None, 0
         wanted = self.wanted
         for product in wanted:
             state = self.books[product]
@@ -162,7 +168,11 @@ class Feed:
         return self.protocol.open(wanted) if wanted else []
 
     def disconnected(self, ts: float, reason: str) -> List[Keyed]:
-        """The connection is gone: every book on it is stale until resubscribed."""
+        """The connection is gone (or could not be opened): every book on it is
+        stale until resubscribed."""
+        self.counts["disconnects"] += 1
+        self.outage = reason
+        self.failures += 1
         out: List[Keyed] = []
         for product, state in self.books.items():
             state.awaiting_since = None

@@ -10,7 +10,7 @@ Readers (the status thread, a metrics scrape) only read counters, which are plai
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Set, Tuple
 
 if TYPE_CHECKING:
     from sources.feed.feed import Feed
@@ -26,6 +26,12 @@ class Registry:
         self.books: Dict[Tuple[str, str], Any] = {}
         #: Inboxes of this process's source partitions (queue depth, drops).
         self.inboxes: List[Any] = []
+        #: Products whose book-step state was restored from a recovery snapshot.
+        self.resumed: Set[Tuple[str, str]] = set()
+        #: (venue, product) -> the latest bar record of its shortest interval.
+        self.last_bars: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        #: A replay's streams (name -> what the capture says of it), for the banner.
+        self.streams: Dict[str, Any] = {}
 
     def add_feed(self, feed: "Feed") -> None:
         with self._lock:

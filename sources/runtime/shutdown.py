@@ -1,18 +1,26 @@
-"""Graceful stop on SIGINT/SIGTERM, and clean failure with an exit code.
+"""Graceful stop on SIGINT/SIGTERM, for one process and for a whole cluster, and
+clean failure with an exit code.
 
 Bytewax treats a signal as an abort: no ``close()`` on sources or sinks, exit
 status 1 or 130. lobstream instead turns the signal into end-of-input: every
 partition sees :func:`requested` on its next poll and ends, so Bytewax finishes
 the epoch, closes the sinks (flushing whole lines) and the run exits 0.
 
+In a run of several processes a signal reaches only the process it was sent to
+(Ctrl-C in one terminal), and Bytewax keeps the cluster running until every
+process's inputs have ended: there is no cluster-wide stop and no edge from a
+step back to a source. So the process that got the signal tells the others
+through the dataflow itself: before its partitions end, the first of them emits
+one :class:`StopRequest` keyed to each worker of the cluster (:func:`farewell`);
+the book step that receives one calls :func:`told` in its own process, whose
+partitions then end at their next poll, and the whole run exits 0.
+
 A step that cannot go on (a sink that gave up on a full disk) calls
-:func:`fail`: the same orderly stop, but the process exits with the recorded
-status. Bytewax itself returns normally in that case, so ``python -m
-bytewax.run`` would exit 0; the ``atexit`` hook that
+:func:`fail`: the same orderly stop of the whole cluster, but this process exits
+with the recorded status. Bytewax itself returns normally in that case, so
+``python -m bytewax.run`` would exit 0; the ``atexit`` hook that
 :func:`install_signal_handlers` registers turns the recorded failure into the
-exit status. Like a signal, a failure is seen by the sources of its own process
-only (the flag is process-local): in a multi-process run the other processes'
-sources keep running until they end or are signalled.
+exit status.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Optional
+from typing import List, NamedTuple, Optional, Tuple
+
+from sources.runtime.placement import routing_key
 
 log = logging.getLogger("lobstream")
 
@@ -33,9 +43,20 @@ _stop = threading.Event()
 _lock = threading.Lock()
 _exit_code: Optional[int] = None
 _installed = False
+#: Whether this process stopped on its own (a signal or a failure, not told by
+#: another process), and whether its stop requests to the other workers went out.
+_state = {"origin": False, "told": False}
 
 #: How often :func:`wait` looks at the stop flag while it sleeps.
 _WAIT_SLICE = 0.05
+#: Routing-key prefix of the stop requests; no venue is called that.
+STOP_VENUE = "lobstream-stop"
+
+
+class StopRequest(NamedTuple):
+    """End the run: sent by the process that stopped first to every worker."""
+
+    origin: str
 
 
 def requested() -> bool:
@@ -48,12 +69,21 @@ def request() -> None:
     _stop.set()
 
 
+def told(request: StopRequest) -> None:
+    """Another process of the cluster stopped: stop this one too."""
+    if not _stop.is_set():
+        log.info("the run was stopped at %s (another process): stopping inputs, flushing sinks",
+                 request.origin)
+    _stop.set()
+
+
 def fail(message: str, code: int = 1) -> None:
     """Stop the run because something cannot continue, and exit with ``code``.
 
     Logs ``message`` as one ERROR line, records ``code`` (the first failure's code
     is kept: it names the cause, later ones are consequences) and requests a stop
-    like SIGTERM does: sources end at their next poll and the sinks are closed.
+    like SIGTERM does: sources end at their next poll, the sinks are closed, and
+    the other processes of the cluster are told to stop too.
     """
     if not 1 <= code <= 255:
         raise ValueError(f"exit code {code!r}: expected 1 to 255")
@@ -62,6 +92,7 @@ def fail(message: str, code: int = 1) -> None:
     with _lock:
         if _exit_code is None:
             _exit_code = code
+    _state["origin"] = True
     _stop.set()
 
 
@@ -96,6 +127,7 @@ def install_signal_handlers() -> None:
         if _stop.is_set():
             raise KeyboardInterrupt
         log.info("%s received: stopping inputs, flushing sinks", signal.Signals(signum).name)
+        _state["origin"] = True
         _stop.set()
 
     signal.signal(signal.SIGINT, handler)
@@ -103,6 +135,21 @@ def install_signal_handlers() -> None:
     if not _installed:
         _installed = True
         atexit.register(_exit_with_code)
+
+
+def farewell(worker: int, workers: int) -> List[Tuple[str, StopRequest]]:
+    """The stop requests a stopping partition emits before it ends: one keyed to
+    every worker of the cluster, from the first partition of the process that
+    stopped first; nothing otherwise (a single worker, or already sent)."""
+    if workers <= 1 or not _state["origin"]:
+        return []
+    with _lock:
+        if _state["told"]:
+            return []
+        _state["told"] = True
+    origin = f"worker {worker}"
+    return [(routing_key(STOP_VENUE, "all", w, workers), StopRequest(origin))
+            for w in range(workers)]
 
 
 def _exit_with_code() -> None:

@@ -31,7 +31,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import IO, List, Optional
+from typing import IO, List, NoReturn, Optional
 
 import orjson
 
@@ -87,9 +87,16 @@ def _limit_defaults() -> str:
                      for e in EXCHANGES)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--capture", action="append", required=True, metavar="PATH",
                    help="lobstream capture to serve (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -186,15 +193,17 @@ def run(args: argparse.Namespace, config: SimulatorConfig, faults: List[Fault],
                 log.close()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
+    """Serve until stopped; ``prog`` names the command in help and errors
+    (``lobstream simulate`` calls this too)."""
+    args = parser(prog).parse_args(argv)
     try:
         config = config_from(args)
         faults = fault_list(args)
         recording = load_recording(args.capture)
         run(args, config, faults, recording)
     except (ValueError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -93,6 +93,7 @@ class _ReplayPartition(StatelessSourcePartition[Keyed]):
     def __init__(self, source: ReplaySource, streams: Dict[str, StreamInfo], worker: int,
                  workers: int) -> None:
         self._source = source
+        self._worker, self._workers = worker, workers
         self._feeds: Dict[str, Feed] = {}
         for stream, info in streams.items():
             venue = get_venue(info.venue)
@@ -119,6 +120,9 @@ class _ReplayPartition(StatelessSourcePartition[Keyed]):
 
     def next_batch(self) -> List[Keyed]:
         if shutdown.requested():
+            stops = shutdown.farewell(self._worker, self._workers)
+            if stops:
+                return stops  # type: ignore[return-value]  # (the other processes stop too)
             raise StopIteration()
         out: List[Keyed] = []
         feeds = self._feeds

@@ -175,6 +175,9 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
 
     def next_batch(self) -> List[Keyed]:
         if shutdown.requested() or (len(self._ended) == len(self._feeds) and not self._lasting):
+            stops = shutdown.farewell(self._worker, self._workers)
+            if stops:
+                return stops  # type: ignore[return-value]  # (the other processes stop too)
             raise StopIteration()
         if not self._thread.started:
             self._thread.start()  # lazily: Bytewax may build a partition it then discards

@@ -1,0 +1,96 @@
+"""One run of the flow in this process, from the checked configuration to the closing table.
+
+Both entry points go through :func:`prepare`: ``lobstream run`` (which then calls
+Bytewax's ``cli_main`` itself) and ``python -m bytewax.run
+dataflows.orderbook:flow`` (where Bytewax calls it). It checks the
+configuration (one line and exit status 2 on a bad value), builds the flow,
+installs the signal handlers, starts the metrics endpoint and the status line,
+and prints the start banner on stderr. :meth:`Session.finish` prints the
+end-of-run table on stderr and returns the exit code.
+
+Logging goes to stderr, so stdout holds only what the console and the stdout
+sink write: with the stdout sink, JSON lines and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Mapping, Optional, TextIO
+
+from bytewax.dataflow import Dataflow
+
+from dataflows.banner import banner
+from dataflows.config import Config, ConfigError, load_config
+from dataflows.launch import Launch
+from dataflows.orderbook import build_flow, planner
+from dataflows.monitoring import register_collector, serve_metrics, start_status_log
+from dataflows.report import closing, exit_code
+from dataflows.watch import Activity, products
+from sources.runtime import shutdown
+from sources.runtime.registry import Registry
+
+#: Exit status of a configuration error (as argparse uses for usage errors).
+CONFIG_ERROR = 2
+
+
+class Session:
+    """The flow of this process with everything that reports on it."""
+
+    def __init__(self, cfg: Config, launch: Launch, registry: Registry, flow: Dataflow,
+                 activity: Activity) -> None:
+        self.cfg = cfg
+        self.launch = launch
+        self.registry = registry
+        self.flow = flow
+        self.activity = activity
+        self.started = time.monotonic()
+        self._finished = False
+
+    def banner(self) -> str:
+        plans = [] if self.cfg.replay else planner(self.cfg)(self.launch.total_workers)
+        return banner(self.cfg, self.launch, plans, self.registry.streams)
+
+    def finish(self, out: TextIO = sys.stderr) -> int:
+        """Print the end-of-run table (once) and return the run's exit code."""
+        views = products(self.registry, self.activity)
+        if not self._finished:
+            self._finished = True
+            where = f" (process {self.launch.process} of {self.launch.processes})" \
+                if self.launch.processes > 1 else ""
+            out.write("\n".join(closing(views, time.monotonic() - self.started, where)) + "\n")
+            out.flush()
+        return exit_code(views)
+
+
+def prepare(env: Mapping[str, str], launch: Launch, *, err: TextIO = sys.stderr,
+            cfg: Optional[Config] = None) -> Session:
+    """Check the configuration, build the flow and start reporting on it.
+
+    A configuration error exits with one line and status 2."""
+    logging.basicConfig(level=logging.INFO, stream=err,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registry = Registry()
+    try:
+        cfg = cfg or load_config(env)
+        dataflow = build_flow(cfg, registry)
+    except (ConfigError, ValueError, OSError) as ex:
+        err.write(f"lobstream: configuration error: {ex}\n")
+        raise SystemExit(CONFIG_ERROR) from None
+    activity = Activity(registry)
+    session = Session(cfg, launch, registry, dataflow, activity)
+    shutdown.install_signal_handlers()
+    register_collector(registry, activity)
+    err.write(session.banner() + "\n")
+    err.flush()
+    if cfg.metrics_addr:
+        try:
+            serve_metrics(cfg.metrics_addr, launch.process)
+        except OSError as ex:
+            err.write(f"lobstream: configuration error: metrics_addr={cfg.metrics_addr}: "
+                      f"cannot listen ({ex.strerror or ex})\n")
+            raise SystemExit(CONFIG_ERROR) from None
+    if cfg.status_interval > 0:
+        start_status_log(registry, cfg.status_interval, activity)
+    return session
