@@ -75,8 +75,8 @@ def test_limit_specs() -> None:
             parse_limit(bad)
     with pytest.raises(ValueError, match="whole number"):
         Limits(max_connections=0)
-    with pytest.raises(ValueError, match="binance"):
-        SimulatorThread(Recording(), limits={"binance": {"max_connections": 1}})
+    with pytest.raises(ValueError, match="kraken"):
+        SimulatorThread(Recording(), limits={"kraken": {"max_connections": 1}})
     with pytest.raises(ValueError, match="max_sockets"):
         SimulatorThread(Recording(), limits={"deribit": {"max_sockets": 1}})
 
