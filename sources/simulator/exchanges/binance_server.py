@@ -600,7 +600,7 @@ class BinanceSession(Session):
             method = request.get("method")
             if "method" not in request:
                 raise StreamError(2, "Invalid request: missing field `method`")
-            if method not in self._methods:
+            if not isinstance(method, str) or method not in self._methods:
                 raise StreamError(2, f"Invalid request: unknown variant {method!r}, expected "
                                      f"one of {', '.join(METHODS)}")
             reply: Dict[str, Any] = {"result": self._methods[method](request.get("params")),
