@@ -203,10 +203,10 @@ class WeightBudget:
     """REST request weight per (venue, IP) in fixed windows of ``window`` seconds.
 
     A request that would take the window's weight past the budget is refused
-    with 429 and not counted; a client that sends again in the same window
-    anyway (the venue's "failing to back off after receiving 429s") is banned:
-    every request gets 418 for :data:`BAN_WINDOWS` windows, twice as long per
-    repeat. The window is a minute on the real venue; tests shorten it.
+    with 429 and not counted; a client that sends anything again before the
+    window ends (the venue's "failing to back off after receiving 429s") is
+    banned: every request gets 418 for :data:`BAN_WINDOWS` windows, twice as
+    long per repeat. The window is a minute on the real venue; tests shorten it.
     """
 
     def __init__(self, window: float, stats: SimulatorStats,
@@ -234,7 +234,7 @@ class WeightBudget:
         index = int(now // self._window)
         if index != account.window:
             account.window, account.used, account.warned = index, 0, False
-        if account.used + weight > budget:
+        if account.warned or account.used + weight > budget:
             if not account.warned:
                 account.warned = True
                 return WeightVerdict(429, account.used, (index + 1) * self._window - now)
