@@ -195,6 +195,28 @@ def test_deribit_raw_trades_need_auth(recording: Recording) -> None:
 
 # --- resubscribes ----------------------------------------------------------------------
 
+async def resubscribed(ws: ClientConnection, channel: str, product: str,
+                       count: int) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """Subscribe a Coinbase channel, take ``count`` of its events, unsubscribe and
+    subscribe again: the events received before (those in flight included) and
+    the resubscription's snapshot event."""
+    sub = {"type": "subscribe", "channel": channel, "product_ids": [product]}
+    await send(ws, sub)
+    before: List[Dict[str, Any]] = []
+    while len(before) < count:
+        msg = await recv(ws)
+        if msg["channel"] == channel:
+            before.append(msg["events"][0])
+    await send(ws, {**sub, "type": "unsubscribe"})
+    await send(ws, sub)
+    while True:
+        msg = await recv(ws)
+        if msg["channel"] == channel:
+            if msg["events"][0]["type"] == "snapshot":
+                return before, msg["events"][0]
+            before.append(msg["events"][0])
+
+
 def test_coinbase_trades_resubscribe_starts_with_a_snapshot_of_trades_seen(
         recording: Recording) -> None:
     """Unsubscribe and subscribe market_trades again mid-stream: a snapshot of the
@@ -206,21 +228,8 @@ def test_coinbase_trades_resubscribe_starts_with_a_snapshot_of_trades_seen(
 
     async def client(url: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any],
                                         List[Dict[str, Any]]]:
-        before: List[Dict[str, Any]] = []
-        sub = {"type": "subscribe", "channel": "market_trades", "product_ids": [product]}
         async with connect(url + "/coinbase", max_queue=None) as ws:
-            await send(ws, sub)
-            while len(before) < 12:
-                msg = await recv(ws)
-                if msg["channel"] == "market_trades":
-                    before.append(msg["events"][0])
-            await send(ws, {**sub, "type": "unsubscribe"})
-            await send(ws, sub)
-            while (msg := await recv(ws))["channel"] != "market_trades" or \
-                    msg["events"][0]["type"] != "snapshot":
-                if msg["channel"] == "market_trades":
-                    before.append(msg["events"][0])
-            snapshot = msg["events"][0]
+            before, snapshot = await resubscribed(ws, "market_trades", product, 12)
             after = [m["events"][0] for m in map(orjson.loads, await collect(ws))
                      if m["channel"] == "market_trades"]
         return before, snapshot, after
@@ -240,27 +249,13 @@ def test_coinbase_trades_resubscribe_starts_with_a_snapshot_of_trades_seen(
 
 
 def test_coinbase_ticker_resubscribe_repeats_the_last_ticker(recording: Recording) -> None:
-    sub = {"type": "subscribe", "channel": "ticker", "product_ids": ["BTC-USD"]}
-
-    async def client(url: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    async def client(url: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         async with connect(url + "/coinbase", max_queue=None) as ws:
-            await send(ws, sub)
-            tickers = []
-            while len(tickers) < 5:
-                msg = await recv(ws)
-                if msg["channel"] == "ticker":
-                    tickers.append(msg["events"][0])
-            await send(ws, {**sub, "type": "unsubscribe"})
-            await send(ws, sub)
-            while (msg := await recv(ws))["channel"] != "ticker" or \
-                    msg["events"][0]["type"] != "snapshot":
-                if msg["channel"] == "ticker":
-                    tickers.append(msg["events"][0])
-            return tickers[-1], msg["events"][0]
+            return await resubscribed(ws, "ticker", "BTC-USD", 5)
 
     with SimulatorThread(recording, rate=50, retime="none") as sim:
-        last, snapshot = run(client(sim.url))
-    assert snapshot == {"type": "snapshot", "tickers": last["tickers"]}
+        before, snapshot = run(client(sim.url))
+    assert snapshot == {"type": "snapshot", "tickers": before[-1]["tickers"]}
 
 
 def test_exchange_matches_resubscribe_starts_with_last_match(recording: Recording) -> None:

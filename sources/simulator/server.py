@@ -20,7 +20,7 @@ import math
 import os
 import time
 from http import HTTPStatus
-from typing import Callable, Dict, Iterable, Optional, Set, Tuple, Type
+from typing import Callable, Dict, Iterable, Optional, Set, Type
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
