@@ -271,8 +271,9 @@ def test_stall_sends_nothing_then_resumes(recording: Recording) -> None:
         assert seqs == list(range(result["trigger"] + 1, result["trigger"] + 7))
     assert answering["pong_after"] < duration * 0.5
     assert deaf["pong_after"] > duration * 0.8
-    assert logged(plan) == [("coinbase", n, COINBASE_PRODUCT, "stall", r["trigger"])
-                            for n, r in ((0, answering), (1, deaf))]
+    # The two connections stall at the same frame: in either order.
+    assert sorted(logged(plan)) == [("coinbase", n, COINBASE_PRODUCT, "stall", r["trigger"])
+                                    for n, r in ((0, answering), (1, deaf))]
 
 
 @pytest.mark.parametrize("mode", ["http", "reset"])
