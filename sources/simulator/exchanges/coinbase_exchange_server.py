@@ -26,8 +26,9 @@ invalid.
 
 Exchange times: ``l2update``, ``match`` and ``ticker`` ``time`` as recorded,
 moved by the exchange clock; a snapshot has no time on this feed; a heartbeat's
-``time`` is the connection's exchange clock. Over the client message-rate limit (off by default; the feed
-documents 100 messages/s per IP) a message gets an ``error`` and is ignored.
+``time`` is the connection's exchange clock. Over the client message-rate limit
+(off by default; the feed documents 100 messages/s per IP) a message gets an
+``error`` and is ignored.
 
 REST: ``GET /coinbase-exchange/products`` and ``/products/{product_id}`` from the
 bundled reply (it has no times); an unknown product gets ``404
