@@ -151,7 +151,8 @@ def test_control_messages():
     assert (match.kind, t.side, t.seq, t.trade_id, t.base_size) == (TRADES, "buy", 10, "10", 5.23512)
     with pytest.raises(FrameError) as ei:
         parse({"type": "match", "product_id": "BTC-USD"}, 1.0)
-    assert (ei.value.kind, ei.value.products) == ("bad_trade", ["BTC-USD"])
+    # Counted, and the book (which a match does not change) stays synced.
+    assert (ei.value.kind, ei.value.products) == ("bad_trade", [])
     error = parse({"type": "error", "message": "Failed to subscribe", "reason": AUTH_REASON}, 1.0)
     assert (error.kind, error.ref) == (ERROR, None)
     assert error.detail == f"Failed to subscribe: {AUTH_REASON}"
@@ -413,8 +414,8 @@ def test_unknown_product_and_channel_fail_the_whole_request(recording):
             await send(ws, sub("level2_batch", "heartbeat", products=["SKL-USD", "BTC-USD"]))
             assert await recv(ws) == {"type": "error", "message": "Failed to subscribe",
                                       "reason": "BTC-USD is not a valid product"}
-            await send(ws, sub({"name": "ticker", "product_ids": ["SKL-USD"]}))
-            assert (await recv(ws))["reason"] == "ticker is not a valid channel"
+            await send(ws, sub({"name": "ticker_batch", "product_ids": ["SKL-USD"]}))
+            assert (await recv(ws))["reason"] == "ticker_batch is not a valid channel"
             # Nothing was subscribed: the next reply lists only the new channel.
             await send(ws, sub("heartbeat", products=["SKL-USD"]))
             assert (await recv(ws))["channels"] == [{"name": "heartbeat",
@@ -479,7 +480,7 @@ def test_level2_refusal_ends_the_partitions_with_a_refused_status(recording, cap
     got: List[Any] = []
     with SimulatorThread(recording, speed=0) as sim:
         source = websocket_source("coinbase_exchange", products, sim.url + "/coinbase-exchange",
-                                  {"channel": "level2"}, exit_on_close=True)
+                                  {"channel": "level2", "trades": False}, exit_on_close=True)
         flow = Dataflow("refused")
         op.output("out", op.input("in", flow, source), TestingSink(got))
         with caplog.at_level(logging.INFO, logger="lobstream.feed"):
@@ -501,7 +502,8 @@ def test_level2_refusal_ends_the_partitions_with_a_refused_status(recording, cap
 def test_level2_batch_over_websockets_matches_the_replay(recording, replayed, tmp_path):
     with SimulatorThread(recording, speed=0, retime="none") as sim:
         cfg = Config(venues={"coinbase_exchange": VenueConfig(
-            PRODUCTS, sim.url + "/coinbase-exchange", {"channel": "level2_batch"})},
+            PRODUCTS, sim.url + "/coinbase-exchange", {"channel": "level2_batch",
+                                                       "tickers": True})},
             exit_on_close=True, jsonl_dir=str(tmp_path / "live"))
         run_main(build_flow(cfg))
     live = read_dir(tmp_path / "live")

@@ -550,7 +550,7 @@ def test_deribit_heartbeat_closes_only_unanswered_connections(recording: Recordi
 def test_unknown_path_is_refused(recording: Recording) -> None:
     async def client(url: str) -> None:
         with pytest.raises(InvalidStatus) as info:
-            async with connect(url + "/binance"):
+            async with connect(url + "/kraken"):
                 pass
         assert info.value.response.status_code == 404
 

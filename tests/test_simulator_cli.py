@@ -65,7 +65,7 @@ def test_a_capture_of_a_gzip_text_file_is_refused(tmp_path: Path,
 
 @pytest.mark.parametrize("flags,expected", [
     (["--limit", "deribit.max_sockets=3"], "max_connections"),
-    (["--limit", "binance.max_connections=3"], "binance"),
+    (["--limit", "kraken.max_connections=3"], "kraken"),
     (["--schedule", "deribit:X:when=3"], "list=S"),
     (["--schedule", "coinbase:NOPE-XYZ:list=1"], "NOPE-XYZ"),
     (["--fault", "http_error:status=200"], "status"),

@@ -25,7 +25,8 @@ from tests.helpers import run
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = [ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz",
             ROOT / "recordings" / "deribit_options.jsonl.gz",
-            ROOT / "recordings" / "coinbase_exchange_level2.jsonl.gz"]
+            ROOT / "recordings" / "coinbase_exchange_level2.jsonl.gz",
+            ROOT / "recordings" / "binance_spot_btcusdt.jsonl.gz"]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
                     st.text(max_size=12))
@@ -65,6 +66,15 @@ deribit = st.fixed_dictionaries({
         "expired": either(True, False, "true"), "interval": either(10, 30)}), json_values),
 })
 
+binance = st.fixed_dictionaries({
+    "method": either("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY",
+                     "GET_PROPERTY"),
+    "id": either(1, 2**64, -1, "x" * 40, None),
+    "params": st.one_of(st.lists(either("btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@depth",
+                                        "combined", "btcusdt@kline_1m", "x@y", True),
+                                 max_size=3), json_values),
+})
+
 #: Per venue: its path, how its requests are drawn, a request known to be good,
 #: and how to recognise the answer to it.
 VENUES: Dict[str, Any] = {
@@ -80,12 +90,17 @@ VENUES: Dict[str, Any] = {
     "deribit": ("/deribit", deribit,
                 {"jsonrpc": "2.0", "id": "probe", "method": "public/test", "params": {}},
                 lambda m: m.get("id") == "probe" and "result" in m),
+    "binance": ("/binance/ws", binance, {"method": "LIST_SUBSCRIPTIONS", "id": 999999},
+                lambda m: m.get("id") == 999999 and "result" in m),
 }
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(load_recording(CAPTURES), rate=50) as running:
+    # Binance closes a connection sending over 5 frames a second; that is tested
+    # elsewhere, and here every message must be answered.
+    with SimulatorThread(load_recording(CAPTURES), rate=50,
+                         limits={"binance": {"connection_messages_per_second": None}}) as running:
         yield running
 
 

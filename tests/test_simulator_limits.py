@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from sources.simulator import Limits, Recording, SimulatorStats, SimulatorThread, load_recording
-from sources.simulator.limits import ClientLimiter, parse_limit
+from sources.simulator.limits import ClientLimiter, WeightBudget, parse_limit
 from tests.helpers import recv, run, send
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +66,37 @@ def test_limiter_windows_are_exact() -> None:
     assert (v.rate_limited, v.peak_message_rate) == (3, 4)
 
 
+def test_weight_budget_windows_bans_and_their_doubling() -> None:
+    """Fixed windows of 60 s: a request over the budget gets 429 (uncounted) and
+    a Retry-After to the window's end; any request before then bans the IP for
+    2 windows, the next ban lasts 4; per venue and IP."""
+    clock, stats = FakeClock(), SimulatorStats()
+    clock.now = 600.0  # the start of a window
+    budget = WeightBudget(60.0, stats, clock)
+    assert budget.charge("v", "a", 60, 100) == (200, 60, 0.0)
+    clock.now += 10.0
+    assert budget.charge("v", "a", 50, 100) == (429, 60, 50.0)
+    assert budget.charge("v", "b", 5, 100).status == 200  # another IP
+    assert budget.charge("w", "a", 5, 100).status == 200  # another venue
+    clock.now += 49.0
+    assert budget.charge("v", "a", 1, 100) == (418, 60, 120.0)  # it would fit: too late
+    clock.now += 119.0
+    assert budget.charge("v", "a", 5, 100).status == 418
+    clock.now += 1.0
+    assert budget.charge("v", "a", 100, 100).status == 200  # a fresh window after the ban
+    assert budget.charge("v", "a", 1, 100).status == 429
+    assert budget.charge("v", "a", 1, 100) == (418, 100, 240.0)  # the second ban: twice as long
+    clock.now += 240.0
+    assert budget.charge("v", "a", 40, 100).status == 200  # backing off after 429 is fine:
+    assert budget.charge("v", "a", 70, 100).status == 429
+    clock.now += 60.0
+    assert budget.charge("v", "a", 70, 100).status == 200  # the next window serves it
+    v = stats["v"]
+    assert (v.rest_weight, v.peak_rest_weight) == (275, 100)  # IP b too
+    with pytest.raises(ValueError):
+        WeightBudget(0, stats)
+
+
 def test_limit_specs() -> None:
     assert parse_limit("deribit.max_connections=64") == ("deribit", "max_connections", 64)
     assert parse_limit("coinbase.messages_per_second=off") == ("coinbase", "messages_per_second",
@@ -75,8 +106,8 @@ def test_limit_specs() -> None:
             parse_limit(bad)
     with pytest.raises(ValueError, match="whole number"):
         Limits(max_connections=0)
-    with pytest.raises(ValueError, match="binance"):
-        SimulatorThread(Recording(), limits={"binance": {"max_connections": 1}})
+    with pytest.raises(ValueError, match="kraken"):
+        SimulatorThread(Recording(), limits={"kraken": {"max_connections": 1}})
     with pytest.raises(ValueError, match="max_sockets"):
         SimulatorThread(Recording(), limits={"deribit": {"max_sockets": 1}})
 

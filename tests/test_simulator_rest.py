@@ -245,7 +245,7 @@ def test_deribit_instruments_over_the_websocket_equal_rest(everything: Recording
 def test_unknown_paths_get_a_one_line_404(coinbase_only: Recording) -> None:
     with SimulatorThread(coinbase_only) as sim:
         venue_miss = get(sim.http_url + "/deribit/api/v2/public/get_order_book")
-        miss = get(sim.http_url + "/binance/api/v3/exchangeInfo")
+        miss = get(sim.http_url + "/kraken/0/public/Assets")
         stats = sim.stats["deribit"]
     for status, headers, text in (venue_miss, miss):
         assert status == 404 and headers["Content-Type"].startswith("text/plain")

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import aiohttp
 import pytest
 from websockets.asyncio.client import connect
 
@@ -108,7 +109,8 @@ def test_coinbase_times_and_resubscribe_snapshot(recording: Recording, retime: s
         got = [ns(u["event_time"]) for u in msg["events"][0]["updates"]]
         want = [ns(u["event_time"]) + shift for u in frames[i].payload["updates"]]
         assert got == want
-        assert ns(msg["timestamp"]) == got[0]  # the envelope: the time the book is as of
+        # The envelope: the recorded one, moved (the time the server sent it).
+        assert ns(msg["timestamp"]) == ns(frames[i].envelope_time) + shift >= got[0]
     stamp = ns(snapshot["timestamp"])
     assert {ns(u["event_time"]) for u in snapshot["events"][0]["updates"]} == {stamp}
     assert stamp == ns(sent[-1]["events"][0]["updates"][0]["event_time"])
@@ -172,3 +174,37 @@ def test_exchange_update_and_heartbeat_times(recording: Recording) -> None:
     for beat in beats:  # the connection's exchange clock, not today's wall clock
         assert span[0] <= ns(beat["time"]) <= span[1]
         assert len(beat["time"]) == 27
+
+
+def test_binance_event_and_snapshot_times_move_by_the_offset() -> None:
+    """USD-M: ``E`` and ``T`` of diffs, trades and the REST snapshot, one offset."""
+    capture = ROOT / "recordings" / "binance_usdm_ethusdt.jsonl.gz"
+    recording = load_recording([capture])
+    depth = recording.channels["binance_usdm"]["depth"]["ETHUSDT"]
+    trades = recording.channels["binance_usdm"]["trade"]["ETHUSDT"]
+    recorded_snapshot = recording.channels["binance_usdm"]["snapshot"]["ETHUSDT"][0].payload
+
+    async def client(url: str, http: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(http + "/fapi/v1/depth?symbol=ETHUSDT&limit=5") as resp:
+                snapshot = await resp.json()
+        async with connect(url + "/public/stream?streams=ethusdt@depth@0ms/ethusdt@trade",
+                           max_queue=None) as ws:
+            return [await recv(ws) for _ in range(40)], snapshot
+
+    sim, before_ms, after_ms = started(recording, rate=200)
+    try:
+        messages, snapshot = run(client(sim.url, sim.http_url))
+        offset = sim.clock("binance_usdm").offset_ms
+    finally:
+        sim.stop()
+    check_offset(offset, "now", before_ms, after_ms, depth[0].ts)
+    served = {"ethusdt@depth@0ms": [m["data"] for m in messages if "depth" in m["stream"]],
+              "ethusdt@trade": [m["data"] for m in messages if "trade" in m["stream"]]}
+    for name, frames in (("ethusdt@depth@0ms", depth), ("ethusdt@trade", trades)):
+        for got, want in zip(served[name], frames):
+            assert got == {**want.payload, "E": want.payload["E"] + offset,
+                           "T": want.payload["T"] + offset}
+    assert served["ethusdt@trade"]  # both channels were compared
+    assert (snapshot["E"], snapshot["T"]) == (recorded_snapshot["E"] + offset,
+                                              recorded_snapshot["T"] + offset)

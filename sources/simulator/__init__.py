@@ -3,11 +3,15 @@
 It replays recorded book data (lobstream captures) to any number of clients over
 real websockets, one path per venue: Coinbase Advanced Trade on ``/coinbase``,
 Coinbase Exchange on ``/coinbase-exchange``, Deribit JSON-RPC on ``/deribit``
-(alias ``/ws/api/v2``); and answers the venues' REST instrument lists on the same
-port under the same prefixes. lobstream's sources can then be tested and
-benchmarked end to end, offline and deterministically: every connection replays
-the same data from the start, and resyncs are answered from the book state the
-connection has been sent. Exchange times are moved to the server's start
+(alias ``/ws/api/v2``), Binance spot, USD-M and COIN-M on ``/binance/stream``,
+``/binance_usdm/public/stream`` (and ``/market/stream``) and
+``/binance_coinm/stream``; and answers the venues' REST APIs (instrument lists,
+Binance depth snapshots consistent with the diffs served) on the same port under
+the same prefixes. Books, trades and tickers ride one replay per connection, in
+recorded order. lobstream's sources can then be tested and benchmarked end to
+end, offline and deterministically: every connection replays the same data from
+the start, and resyncs are answered from the book state the connection has been
+sent. Exchange times are moved to the server's start
 (:mod:`~sources.simulator.clock`), instruments can be cloned and scheduled
 (:mod:`~sources.simulator.universe`), and the venues' connection and rate caps
 apply (:mod:`~sources.simulator.limits`).

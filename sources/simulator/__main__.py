@@ -6,23 +6,30 @@ learn the port), and exits 0 on SIGTERM or SIGINT. A bad flag value, a capture
 that is missing or not a lobstream capture, or a port that cannot be had prints
 one line on stderr naming the problem and exits 2.
 
-Websockets: /coinbase, /coinbase-exchange, /deribit (alias /ws/api/v2). REST on
-the same port: http://HOST:PORT/coinbase/api/v3/brokerage/market/products,
+Websockets: /coinbase, /coinbase-exchange, /deribit (alias /ws/api/v2),
+/binance/stream (and /binance/ws), /binance_usdm/public/stream and
+/binance_usdm/market/stream (also unprefixed /public/..., /market/...),
+/binance_coinm/stream. REST on the same port:
+http://HOST:PORT/coinbase/api/v3/brokerage/market/products,
 /coinbase-exchange/products, /deribit/api/v2/public/get_instruments (also
-unprefixed /api/v2/...), and the venues' candle endpoints answered from the
-captures' trades (:mod:`sources.simulator.candles`).
+unprefixed /api/v2/...), /binance/api/v3/depth and /exchangeInfo,
+/binance_usdm/fapi/v1/depth, /binance_coinm/dapi/v1/depth (also unprefixed
+/api/v3/..., /fapi/v1/..., /dapi/v1/...), and the venues' candle endpoints
+answered from the captures' trades (:mod:`sources.simulator.candles`).
 
 Faults (see ``sources/simulator/faults.py`` for kinds and keys)::
 
     --fault gap:venue=coinbase,product=BTC-USD,after=100,frames=3
     --fault abort:connection=0,after=500 --fault refuse:after=500,duration=5
     --fault http_error:venue=deribit,status=429,retry_after=2,every=3
+    --fault chain_break:venue=binance_usdm,after=50 --fault stale_snapshot:frames=20
     --random-faults 0.01 --seed 7 --fault-log faults.jsonl
 
 Instruments and limits::
 
     --clone-books --schedule deribit:BTC-30JUL21-40000-C:list=10,delist=60
     --limit deribit.max_connections=64 --limit coinbase.messages_per_second=8
+    --limit binance.rest_weight_per_minute=600 --lifetime 30 --shutdown-notice 5
 """
 
 from __future__ import annotations
@@ -127,6 +134,18 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="Coinbase: close connections that have not subscribed by then")
     p.add_argument("--min-heartbeat", type=float, default=10.0,
                    help="Deribit: smallest public/set_heartbeat interval accepted")
+    p.add_argument("--lifetime", type=float, default=None, metavar="S",
+                   help="Binance: close connections after S seconds (default: 24 h)")
+    p.add_argument("--shutdown-notice", type=float, default=600.0, metavar="S",
+                   help="Binance: send serverShutdown S seconds before the lifetime ends "
+                        "(default: %(default)s)")
+    p.add_argument("--ping-interval", type=float, default=None, metavar="S",
+                   help="Binance: seconds between pings (default: 20 spot, 180 futures)")
+    p.add_argument("--pong-timeout", type=float, default=None, metavar="S",
+                   help="Binance: close a connection whose pong is this late "
+                        "(default: 60 spot, 600 futures)")
+    p.add_argument("--weight-window", type=float, default=60.0, metavar="S",
+                   help="Binance: the REST weight budget's window (default: %(default)s)")
     p.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     p.add_argument("--fault", action="append", default=[], metavar="KIND[:key=value,...]",
                    help="inject a fault (repeatable), e.g. close:code=1001,after=50")
@@ -161,7 +180,10 @@ def config_from(args: argparse.Namespace) -> SimulatorConfig:
                            min_heartbeat=args.min_heartbeat, compression=args.deflate,
                            retime=args.retime, clone_books=args.clone_books,
                            schedule=[Listing.parse(spec) for spec in args.schedule],
-                           limits=limits, reference_dir=args.reference_dir or None)
+                           limits=limits, reference_dir=args.reference_dir or None,
+                           lifetime=args.lifetime, shutdown_notice=args.shutdown_notice,
+                           ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
+                           weight_window=args.weight_window)
 
 
 async def serve(server: SimulatorServer) -> None:

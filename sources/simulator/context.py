@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
 from sources.simulator.clock import RETIME_MODES, ExchangeClock
 from sources.simulator.limits import ClientLimiter
@@ -37,6 +37,13 @@ class SimulatorConfig:
     change from the venue's defaults (None: no cap), e.g.
     ``{"deribit": {"max_connections": 64}}``. ``reference_dir``: where the REST
     replies are read from (None: serve empty instrument lists).
+
+    Binance: ``lifetime`` closes a connection after that many seconds (None: the
+    venue's 24 h), after a ``serverShutdown`` event ``shutdown_notice`` seconds
+    before (at most the lifetime); ``ping_interval``/``pong_timeout`` replace the
+    venue's keepalive (spot 20 s / 60 s, futures 180 s / 600 s);
+    ``weight_window`` is the REST weight budget's window (a minute on the venue).
+    Tests shorten them all.
     """
 
     speed: float = 1.0
@@ -49,6 +56,11 @@ class SimulatorConfig:
     schedule: Sequence[Listing] = ()
     limits: Mapping[str, Mapping[str, Optional[int]]] = field(default_factory=dict)
     reference_dir: Optional[Union[str, Path]] = REFERENCE_DIR
+    lifetime: Optional[float] = None
+    shutdown_notice: float = 600.0
+    ping_interval: Optional[float] = None
+    pong_timeout: Optional[float] = None
+    weight_window: float = 60.0
 
     def __post_init__(self) -> None:
         # Frozen, so normalised through object.__setattr__ (lists and strings in).
@@ -57,6 +69,12 @@ class SimulatorConfig:
             object.__setattr__(self, "reference_dir", Path(self.reference_dir))
         if self.speed < 0 or (self.rate is not None and self.rate <= 0):
             raise ValueError("speed must be >= 0 and rate > 0")
+        for name in ("lifetime", "ping_interval", "pong_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+        if self.shutdown_notice < 0 or self.weight_window <= 0:
+            raise ValueError("shutdown_notice must be >= 0 and weight_window > 0 seconds")
         if self.retime not in RETIME_MODES:
             raise ValueError(f"retime must be one of {', '.join(RETIME_MODES)}, "
                              f"got {self.retime!r}")
@@ -65,12 +83,14 @@ class SimulatorConfig:
 @dataclass(frozen=True)
 class VenueState:
     """One venue's part of a running server: its clock (fixed at start), its
-    instruments, and the recorded time its pacing starts from."""
+    instruments, the recorded time its pacing starts from, and the live state
+    its sessions and REST handlers share (``shared``, the venue's own)."""
 
     exchange: "SimulatedExchange"
     clock: ExchangeClock
     universe: Universe
     book_start: Optional[float]
+    shared: Any = None
 
 
 @dataclass(frozen=True)

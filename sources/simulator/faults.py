@@ -30,7 +30,12 @@ frame in its scope instead. ``refuse`` changes no frame and fires alongside.
   (if the product sends no other, it is lost).
 * ``gap`` (``frames``, default 1): that many book frames of the product are not
   sent (each one logged). Coinbase stamps before the filter, so ``sequence_num``
-  jumps; on Deribit the next ``prev_change_id`` does not match.
+  jumps; on Deribit the next ``prev_change_id`` does not match, on Binance the
+  next diff's ``U`` (spot) or ``pu`` (futures).
+* ``chain_break``: the frame is sent with its data intact but its link to the
+  one before broken: Binance futures ``pu`` one less, spot ``U`` one more (only
+  where ``U < u``), Deribit ``prev_change_id`` one less. Venues without such a
+  link (Coinbase) never fire it.
 * ``close`` (``code`` 1011, ``reason``): a clean close handshake after the frame.
 * ``abort``: the TCP connection is dropped after the frame, with no close frame.
 * ``stall`` (``duration`` s, ``pings``): nothing is sent for ``duration`` (no
@@ -63,6 +68,10 @@ over the whole server rather than per connection:
   answered with that status and the venue's error body (429: Deribit's
   ``10028 too_many_requests``...), with a ``Retry-After`` header if asked.
 * ``slow_reply`` (``duration`` s): the reply is sent after ``duration``.
+* ``stale_snapshot`` (``frames``, default 1, at most
+  :data:`~sources.simulator.rest.LAG_MAX`): a book snapshot reply (Binance
+  ``/depth``; other routes are not counted) is the book as of ``frames`` diffs
+  before the stream, or as far back as the recording allows.
 
 How a venue's frames are edited (where a level's size is, what an unknown
 message looks like) is the venue's own (:mod:`sources.simulator.exchanges`).
@@ -87,14 +96,16 @@ from websockets.http11 import Response
 from sources.simulator import outbox
 from sources.simulator.exchanges import exchange
 from sources.simulator.outbox import BOOK, DATA, FrameFilter, OutFrame
+from sources.simulator.rest import LAG_MAX
 
 DROP, DUPLICATE, SWAP, GAP = "drop", "duplicate", "swap", "gap"
 CLOSE, ABORT, STALL, REFUSE = "close", "abort", "stall", "refuse"
 MALFORMED, UNKNOWN_TYPE, BAD_SIZE, OVERSIZED = "malformed", "unknown_type", "bad_size", "oversized"
+CHAIN_BREAK = "chain_break"
 ERROR = "error"
-HTTP_ERROR, SLOW_REPLY = "http_error", "slow_reply"
+HTTP_ERROR, SLOW_REPLY, STALE_SNAPSHOT = "http_error", "slow_reply", "stale_snapshot"
 #: Kinds that count REST requests rather than a connection's frames.
-REST_KINDS = frozenset((HTTP_ERROR, SLOW_REPLY))
+REST_KINDS = frozenset((HTTP_ERROR, SLOW_REPLY, STALE_SNAPSHOT))
 
 #: Every kind, with the parameters of its own it takes (besides the scope and
 #: trigger ones every kind takes).
@@ -105,9 +116,11 @@ KINDS: Dict[str, FrozenSet[str]] = {
     STALL: frozenset({"duration", "pings"}), REFUSE: frozenset({"duration", "mode"}),
     MALFORMED: frozenset(), UNKNOWN_TYPE: frozenset({"name"}),
     BAD_SIZE: frozenset({"value"}), OVERSIZED: frozenset({"size"}),
+    CHAIN_BREAK: frozenset(),
     ERROR: frozenset({"code", "message"}),
     HTTP_ERROR: frozenset({"path", "status", "retry_after"}),
     SLOW_REPLY: frozenset({"path", "duration"}),
+    STALE_SNAPSHOT: frozenset({"path", "frames"}),
 }
 SCOPE_AND_TRIGGER = frozenset({"kind", "venue", "connection", "product",
                                "after", "every", "count", "probability"})
@@ -187,6 +200,8 @@ class Fault:
             (self.probability is None or 0 < self.probability <= 1,
              "probability must be in (0, 1]"),
             (self.frames >= 1, "frames must be >= 1"),
+            (self.kind != STALE_SNAPSHOT or self.frames <= LAG_MAX,
+             f"frames must be <= {LAG_MAX}"),
             (self.kind != CLOSE or self.code is None
              or (1000 <= self.code <= 4999 and self.code not in (1004, 1005, 1006, 1015)),
              "code must be a close code a server may send"),
@@ -361,6 +376,7 @@ class _ConnectionFaults:
                 self.venue).unknown_message(f.name, frame.product))],
             BAD_SIZE: self._bad_size,
             OVERSIZED: lambda f, frame: [replace(frame, msg=_padded(frame.msg, f.size))],
+            CHAIN_BREAK: self._chain_break,
         }
 
     async def filter(self, frame: OutFrame) -> Sequence[OutFrame]:
@@ -414,6 +430,10 @@ class _ConnectionFaults:
 
     def _bad_size(self, fault: Fault, frame: OutFrame) -> Optional[List[OutFrame]]:
         edited = _with_bad_size(self.venue, frame.msg, fault.value)
+        return None if edited is None else [replace(frame, msg=edited)]
+
+    def _chain_break(self, fault: Fault, frame: OutFrame) -> Optional[List[OutFrame]]:
+        edited = exchange(self.venue).break_chain(orjson.loads(orjson.dumps(frame.msg)))
         return None if edited is None else [replace(frame, msg=edited)]
 
     def _record(self, product: Optional[str], kind: str, seq: Optional[int]) -> None:
@@ -475,10 +495,13 @@ class FaultPlan:
             conn = self._connections[number] = _ConnectionFaults(self, venue, number)
         return conn.subscribe_error(product)
 
-    def rest_fault(self, venue: str, path: str) -> Optional[Fault]:
+    def rest_fault(self, venue: str, path: str, snapshots: bool) -> Optional[Fault]:
         """The REST fault to apply to a request for ``path`` (below the venue's
-        prefix), or None to answer it normally. The record's ``product`` is the path."""
+        prefix), or None to answer it normally; ``snapshots``: the route serves
+        book snapshots (only those count for ``stale_snapshot``). The record's
+        ``product`` is the path."""
         due = [t for t in self._rest if t.fault.venue in (None, venue)
+               and (snapshots or t.fault.kind != STALE_SNAPSHOT)
                and path.startswith(t.fault.path or "") and t.observe(self._rest_rng)]
         if not due:
             return None

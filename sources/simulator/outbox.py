@@ -57,6 +57,8 @@ class OutFrame:
     (known only once stamped) or the Deribit ``change_id``. ``raw``, if set, is
     sent verbatim instead of ``msg`` (an injected frame that is not JSON).
     ``stamped`` is set by the outbox, so a frame sent twice is stamped once.
+    ``recorded_time`` is the recorded envelope time of the message it replays
+    (for the venue's stamp to send again, moved), if any.
     """
 
     kind: str
@@ -65,6 +67,7 @@ class OutFrame:
     seq: Optional[int] = None
     raw: Optional[str] = None
     stamped: bool = False
+    recorded_time: Any = None
 
 
 class SendRecord(NamedTuple):

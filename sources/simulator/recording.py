@@ -21,10 +21,14 @@ ByProduct = Dict[str, List["RecordedFrame"]]
 class RecordedFrame(NamedTuple):
     """One recorded payload for one product, as decoded from the capture (prices
     and times stay as recorded): a Coinbase Advanced Trade event, a Coinbase
-    Exchange message or a Deribit ``params.data``."""
+    Exchange message, a Deribit ``params.data`` (a trades notification's list as
+    ``{"trades": [...]}``), a Binance event or REST depth reply."""
 
     ts: float  # recorded receive time, epoch ms
     payload: Dict[str, Any]
+    #: The recorded envelope's send time, where the venue has one
+    #: (:meth:`~sources.simulator.exchanges.base.SimulatedExchange.envelope_time`).
+    envelope_time: Any = None
 
 
 @dataclass
@@ -72,6 +76,6 @@ class Recording:
         return self.channels.get("coinbase_exchange", {}).get("book", {})
 
     @property
-    def coinbase_exchange_trades(self) -> ByProduct:
-        """Coinbase Exchange ``ticker``/``match`` messages (heartbeat marks)."""
-        return self.channels.get("coinbase_exchange", {}).get("trades", {})
+    def binance(self) -> Dict[str, ByProduct]:
+        """Binance spot, by channel (``depth``, ``trade``, ``snapshot``...)."""
+        return self.channels.get("binance", {})

@@ -1,9 +1,13 @@
 """The simulator's server: one port, a websocket path and a REST prefix per venue.
 
-A websocket handshake is routed by path to the venue's session, after the fault
-plan's refusals and the venue's connection caps (HTTP 429 beyond them, as the
-real venues answer). Any other GET is REST (:mod:`sources.simulator.rest`):
+A websocket handshake is routed by path to the venue's session, after the
+venue's own check of the request (Binance's ``?streams=``), the fault plan's
+refusals and the venue's connection caps (HTTP 429 beyond them, as the real
+venues answer). Any other GET is REST (:mod:`sources.simulator.rest`):
 websockets' ``process_request`` answers it before any upgrade is attempted.
+Connections are :class:`CountedConnection`, so a session can see every frame a
+client sends, pings and pongs included (Binance counts them all against its
+message limit).
 """
 
 from __future__ import annotations
@@ -16,22 +20,25 @@ import math
 import os
 import time
 from http import HTTPStatus
-from typing import Dict, Iterable, Optional, Set, Tuple, Type
+from typing import Callable, Dict, Iterable, Optional, Set, Type
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
 
 from sources.simulator.candles import Prints, answer
 from sources.simulator.clock import ExchangeClock, offset_ms
 from sources.simulator.context import ServerContext, SimulatorConfig, VenueState
 from sources.simulator.exchanges import EXCHANGES, VENUES, by_rest_path, by_ws_path, exchange
-from sources.simulator.faults import HTTP_ERROR, Fault, FaultPlan
-from sources.simulator.limits import ClientLimiter, Limits, override
+from sources.simulator.exchanges.base import SimulatedExchange
+from sources.simulator.faults import HTTP_ERROR, STALE_SNAPSHOT, Fault, FaultPlan
+from sources.simulator.limits import ClientLimiter, Limits, WeightBudget, override
 from sources.simulator.outbox import FilterFactory, SendLog
 from sources.simulator.recording import Recording
-from sources.simulator.rest import RestReply, RestRequest, Route, find_route, text_reply
+from sources.simulator.rest import RestReply, RestRequest, find_route, text_reply
 from sources.simulator.session import Session
 from sources.simulator.stats import SimulatorStats
 from sources.simulator.universe import build_universe
@@ -57,6 +64,24 @@ def venue_limits(config: SimulatorConfig) -> Dict[str, Limits]:
     return {e.venue: override(e.limits, config.limits.get(e.venue, {})) for e in EXCHANGES}
 
 
+class CountedConnection(ServerConnection):
+    """A server connection that shows each frame the client sends to
+    :attr:`frame_hook` (its opcode) before handling it as usual."""
+
+    frame_hook: Optional[Callable[[Opcode], None]] = None
+
+    def process_event(self, event: Event) -> None:
+        if self.frame_hook is not None and self.request is not None \
+                and isinstance(event, Frame):
+            self.frame_hook(event.opcode)
+        super().process_event(event)
+
+
+def _ip(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if address else ""
+
+
 def _is_upgrade(request: Request) -> bool:
     return "websocket" in request.headers.get("Upgrade", "").lower()
 
@@ -68,8 +93,12 @@ def _response(reply: RestReply) -> Response:
     return Response(reply.status, HTTPStatus(reply.status).phrase, headers, reply.body)
 
 
+def _retry_after(reply: RestReply, seconds: float) -> RestReply:
+    return reply._replace(headers=reply.headers + (("Retry-After", str(math.ceil(seconds))),))
+
+
 def _hint() -> str:
-    ws = ", ".join(ROUTES)
+    ws = ", ".join([*ROUTES, *(p + "/<stream>" for e in EXCHANGES for p in e.ws_prefixes)])
     rest = ", ".join(e.rest_prefix + route.pattern for e in EXCHANGES for route in e.routes)
     return f"websockets: {ws}; REST: {rest}"
 
@@ -104,6 +133,7 @@ class SimulatorServer:
         self.config = config
         self.stats = SimulatorStats()
         self._limiter = ClientLimiter(venue_limits(config), self.stats)
+        self._budget = WeightBudget(config.weight_window, self.stats)
         self._port = port
         self._send_log = send_log
         self._frame_filters = faults.frame_filter if faults is not None else frame_filters
@@ -152,18 +182,28 @@ class SimulatorServer:
                 e, self.recording, clock=clock, retime=config.retime, server_start_ms=started_ms,
                 reference_dir=config.reference_dir, clone_books=config.clone_books,
                 listings=config.schedule)
-            venues[e.venue] = VenueState(e, clock, universe, book_start)
+            shared = e.shared_state(self.recording, clock, self._limiter.limits(e.venue),
+                                    self._history(e.venue), config.reference_dir)
+            venues[e.venue] = VenueState(e, clock, universe, book_start, shared)
         self._ctx = ServerContext(self.recording, config, started, venues, self.stats,
                                   self._limiter, send_log=self._send_log,
                                   frame_filters=self._frame_filters, faults=self.faults)
         try:
             self._server = await serve(
                 self._handle, self.host, self._port, process_request=self._process_request,
-                compression="deflate" if config.compression else None)
+                compression="deflate" if config.compression else None,
+                create_connection=CountedConnection)
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno in errno.errorcode else str(exc)
             raise OSError(f"cannot listen on {self.host}:{self._port}: {reason}") from None
         return self.port
+
+    def _history(self, venue: str) -> int:
+        """The deepest stale snapshot the fault plan asks of ``venue``."""
+        if self.faults is None:
+            return 0
+        return max((f.frames for f in self.faults.faults
+                    if f.kind == STALE_SNAPSHOT and f.venue in (None, venue)), default=0)
 
     async def stop(self) -> None:
         """Close every connection (1001 going away) and stop listening."""
@@ -175,18 +215,20 @@ class SimulatorServer:
 
     async def _process_request(self, connection: ServerConnection,
                                request: Request) -> Optional[Response]:
-        path = urlsplit(request.path).path
+        split = urlsplit(request.path)
+        ip = _ip(connection)
         if not _is_upgrade(request):
-            return await self._rest(request)
-        found = by_ws_path(path.rstrip("/") or "/")
+            return await self._rest(request, ip)
+        found = by_ws_path(split.path.rstrip("/") or "/")
         if found is None:
             return connection.respond(404, f"no venue at {request.path}; {_hint()}\n")
+        bad = found.handshake_error(split.path, split.query)
+        if bad is not None:
+            return connection.respond(400, bad + "\n")
         if self.faults is not None:
             refused = self.faults.refusal(connection, found.venue)
             if refused is not None:
                 return refused
-        address = connection.remote_address
-        ip = str(address[0]) if address else ""
         reason = self._limiter.admit(found.venue, ip)
         if reason is not None:
             return connection.respond(429, reason + "\n")
@@ -204,7 +246,9 @@ class SimulatorServer:
         finally:
             self._limiter.release(venue, ip)
 
-    async def _rest(self, request: Request) -> Response:
+    async def _rest(self, request: Request, ip: str) -> Response:
+        """Route a GET; charge its weight (where the venue has a budget), then
+        answer it unless the budget or a fault says otherwise."""
         assert self._ctx is not None
         split = urlsplit(request.path)
         found = by_rest_path(split.path)
@@ -223,29 +267,43 @@ class SimulatorServer:
         if routed is None:
             routes = ", ".join(venue_exchange.rest_prefix + r.pattern for r in venue_exchange.routes)
             reply = text_reply(404, f"{venue} serves no {path}; try {routes}\n")
+            self.stats.rest(venue, reply.status)
+            return _response(reply)
+        route, params = routed
+        state = self._ctx.venues[venue]
+        now = asyncio.get_running_loop().time() - self._ctx.started
+        rest_request = RestRequest(path, parse_qs(split.query, keep_blank_values=True), params,
+                                   now, state.universe, state.shared)
+        budget = self._limiter.limits(venue).rest_weight_per_minute
+        verdict = None
+        if route.weight is not None and budget is not None:
+            verdict = self._budget.charge(venue, ip, route.weight(rest_request), budget)
+        if verdict is not None and verdict.status != 200:
+            reply = _retry_after(venue_exchange.over_budget(verdict, budget), verdict.retry_after)
         else:
-            fault = self.faults.rest_fault(venue, path) if self.faults is not None else None
-            reply = await self._answer(routed, path, split.query, venue, fault)
+            fault = self.faults.rest_fault(venue, path, route.snapshots) \
+                if self.faults is not None else None
+            reply = await self._answer(route.handler, rest_request, venue_exchange, fault)
+        if verdict is not None:
+            reply = reply._replace(headers=reply.headers + venue_exchange.weight_headers(
+                verdict.used))
         self.stats.rest(venue, reply.status)
         return _response(reply)
 
-    async def _answer(self, routed: Tuple[Route, Dict[str, str]], path: str, query: str, venue: str,
-                      fault: Optional[Fault]) -> RestReply:
-        assert self._ctx is not None
+    @staticmethod
+    async def _answer(handler: Callable[[RestRequest], RestReply], request: RestRequest,
+                      venue_exchange: SimulatedExchange, fault: Optional[Fault]) -> RestReply:
         if fault is not None and fault.kind == HTTP_ERROR:
-            reply = self._ctx.venues[venue].exchange.rest_error(fault.status)
-            if fault.retry_after is not None:
-                reply = reply._replace(headers=reply.headers + (
-                    ("Retry-After", str(math.ceil(fault.retry_after))),))
-            return reply
-        if fault is not None:  # slow_reply
+            reply = venue_exchange.rest_error(fault.status)
+            return reply if fault.retry_after is None else _retry_after(reply, fault.retry_after)
+        if fault is not None and fault.kind == STALE_SNAPSHOT:
+            request = request._replace(lag=fault.frames)
+        elif fault is not None:  # slow_reply
             await asyncio.sleep(fault.duration)
-        route, params = routed
-        now = asyncio.get_running_loop().time() - self._ctx.started
-        return route.handler(RestRequest(path, parse_qs(query, keep_blank_values=True), params,
-                                         now, self._ctx.venues[venue].universe))
+        return handler(request)
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None and self._ctx is not None
-        session_class = ROUTES[urlsplit(ws.request.path).path.rstrip("/") or "/"]
-        await session_class(ws, self._ctx, next(self._numbers)).run()
+        found = by_ws_path(urlsplit(ws.request.path).path.rstrip("/") or "/")
+        assert found is not None  # checked by _process_request
+        await found.session(ws, self._ctx, next(self._numbers)).run()

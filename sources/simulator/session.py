@@ -107,6 +107,10 @@ class Session:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.closed()
+
+    def closed(self) -> None:
+        """Hook: the connection is over (release what the venue shares)."""
 
     def spawn(self, coro: Coroutine[None, None, None]) -> "asyncio.Task[None]":
         """Run ``coro`` for as long as the connection lives."""

@@ -20,10 +20,15 @@ class VenueStats:
 
     ``peak_message_rate`` is the most rate-counted client messages one IP sent
     within one second (all client messages on Coinbase, subscribe requests on
-    Deribit); ``rate_limited`` counts those refused over the configured limit.
-    ``subscribe_sizes`` maps how many channels (Deribit) or products (Coinbase) a
-    subscribe request named to how many requests did. ``rest_errors`` counts REST
-    replies with a status of 400 or more.
+    Deribit; on Binance every frame one connection sent, pings and pongs
+    included); ``rate_limited`` counts those refused over the configured limit,
+    and ``message_limit_closes`` the connections closed for it (Binance).
+    ``subscribe_sizes`` maps how many channels (Deribit, Binance) or products
+    (Coinbase) a subscribe request named to how many requests did.
+    ``rest_errors`` counts REST replies with a status of 400 or more,
+    ``rest_statuses`` every reply by status; ``rest_weight`` is the request
+    weight charged in all, ``peak_rest_weight`` the most one IP used in one
+    window (Binance).
     """
 
     open_connections: int = 0
@@ -34,8 +39,12 @@ class VenueStats:
     rate_limited: int = 0
     subscribe_requests: int = 0
     subscribe_sizes: Counter = field(default_factory=Counter)
+    message_limit_closes: int = 0
     rest_requests: int = 0
     rest_errors: int = 0
+    rest_statuses: Counter = field(default_factory=Counter)
+    rest_weight: int = 0
+    peak_rest_weight: int = 0
 
 
 class SimulatorStats:
@@ -48,7 +57,8 @@ class SimulatorStats:
     def __getitem__(self, venue: str) -> VenueStats:
         with self._lock:
             current = self._venues.get(venue, VenueStats())
-            return replace(current, subscribe_sizes=Counter(current.subscribe_sizes))
+            return replace(current, subscribe_sizes=Counter(current.subscribe_sizes),
+                           rest_statuses=Counter(current.rest_statuses))
 
     def _venue(self, venue: str) -> VenueStats:
         return self._venues.setdefault(venue, VenueStats())
@@ -74,6 +84,10 @@ class SimulatorStats:
             v.peak_message_rate = max(v.peak_message_rate, in_last_second)
             v.rate_limited += limited
 
+    def message_limit_close(self, venue: str) -> None:
+        with self._lock:
+            self._venue(venue).message_limit_closes += 1
+
     def subscribe(self, venue: str, size: int) -> None:
         with self._lock:
             v = self._venue(venue)
@@ -85,3 +99,10 @@ class SimulatorStats:
             v = self._venue(venue)
             v.rest_requests += 1
             v.rest_errors += status >= 400
+            v.rest_statuses[status] += 1
+
+    def weight(self, venue: str, weight: int, used: int) -> None:
+        with self._lock:
+            v = self._venue(venue)
+            v.rest_weight += weight
+            v.peak_rest_weight = max(v.peak_rest_weight, used)

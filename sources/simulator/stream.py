@@ -71,6 +71,11 @@ class ProductStream:
         self._ended = False
 
     @property
+    def position(self) -> int:
+        """How many recorded frames have been taken (sent or about to be)."""
+        return self._pos
+
+    @property
     def exhausted(self) -> bool:
         return self._ended or (not self._resync and self._pos >= len(self._frames))
 
@@ -94,14 +99,18 @@ class ProductStream:
 
     def take(self) -> OutFrame:
         """The next frame to send, with the book moved past it."""
+        recorded_time = None
         if self._resync:
             self._resync = False
             payload = self.snapshot()
         else:
-            payload = self._frames[self._pos].payload
+            frame = self._frames[self._pos]
+            payload, recorded_time = frame.payload, frame.envelope_time
             self._pos += 1
             self.apply(payload)
-        return self.render(payload if self._adapt is None else self._adapt(payload))
+        out = self.render(payload if self._adapt is None else self._adapt(payload))
+        out.recorded_time = recorded_time
+        return out
 
     def apply(self, payload: Dict[str, Any]) -> None:
         """Move the tracked book past one recorded payload (default: no book)."""

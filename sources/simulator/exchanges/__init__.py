@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-from sources.simulator.exchanges import coinbase_exchange_server, coinbase_server, deribit_server
+from sources.simulator.exchanges import (binance_server, coinbase_exchange_server,
+                                         coinbase_server, deribit_server)
 from sources.simulator.exchanges.base import SimulatedExchange
 
-#: In recognition order: a capture frame goes to the first venue whose ``index``
-#: claims it (Coinbase Exchange's test is the loosest, so it comes last).
+#: In recognition order: a capture frame goes to the venue its capture names if
+#: that venue's ``index`` claims it, else to the first one that does (Coinbase
+#: Exchange's test is the loosest, so it comes last).
 EXCHANGES: Tuple[SimulatedExchange, ...] = (
     coinbase_server.EXCHANGE,
     deribit_server.EXCHANGE,
+    *binance_server.EXCHANGES,
     coinbase_exchange_server.EXCHANGE,
 )
 
@@ -32,7 +35,8 @@ def exchange(venue: str) -> SimulatedExchange:
 
 
 def by_ws_path(path: str) -> Optional[SimulatedExchange]:
-    return next((e for e in EXCHANGES if path in e.ws_paths), None)
+    return next((e for e in EXCHANGES if path in e.ws_paths
+                 or any(path.startswith(prefix + "/") for prefix in e.ws_prefixes)), None)
 
 
 def by_rest_path(path: str) -> Optional[Tuple[SimulatedExchange, str]]:

@@ -17,7 +17,7 @@ from typing import (TYPE_CHECKING, Any, Dict, Hashable, List, Optional, Sequence
                     Type)
 
 from sources.simulator.clock import ExchangeClock
-from sources.simulator.limits import Limits
+from sources.simulator.limits import Limits, WeightVerdict
 from sources.simulator.recording import Recording
 from sources.simulator.rest import RestReply, Route, json_reply
 from sources.simulator.universe import Record, ReferenceList
@@ -42,6 +42,9 @@ class SimulatedExchange:
     session: Type["Session"]
     #: Websocket paths (Deribit also answers on its own ``/ws/api/v2``).
     ws_paths: Tuple[str, ...] = ()
+    #: Websocket paths whose every sub-path is this venue's too (Binance's raw
+    #: streams, ``/ws/<stream>``).
+    ws_prefixes: Tuple[str, ...] = ()
     #: REST base: ``http://HOST:PORT`` + this + the venue's own path.
     rest_prefix: str = ""
     #: Path prefixes the venue's REST API also answers without ``rest_prefix``
@@ -61,12 +64,38 @@ class SimulatedExchange:
         but holds nothing served (replies, heartbeats)."""
         raise NotImplementedError
 
+    def envelope_time(self, msg: Dict[str, Any]) -> Any:
+        """The time a received frame's envelope was stamped with when the venue
+        stamps messages as it sends them (Coinbase Advanced Trade ``timestamp``),
+        kept with each piece so the simulator sends it again; None otherwise."""
+        return None
+
+    def index_rest(self, url: str, body: Any) -> Optional[List[Indexed]]:
+        """Split a recorded REST reply (a ``rest`` capture frame) into what can be
+        served, as :meth:`index` does for received frames (Binance's depth
+        snapshots); None if it is not this venue's."""
+        return None
+
     def rename(self, channel: str, payload: Dict[str, Any], name: str) -> Dict[str, Any]:
         """A copy of a recorded payload that names instrument ``name`` (cloned books)."""
         raise NotImplementedError
 
     def book_start(self, recording: Recording) -> Optional[float]:
         return recording.start(self.venue, self.book_channel)
+
+    # --- connections ------------------------------------------------------------
+
+    def handshake_error(self, path: str, query: str) -> Optional[str]:
+        """Why a websocket handshake on one of the venue's paths is refused with
+        HTTP 400 (Binance: a bad stream name in ``?streams=``), or None."""
+        return None
+
+    def shared_state(self, recording: Recording, clock: ExchangeClock, limits: Limits,
+                     history: int, reference_dir: Optional[Path]) -> Any:
+        """The live state one server's sessions and REST handlers share (Binance:
+        the books its depth snapshots are cut from), made at start. ``history``
+        is how many book updates back a ``stale_snapshot`` fault may reach."""
+        return None
 
     # --- faults -----------------------------------------------------------------
 
@@ -78,9 +107,24 @@ class SimulatedExchange:
         """A well-formed message of a type the venue does not have."""
         raise NotImplementedError
 
+    def break_chain(self, msg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """A copy of an outgoing book message whose link to its predecessor is
+        broken while its data stays intact (Binance ``pu``/``U``, Deribit
+        ``prev_change_id``), or None if it has no such link."""
+        return None
+
     def rest_error(self, status: int) -> RestReply:
         """The venue's body for an HTTP error a REST fault injects."""
         return json_reply({"message": HTTPStatus(status).phrase}, status)
+
+    def weight_headers(self, used: int) -> Tuple[Tuple[str, str], ...]:
+        """Headers reporting the REST weight used in the current window."""
+        return ()
+
+    def over_budget(self, verdict: WeightVerdict, budget: int) -> RestReply:
+        """The reply to a request over the REST weight budget (429) or from a
+        banned client (418); ``Retry-After`` is added by the server."""
+        return self.rest_error(verdict.status)
 
     # --- instruments ------------------------------------------------------------
 

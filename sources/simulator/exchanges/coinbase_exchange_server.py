@@ -8,8 +8,12 @@ accepted (un)subscribe is answered with a ``subscriptions`` message listing all 
 the connection's subscriptions; no subscription within the deadline closes the
 connection. Book channels (``level2_batch``, its old name ``level2_50``,
 and ``level2`` with credentials) start with a ``snapshot`` and go on with the
-recorded ``l2update`` messages, unchanged and unbatched. ``heartbeat`` sends one
-message per subscribed product per second.
+recorded ``l2update`` messages, unchanged and unbatched. ``matches`` and
+``ticker`` are the recorded messages, in recorded order with the books; the
+recording's ``last_match`` comes first, and a resubscription of ``matches``
+starts with the last match sent as a ``last_match`` (of ``ticker``, with the
+last ticker), as a new subscription does on the real feed. ``heartbeat`` sends
+one message per subscribed product per second.
 
 ``level2`` (like ``level3`` and ``full``) needs credentials since 2023-08-01;
 without ``signature``/``key``/``passphrase``/``timestamp`` (any values pass here:
@@ -17,12 +21,14 @@ the point is to make clients that forget them fail as they would live) the
 request gets the error the real server sends, and the other channels of the same
 request are still subscribed, as live probes observed for ``heartbeat``. An
 unknown product, or one a fault plan refuses, fails the whole request. Channels
-the simulator does not serve (``ticker``, ``matches``...) are refused as invalid.
+the simulator does not serve (``ticker_batch``, ``status``...) are refused as
+invalid.
 
-Exchange times: ``l2update.time`` as recorded, moved by the exchange clock; a
-snapshot has no time on this feed; a heartbeat's ``time`` is the connection's
-exchange clock. Over the client message-rate limit (off by default; the feed
-documents 100 messages/s per IP) a message gets an ``error`` and is ignored.
+Exchange times: ``l2update``, ``match`` and ``ticker`` ``time`` as recorded,
+moved by the exchange clock; a snapshot has no time on this feed; a heartbeat's
+``time`` is the connection's exchange clock. Over the client message-rate limit
+(off by default; the feed documents 100 messages/s per IP) a message gets an
+``error`` and is ignored.
 
 REST: ``GET /coinbase-exchange/products`` and ``/products/{product_id}`` from the
 bundled reply (it has no times); an unknown product gets ``404
@@ -41,7 +47,7 @@ from typing import Any, Dict, Hashable, List, Optional, Sequence, Set, Tuple, Un
 import orjson
 
 from sources.simulator.exchanges.base import Indexed, SimulatedExchange
-from sources.simulator.outbox import BOOK, HEARTBEAT, REPLY, OutFrame
+from sources.simulator.outbox import BOOK, DATA, HEARTBEAT, REPLY, OutFrame
 from sources.simulator.recording import RecordedFrame
 from sources.simulator.rest import RestReply, RestRequest, Route, json_reply
 from sources.simulator.session import Session
@@ -58,10 +64,12 @@ AUTH_FIELDS = ("signature", "key", "passphrase", "timestamp")
 #: The real server's answer to an unauthenticated ``level2``/``level3``/``full``.
 AUTH_REASON = ("level2, level3, and full channels now require authentication. "
                "https://docs.cloud.coinbase.com/exchange/docs/websocket-auth")
-#: Message types: book data, and the trade-stamped messages whose
-#: ``sequence``/``trade_id`` the simulated heartbeats report.
-BOOK_TYPES = frozenset(("snapshot", "l2update"))
-TRADE_TYPES = frozenset(("ticker", "match", "last_match"))
+MATCHES, TICKER = "matches", "ticker"
+#: Message type -> the channel (and recording channel) carrying it. The
+#: ``sequence``/``trade_id`` of matches and tickers are also what the simulated
+#: heartbeats report.
+CHANNEL_OF = {"snapshot": "book", "l2update": "book", "match": MATCHES,
+              "last_match": MATCHES, "ticker": TICKER}
 
 PRODUCTS_FILE = "coinbase_exchange_products.json.gz"
 #: When the bundled products reply was recorded (recordings/PROVENANCE.md).
@@ -111,6 +119,28 @@ class ExchangeBookStream(ProductStream):
         return OutFrame(BOOK, msg, product=self.product)
 
 
+class ExchangeDataStream(ProductStream):
+    """``matches`` or ``ticker`` for one product: the recorded messages; a
+    resubscription repeats the last one sent (a match as ``last_match``)."""
+
+    resyncs = True
+
+    def __init__(self, channel: str, product: str, frames: Sequence[RecordedFrame],
+                 adapt: Adapt) -> None:
+        super().__init__(product, frames, adapt)
+        self._channel = channel
+        self._last: Dict[str, Any] = {}
+
+    def apply(self, msg: Dict[str, Any]) -> None:
+        self._last = msg
+
+    def snapshot(self) -> Dict[str, Any]:
+        return {**self._last, "type": "last_match"} if self._channel == MATCHES else self._last
+
+    def render(self, msg: Dict[str, Any]) -> OutFrame:
+        return OutFrame(DATA, msg, product=self.product)
+
+
 class RequestError(Exception):
     """A request the real server would refuse; the message is its ``reason``."""
 
@@ -126,6 +156,7 @@ class CoinbaseExchangeSession(Session):
         #: channel -> products, in the order they were subscribed.
         self._subs: Dict[str, List[str]] = {}
         self._books: Dict[str, ExchangeBookStream] = {}
+        self._data: Dict[Tuple[str, str], ExchangeDataStream] = {}
         self._heartbeats: Optional["asyncio.Task[None]"] = None
 
     async def _error(self, message: str, reason: str = "") -> None:
@@ -157,7 +188,7 @@ class CoinbaseExchangeSession(Session):
         except RequestError as exc:
             await self._error(f"Failed to {kind}", str(exc))
             return
-        self._sync_books()
+        self._sync_streams()
         # Sent before the replay task runs again, so it precedes the new data.
         await self.send(REPLY, {"type": "subscriptions",
                                 "channels": [{"name": name, "product_ids": list(products)}
@@ -188,7 +219,7 @@ class CoinbaseExchangeSession(Session):
         """Subscribe what may be; False if nothing was (an error went out instead)."""
         self.count_subscribe(sum(map(len, wanted.values())))
         for name, products in wanted.items():
-            if name not in BOOK_CHANNELS and name != HEARTBEAT_CHANNEL \
+            if name not in BOOK_CHANNELS and name not in (HEARTBEAT_CHANNEL, MATCHES, TICKER) \
                     and (authenticated or name not in AUTH_CHANNELS):
                 raise RequestError(f"{name} is not a valid channel")
             if not products:
@@ -224,48 +255,69 @@ class CoinbaseExchangeSession(Session):
             if not subscribed:
                 self._subs.pop(name, None)
 
-    def _sync_books(self) -> None:
-        """One book stream per product, active while any book channel has it:
-        ``level2_batch`` and its aliases are the same data."""
-        wanted: Set[str] = {p for name in BOOK_CHANNELS for p in self._subs.get(name, ())}
-        for product in wanted:
-            stream = self._books.get(product)
-            if stream is None:
-                source = self.universe.source(product, self.now())
-                assert source is not None  # checked by _subscribe
-                stream = ExchangeBookStream(
-                    product, self.ctx.recording.frames(VENUE, "book", source),
-                    self._adapt(product, source))
-                self._books[product] = stream
-                self.replay.add(stream)
-            elif not stream.active:
-                stream.resume()
-        for product, stream in self._books.items():
-            if product not in wanted and stream.active:
-                stream.pause()
+    def _sync_streams(self) -> None:
+        """One book stream per product, active while any book channel has it
+        (``level2_batch`` and its aliases are the same data), and one stream per
+        data channel and product, active while subscribed."""
+        books: Set[str] = {p for name in BOOK_CHANNELS for p in self._subs.get(name, ())}
+        data = {(name, p) for name in (MATCHES, TICKER) for p in self._subs.get(name, ())}
+        for product in books:
+            self._run(self._books, product, "book", product)
+        for channel, product in data:
+            self._run(self._data, (channel, product), channel, product)
+        for streams, wanted in ((self._books, books), (self._data, data)):
+            for key, stream in streams.items():
+                if key not in wanted and stream.active:
+                    stream.pause()
         self.replay.wake()
 
-    def _adapt(self, product: str, source: str) -> Adapt:
+    def _run(self, streams: Dict[Any, Any], key: Any, channel: str, product: str) -> None:
+        """Start the stream ``streams[key]``, or resume it if it was paused."""
+        stream = streams.get(key)
+        if stream is None:
+            source = self.universe.source(product, self.now())
+            assert source is not None  # checked by _subscribe
+            frames = self.ctx.recording.frames(VENUE, channel, source)
+            adapt = self._adapt(channel, product, source)
+            stream = streams[key] = (ExchangeBookStream(product, frames, adapt) if channel == "book"
+                                     else ExchangeDataStream(channel, product, frames, adapt))
+            self.replay.add(stream)
+        elif not stream.active:
+            stream.resume()
+
+    def _adapt(self, channel: str, product: str, source: str) -> Adapt:
         clock = self.clock
 
         def adapt(msg: Dict[str, Any]) -> Dict[str, Any]:
             if product != source:
-                msg = EXCHANGE.rename("book", msg, product)
+                msg = EXCHANGE.rename(channel, msg, product)
             if clock.shifted and "time" in msg:
                 msg = {**msg, "time": clock.rfc3339(msg["time"])}
             return msg
         return adapt
+
+    def _mark(self, source: str, reached: float) -> Dict[str, Any]:
+        """The latest recorded match or ticker of ``source`` at or before
+        ``reached`` (recorded time), else its first one."""
+        latest: Optional[RecordedFrame] = None
+        first: Optional[RecordedFrame] = None
+        for channel in (MATCHES, TICKER):
+            frames = self.ctx.recording.frames(VENUE, channel, source)
+            i = bisect_right(frames, reached, key=lambda frame: frame.ts)
+            if i and (latest is None or frames[i - 1].ts > latest.ts):
+                latest = frames[i - 1]
+            if frames and (first is None or frames[0].ts < first.ts):
+                first = frames[0]
+        mark = latest or first
+        return mark.payload if mark is not None else {}
 
     def _heartbeat(self, product: str) -> Dict[str, Any]:
         """``sequence`` and ``last_trade_id`` are the product's, as recorded (ticker and
         match messages) up to where its book replay has got: the L2 recording has
         no sequence of its own."""
         source = self.universe.source(product, self.now()) or product
-        trades = self.ctx.recording.frames(VENUE, "trades", source)
         stream = self._books.get(product)
-        reached = stream.recorded_ts if stream is not None else float("-inf")
-        i = bisect_right(trades, reached, key=lambda frame: frame.ts)
-        mark = trades[max(i - 1, 0)].payload if trades else {}
+        mark = self._mark(source, stream.recorded_ts if stream is not None else float("-inf"))
         return {"type": "heartbeat", "sequence": mark.get("sequence", 0),
                 "last_trade_id": mark.get("trade_id", 0), "product_id": product,
                 "time": self.clock.text(self.recorded_now(), 6)}
@@ -314,9 +366,8 @@ class CoinbaseExchange(SimulatedExchange):
         product = msg.get("product_id")
         if not isinstance(product, str):
             return []
-        if kind in BOOK_TYPES:
-            return [("book", product, msg)]
-        return [("trades", product, msg)] if kind in TRADE_TYPES else []
+        channel = CHANNEL_OF.get(kind)
+        return [(channel, product, msg)] if channel is not None else []
 
     def rename(self, channel: str, payload: Dict[str, Any], name: str) -> Dict[str, Any]:
         return {**payload, "product_id": name}

@@ -7,12 +7,19 @@ listing everything the connection is subscribed to; every message carries
 of all products alike); no subscription within the deadline closes the
 connection. ``level2`` data arrives as ``l2_data``, a snapshot first, with
 recorded events passed through (times moved by the exchange clock).
+``market_trades`` and ``ticker`` are the recorded events too, in recorded order
+with the books; a resubscription of either starts with a ``snapshot`` event, as
+on the real feed: the last 100 trades sent (newest first, so every one of them
+is a trade the client has had already and must not count again), or the last
+ticker.
 
-Exchange times: ``event_time`` and trade ``time`` as recorded, moved; an
-``l2_data`` envelope's ``timestamp`` is its first update's ``event_time`` (so a
-snapshot, recorded or generated on resubscribe, is stamped with the time the
-book is as of, never later than the next update); other envelopes and the
-heartbeats' ``current_time`` carry the connection's exchange clock.
+Exchange times: ``event_time`` and trade ``time`` as recorded, moved; the
+envelope ``timestamp`` of a recorded message is the recorded one, moved (so a
+websocket run sees the times a replay of the capture does); a snapshot
+generated on resubscribe is stamped with its book's last ``event_time`` (the
+time the book is as of, never later than the next update); other envelopes
+(replies, generated snapshots of trades and tickers) and the heartbeats'
+``current_time`` carry the connection's exchange clock.
 
 Where the real feed is vaguer, the simulator picks the stricter reading: unknown
 products or channels get an ``error`` message and subscribe nothing, and the
@@ -31,11 +38,12 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+from collections import deque
 from datetime import datetime, timezone
 from decimal import Decimal
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import orjson
 
@@ -59,6 +67,9 @@ CHANNELS: Dict[str, str] = {
 }
 #: For the non-book channels, the event key holding per-product items.
 _ITEM_KEYS = {"ticker": "tickers", "market_trades": "trades"}
+#: Items a resubscribe snapshot repeats: the recorded market_trades snapshots
+#: hold the last 100 trades; a ticker snapshot is the one current ticker.
+_SNAPSHOT_ITEMS = {"ticker": 1, "market_trades": 100}
 
 PRODUCTS_FILE = "coinbase_products.json.gz"
 #: When the bundled products reply was recorded (recordings/PROVENANCE.md; the
@@ -139,12 +150,25 @@ class CoinbaseBookStream(ProductStream):
 
 
 class CoinbaseDataStream(ProductStream):
-    """``ticker`` or ``market_trades`` for one product, replayed as recorded."""
+    """``ticker`` or ``market_trades`` for one product, replayed as recorded; keeps
+    the latest items sent, newest first, for a resubscribe's snapshot."""
+
+    resyncs = True
 
     def __init__(self, channel: str, product: str, frames: Sequence[RecordedFrame],
                  adapt: Adapt) -> None:
         super().__init__(product, frames, adapt)
         self._channel = channel
+        self._recent: Deque[Any] = deque(maxlen=_SNAPSHOT_ITEMS[channel])
+
+    def apply(self, event: Dict[str, Any]) -> None:
+        if event.get("type") == "snapshot":
+            self._recent.clear()
+        # Items come newest first within an event.
+        self._recent.extendleft(reversed(_items(self._channel, event)))
+
+    def snapshot(self) -> Dict[str, Any]:
+        return {"type": "snapshot", _ITEM_KEYS[self._channel]: list(self._recent)}
 
     def render(self, event: Dict[str, Any]) -> OutFrame:
         return OutFrame(DATA, envelope(self._channel, [event]), product=self.product)
@@ -167,15 +191,19 @@ class CoinbaseSession(Session):
         msg = frame.msg
         if "sequence_num" not in msg:
             return  # error messages carry no envelope on the real feed either
-        msg["timestamp"] = self._timestamp(msg)
+        msg["timestamp"] = self._timestamp(frame)
         msg["sequence_num"] = self._seq
         if frame.kind == BOOK:
             frame.seq = self._seq
         self._seq += 1
 
-    def _timestamp(self, msg: Dict[str, Any]) -> str:
-        """Book data: the time the book is as of; anything else: the connection's
-        exchange clock (see the module docstring)."""
+    def _timestamp(self, frame: OutFrame) -> str:
+        """A recorded message: its recorded time; a generated book snapshot: the
+        time the book is as of; anything else: the connection's exchange clock
+        (see the module docstring)."""
+        msg = frame.msg
+        if frame.recorded_time is not None:
+            return self.clock.rfc3339(frame.recorded_time)
         if msg.get("channel") == "l2_data":
             events = msg.get("events") or [{}]
             updates = events[0].get("updates") if isinstance(events[0], dict) else None
@@ -374,6 +402,9 @@ class CoinbaseAdvanced(SimulatedExchange):
             return {**payload, "product_id": name}
         key = _ITEM_KEYS[channel]
         return {**payload, key: [{**item, "product_id": name} for item in _items(channel, payload)]}
+
+    def envelope_time(self, msg: Dict[str, Any]) -> Any:
+        return msg.get("timestamp")
 
     def size_slots(self, msg: Dict[str, Any]) -> List[Tuple[Any, Any]]:
         return [(update, "new_quantity") for event in msg.get("events") or ()

@@ -4,7 +4,7 @@ under ``/deribit/api/v2`` and Deribit's own ``/api/v2``.
 Requests are answered with their ``id`` echoed and Deribit's timing fields
 (``usIn``/``usOut``/``usDiff``, ``testnet: false``); notifications carry no
 ``id``. One ``public/subscribe`` may name up to 500 channels (more is an error),
-of two kinds, mixed freely:
+of these kinds, mixed freely:
 
 * ``book.{instrument}.{interval}``: the recordings were made on ``raw``, but
   unauthenticated clients may only use ``100ms``/``agg2``, so the recorded changes
@@ -17,9 +17,15 @@ of two kinds, mixed freely:
   20, interval ``100ms`` or ``agg2``): after each recorded change, the complete
   top-``depth`` book as ``[price, amount]`` pairs with ``instrument_name``,
   ``change_id`` and ``timestamp``, and no ``prev_change_id`` or ``type``.
+* ``trades.{instrument}.{interval}`` and ``ticker.{instrument}.{interval}``
+  (``100ms``, ``agg2``; ``raw`` after ``public/auth``): the recorded
+  notifications, in recorded order with the books, under the client's channel
+  name. An instrument with nothing recorded (the bundled book recording has
+  tickers but no trades) is subscribed and simply sends nothing. One channel per
+  kind and instrument.
 
-Exchange times: ``timestamp`` as recorded, moved by the exchange clock (a
-resubscribe snapshot carries the last one sent). Subscribe requests over the
+Exchange times: ``timestamp`` (of every trade too) as recorded, moved by the
+exchange clock (a resubscribe snapshot carries the last one sent). Subscribe requests over the
 configured rate (off by default) are answered with ``10028 too_many_requests``
 (the real server may also end the session).
 
@@ -56,7 +62,7 @@ import orjson
 from sources.simulator.clock import ExchangeClock
 from sources.simulator.exchanges.base import Indexed, SimulatedExchange
 from sources.simulator.limits import Limits
-from sources.simulator.outbox import BOOK, HEARTBEAT, REPLY, OutFrame
+from sources.simulator.outbox import BOOK, DATA, HEARTBEAT, REPLY, OutFrame
 from sources.simulator.recording import RecordedFrame
 from sources.simulator.rest import RestReply, RestRequest, Route, json_reply
 from sources.simulator.session import Session
@@ -67,6 +73,8 @@ VENUE = "deribit"
 #: Reported by ``public/test``; marks the answer as the simulator's.
 VERSION = "lobstream-simulator-1"
 INTERVALS = ("raw", "100ms", "agg2")
+#: Channel kinds besides ``book`` (same intervals).
+DATA_KINDS = ("trades", "ticker")
 GROUPED_INTERVALS = ("100ms", "agg2")
 GROUPS = ("none",)
 DEPTHS = ("1", "10", "20")
@@ -181,10 +189,28 @@ class DeribitGroupedStream(DeribitBookStream):
         return super().render(top)
 
 
+class DeribitDataStream(ProductStream):
+    """``trades.{instrument}.{interval}`` or ``ticker...``: the recorded
+    notifications under the subscribed channel name."""
+
+    def __init__(self, product: str, frames: Sequence[RecordedFrame], channel: str,
+                 adapt: Adapt) -> None:
+        super().__init__(product, frames, adapt)
+        self.channel = channel
+
+    def render(self, data: Dict[str, Any]) -> OutFrame:
+        payload = data["trades"] if self.channel.startswith("trades.") else data
+        return OutFrame(DATA, {"jsonrpc": "2.0", "method": "subscription",
+                               "params": {"channel": self.channel, "data": payload}},
+                        product=self.product)
+
+
 class Channel(NamedTuple):
-    """A parsed book channel name; ``depth`` 0 for the plain (change) channel."""
+    """A parsed channel name: its ``kind`` (``book``, ``trades``, ``ticker``) and,
+    for books, ``depth`` (0 for the plain change channel)."""
 
     name: str
+    kind: str
     instrument: str
     depth: int
 
@@ -201,6 +227,7 @@ class DeribitSession(Session):
         self._heartbeats: Optional["asyncio.Task[None]"] = None
         self._books: Dict[str, DeribitBookStream] = {}  # plain channels, by instrument
         self._grouped: Dict[str, DeribitGroupedStream] = {}  # by channel name
+        self._data: Dict[Tuple[str, str], DeribitDataStream] = {}  # by (kind, instrument)
         self._methods: Dict[str, Callable[[Dict[str, Any]], Any]] = {
             "public/subscribe": self._subscribe,
             "public/unsubscribe": self._unsubscribe,
@@ -252,12 +279,12 @@ class DeribitSession(Session):
         """Check one channel name (and that it may be subscribed now)."""
         parts = channel.split(".")
         plain = len(parts) == 3 and parts[2] in INTERVALS
-        grouped = (len(parts) == 5 and parts[2] in GROUPS and parts[3] in DEPTHS
-                   and parts[4] in GROUPED_INTERVALS)
-        if parts[0] != "book" or not (plain or grouped):
+        grouped = (parts[0] == "book" and len(parts) == 5 and parts[2] in GROUPS
+                   and parts[3] in DEPTHS and parts[4] in GROUPED_INTERVALS)
+        if parts[0] not in ("book", *DATA_KINDS) or not (plain or grouped):
             raise invalid_params(
-                f"channel {channel!r} is not served here: use book.INSTRUMENT.(100ms|agg2|raw) "
-                "or book.INSTRUMENT.none.(1|10|20).(100ms|agg2)", "channels")
+                f"channel {channel!r} is not served here: use (book|trades|ticker).INSTRUMENT."
+                "(100ms|agg2|raw) or book.INSTRUMENT.none.(1|10|20).(100ms|agg2)", "channels")
         if plain and parts[2] == "raw" and not self._authorized:
             raise RpcError(13778, "raw_subscriptions_not_available_for_unauthorized")
         unknown = self.unknown([parts[1]])
@@ -266,7 +293,7 @@ class DeribitSession(Session):
         refused = self.subscribe_error(parts[1])
         if refused is not None:
             raise RpcError(refused.code, refused.message)
-        return Channel(channel, parts[1], int(parts[3]) if grouped else 0)
+        return Channel(channel, parts[0], parts[1], int(parts[3]) if grouped else 0)
 
     def _subscribe(self, params: Dict[str, Any]) -> List[str]:
         channels = self._channels(params)
@@ -278,55 +305,77 @@ class DeribitSession(Session):
                                  "channels")
         wanted = [self._parse(channel) for channel in channels]
         for channel in wanted:
-            stream = self._books.get(channel.instrument)
-            if not channel.depth and stream is not None and stream.active \
-                    and stream.channel != channel.name:
+            if channel.depth:
+                continue  # grouped channels: one stream per name
+            streams, key = self._slot(channel)
+            stream = streams.get(key)
+            if stream is not None and stream.active and stream.channel != channel.name:
                 raise invalid_params(f"{channel.instrument} is already subscribed as "
-                                     f"{stream.channel!r}; the simulator serves one book channel "
-                                     "per instrument", "channels")
+                                     f"{stream.channel!r}; the simulator serves one {channel.kind} "
+                                     "channel per instrument", "channels")
         for channel in wanted:
             self._start(channel)
         self.replay.wake()
         return channels
 
+    def _slot(self, channel: Channel) -> Tuple[Dict[Any, Any], Any]:
+        """Where the stream of ``channel`` is kept: its table and key."""
+        if channel.kind != "book":
+            return self._data, (channel.kind, channel.instrument)
+        if channel.depth:
+            return self._grouped, channel.name
+        return self._books, channel.instrument
+
     def _start(self, channel: Channel) -> None:
-        streams: Dict[str, Any] = self._grouped if channel.depth else self._books
-        key = channel.name if channel.depth else channel.instrument
+        streams, key = self._slot(channel)
         stream = streams.get(key)
         if stream is None:
             source = self.universe.source(channel.instrument, self.now())
             assert source is not None  # checked by _parse
-            frames = self.ctx.recording.frames(VENUE, "book", source)
-            adapt = self._adapt(channel.instrument, source)
-            stream = (DeribitGroupedStream(channel.instrument, frames, channel.name, channel.depth,
-                                           adapt) if channel.depth
-                      else DeribitBookStream(channel.instrument, frames, channel.name, adapt))
+            frames = self.ctx.recording.frames(VENUE, channel.kind, source)
+            adapt = self._adapt(channel.kind, channel.instrument, source)
+            if channel.kind != "book":
+                stream = DeribitDataStream(channel.instrument, frames, channel.name, adapt)
+            elif channel.depth:
+                stream = DeribitGroupedStream(channel.instrument, frames, channel.name,
+                                              channel.depth, adapt)
+            else:
+                stream = DeribitBookStream(channel.instrument, frames, channel.name, adapt)
             streams[key] = stream
             self.replay.add(stream)
         elif not stream.active:
             stream.channel = channel.name
             stream.resume()
 
-    def _adapt(self, instrument: str, source: str) -> Adapt:
+    def _adapt(self, kind: str, instrument: str, source: str) -> Adapt:
         clock = self.clock
+
+        def moved(item: Dict[str, Any]) -> Dict[str, Any]:
+            return {**item, "timestamp": clock.ms(item["timestamp"])} if "timestamp" in item \
+                else item
 
         def adapt(data: Dict[str, Any]) -> Dict[str, Any]:
             if instrument != source:
-                data = EXCHANGE.rename("book", data, instrument)
-            if clock.shifted and "timestamp" in data:
-                data = {**data, "timestamp": clock.ms(data["timestamp"])}
-            return data
+                data = EXCHANGE.rename(kind, data, instrument)
+            if not clock.shifted:
+                return data
+            if kind == "trades":
+                return {"trades": [moved(t) for t in data["trades"]]}
+            return moved(data)
         return adapt
 
     def _unsubscribe(self, params: Dict[str, Any]) -> List[str]:
         removed = []
-        for channel in self._channels(params):
-            parts = channel.split(".")
-            stream = (self._books.get(parts[1]) if len(parts) == 3
-                      else self._grouped.get(channel))
-            if stream is not None and stream.active and stream.channel == channel:
+        for name in self._channels(params):
+            parts = name.split(".")
+            if len(parts) < 3:
+                continue
+            depth = int(parts[3]) if len(parts) == 5 and parts[3].isdigit() else 0
+            streams, key = self._slot(Channel(name, parts[0], parts[1], depth))
+            stream = streams.get(key)
+            if stream is not None and stream.active and stream.channel == name:
                 stream.pause()
-                removed.append(channel)
+                removed.append(name)
         self.replay.wake()
         return removed
 
@@ -427,14 +476,21 @@ class Deribit(SimulatedExchange):
             return []
         parts = str(params.get("channel", "")).split(".")
         data = params.get("data")
-        # Only the plain book channel (book.INSTRUMENT.INTERVAL) is a change chain;
-        # grouped channels carry whole top-N books with other semantics.
-        if len(parts) != 3 or parts[0] != "book" or not isinstance(data, dict):
+        # Grouped book channels carry whole top-N books, which the simulator
+        # derives from the plain change chain: only plain channels are kept.
+        if len(parts) != 3 or parts[0] not in ("book", *DATA_KINDS):
+            return []
+        if parts[0] == "trades":
+            trades = [t for t in data if isinstance(t, dict)] if isinstance(data, list) else []
+            return [("trades", parts[1], {"trades": trades})] if trades else []
+        if not isinstance(data, dict):
             return []
         instrument = data.get("instrument_name", parts[1])
-        return [("book", instrument, data)] if isinstance(instrument, str) else []
+        return [(parts[0], instrument, data)] if isinstance(instrument, str) else []
 
     def rename(self, channel: str, payload: Dict[str, Any], name: str) -> Dict[str, Any]:
+        if channel == "trades":
+            return {"trades": [{**t, "instrument_name": name} for t in payload["trades"]]}
         return {**payload, "instrument_name": name}
 
     def size_slots(self, msg: Dict[str, Any]) -> List[Tuple[Any, Any]]:
@@ -449,6 +505,15 @@ class Deribit(SimulatedExchange):
 
     def unknown_message(self, name: str, product: Optional[str]) -> Dict[str, Any]:
         return {"jsonrpc": "2.0", "method": name, "params": {"instrument_name": product}}
+
+    def break_chain(self, msg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        params = msg.get("params")
+        data = params.get("data") if isinstance(params, dict) else None
+        prev = data.get("prev_change_id") if isinstance(data, dict) else None
+        if not isinstance(prev, int) or isinstance(prev, bool):
+            return None
+        data["prev_change_id"] = prev - 1
+        return msg
 
     def rest_error(self, status: int) -> RestReply:
         error = (RpcError(10028, "too_many_requests") if status == 429 else
