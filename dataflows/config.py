@@ -9,6 +9,9 @@ Precedence: built-in defaults < the TOML file named by ``LOBSTREAM_CONFIG`` <
 individual environment variables. The keys are declared once, here for
 ``[run]``/``[replay]`` and in each venue's home for its own table
 (:attr:`sources.venues.base.Venue.settings`); the README lists them all.
+API credentials are not configuration keys: they come from their own variables
+or a credentials file (:mod:`dataflows.credentials`), and a setting that needs
+them (Deribit ``raw``) is refused at start without them.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from dataflows.credentials import (CREDENTIALS_FILE, env_names as credential_names, how_to_give,
+                                   load as load_credentials, refuse_in_config)
 from sinks import SINKS
 from sources.venues import VENUE_NAMES, VENUES
 from sources.capture.format import check_record_dir
 from sources.instruments.select import Rule, parse_rules
 from sources.instruments.universe import CHECK, MODES, OFF, REQUIRE
 from sources.venues.base import Setting, Venue, safe_text
+from sources.venues.credentials import Credentials
 from state.bars import parse_interval
 
 
@@ -42,7 +48,9 @@ class VenueConfig:
     venue's instrument list, fetched from ``rest_url`` (the venue's own REST host
     when empty) unless ``instruments`` is ``off``; ``refresh`` re-resolves every
     so many seconds (0: never). Built in code the listing is not fetched unless
-    asked; from a file or the environment it is checked by default."""
+    asked; from a file or the environment it is checked by default.
+    ``credentials``: the venue's API key, when given (see
+    :mod:`dataflows.credentials`)."""
 
     products: List[str]
     url: str
@@ -52,6 +60,7 @@ class VenueConfig:
     instruments: str = OFF
     refresh: float = 0.0
     rest_url: str = ""
+    credentials: Optional[Credentials] = None
 
 
 @dataclass
@@ -157,14 +166,20 @@ def _check_keys(where: str, table: Mapping[str, Any], valid: Sequence[str]) -> N
                               f"{_suggest(str(key), valid)}")
 
 
+def _venue_keys(venue: Venue) -> Tuple[str, ...]:
+    """The keys of a venue's table."""
+    return VENUE_COMMON + tuple(s.key for s in venue.settings) + (
+        (CREDENTIALS_FILE,) if venue.credentials else ())
+
+
 def _env_names() -> Dict[str, Tuple[str, str]]:
-    """Every environment variable the flow reads: name -> (table, key)."""
+    """Every environment variable the flow reads as configuration: name -> (table, key)."""
     names = {f"LOBSTREAM_{k.name.upper()}": ("run", k.name) for k in RUN_KEYS}
     names["LOBSTREAM_REPLAY"] = ("replay", "paths")
     names["LOBSTREAM_REPLAY_SPEED"] = ("replay", "speed")
     names.update({f"LOBSTREAM_BARS_{k.name.upper()}": ("bars", k.name) for k in BARS_KEYS})
     for venue in VENUES.values():
-        for key in VENUE_COMMON + tuple(s.key for s in venue.settings):
+        for key in _venue_keys(venue):
             names[f"LOBSTREAM_{venue.name.upper()}_{key.upper()}"] = (venue.name, key)
     return names
 
@@ -188,15 +203,19 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
     _check_keys("[replay]", tables["replay"], [k.name for k in REPLAY_KEYS])
     _check_keys("[bars]", tables["bars"], [k.name for k in BARS_KEYS])
     for venue in VENUES.values():
-        _check_keys(f"[{venue.name}]", tables[venue.name],
-                    VENUE_COMMON + tuple(s.key for s in venue.settings))
+        try:
+            refuse_in_config(venue, tables[venue.name])
+        except ValueError as ex:
+            raise ConfigError(str(ex)) from None
+        _check_keys(f"[{venue.name}]", tables[venue.name], _venue_keys(venue))
     names = _env_names()
+    secrets = credential_names()  # read by the credentials loader, never into a table
     for name, value in env.items():
-        if not name.startswith("LOBSTREAM_") or name in SCRIPT_VARIABLES:
+        if not name.startswith("LOBSTREAM_") or name in SCRIPT_VARIABLES or name in secrets:
             continue
         if name not in names:
             raise ConfigError(f"unknown environment variable {safe_text(name, 60)}"
-                              f"{_suggest(name, sorted(names))}")
+                              f"{_suggest(name, sorted({**names, **secrets}))}")
         table, key = names[name]
         tables[table][key] = value
     venues_given = [v for v in VENUE_NAMES if tables[v]]
@@ -236,11 +255,12 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         return cfg
     names_run = run["venues"] or venues_given or list(DEFAULT_VENUES)
     for name in names_run:
-        cfg.venues[name] = _venue(VENUES[name], tables[name], cfg.depth)
+        cfg.venues[name] = _venue(VENUES[name], tables[name], cfg.depth, env)
     return cfg
 
 
-def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
+def _venue(venue: Venue, table: Dict[str, Any], depth: int,
+           env: Mapping[str, str]) -> VenueConfig:
     name = venue.name
     try:
         rules = tuple(parse_rules(name, _rules(name, table.get("rules", []))))
@@ -266,6 +286,16 @@ def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
                       table.get("products_per_connection", limits.products_per_connection),
                       f"{name}.products_per_connection")
     settings = {s.key: _setting(name, s, table.get(s.key, s.default)) for s in venue.settings}
+    try:
+        creds = load_credentials(venue, str(table.get(CREDENTIALS_FILE, "")), env) \
+            if venue.credentials else None
+    except ValueError as ex:
+        raise ConfigError(str(ex)) from None
+    for s in venue.settings:
+        if creds is None and settings[s.key] in s.needs_credentials:
+            others = ", ".join(str(c) for c in s.choices if c not in s.needs_credentials)
+            raise ConfigError(f"{name}.{s.key}={_show(settings[s.key])} needs {venue.title} API "
+                              f"credentials: {how_to_give(venue)}; without them use {others}")
     book_depth = settings.get("depth")
     if book_depth and depth > book_depth:
         raise ConfigError(f"run.depth={depth} exceeds {name}.depth={book_depth}: a depth-limited "
@@ -282,7 +312,7 @@ def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
     if rest_url and not rest_url.startswith(("http://", "https://")):
         raise ConfigError(f"{name}.rest_url={_show(rest_url)}: expected an http:// or https:// "
                           "URL")
-    return VenueConfig(products, url, settings, per_conn, rules, mode, refresh, rest_url)
+    return VenueConfig(products, url, settings, per_conn, rules, mode, refresh, rest_url, creds)
 
 
 def _rules(name: str, value: Any) -> Any:

@@ -272,10 +272,12 @@ def test_config_environment(tmp_path):
 
 @pytest.mark.parametrize("env,expected", [
     ({"LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "level2"},
-     "coinbase_exchange.channel='level2' (level2 needs authentication, which lobstream does "
-     "not do yet; use level2_batch); valid choices: level2_batch"),
+     "coinbase_exchange.channel='level2' needs Coinbase Exchange API credentials: set "
+     "LOBSTREAM_COINBASE_EXCHANGE_KEY, LOBSTREAM_COINBASE_EXCHANGE_SECRET and "
+     "LOBSTREAM_COINBASE_EXCHANGE_PASSPHRASE, or name a file holding key, secret and passphrase "
+     "in coinbase_exchange.credentials_file; without them use level2_batch"),
     ({"LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "full"},
-     "coinbase_exchange.channel='full'; valid choices: level2_batch"),
+     "coinbase_exchange.channel='full'; valid choices: level2_batch, level2"),
     ({"LOBSTREAM_COINBASE_EXCHANGE_URL": "https://ws-feed.exchange.coinbase.com"},
      "coinbase_exchange.url='https://ws-feed.exchange.coinbase.com': expected a ws:// or "
      "wss:// URL"),
@@ -286,11 +288,11 @@ def test_config_errors(env, expected):
 
 def test_config_file_level2_and_unknown_key(tmp_path):
     assert _error(_toml(tmp_path, '[coinbase_exchange]\nchannel = "level2"\n')).startswith(
-        "coinbase_exchange.channel='level2' (level2 needs authentication")
+        "coinbase_exchange.channel='level2' needs Coinbase Exchange API credentials")
     assert _error(_toml(tmp_path, '[coinbase_exchange]\ninterval = "100ms"\n')) == (
         "[coinbase_exchange]: unknown key 'interval'; valid keys: products, url, "
         "products_per_connection, rules, instruments, refresh, rest_url, channel, trades, "
-        "tickers")
+        "tickers, credentials_file")
 
 
 # ------------------------------------------------------------------ simulator protocol
