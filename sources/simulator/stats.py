@@ -23,7 +23,11 @@ class VenueStats:
     Deribit); ``rate_limited`` counts those refused over the configured limit.
     ``subscribe_sizes`` maps how many channels (Deribit) or products (Coinbase) a
     subscribe request named to how many requests did. ``rest_errors`` counts REST
-    replies with a status of 400 or more.
+    replies with a status of 400 or more. ``authentications`` counts accepted
+    credentials (Deribit ``client_credentials``, Coinbase Exchange signed
+    subscribes), ``refreshes`` accepted Deribit refresh tokens, ``auth_failures``
+    refused ones of either kind, and ``expired`` the connections closed because
+    their token ran out.
     """
 
     open_connections: int = 0
@@ -36,6 +40,10 @@ class VenueStats:
     subscribe_sizes: Counter = field(default_factory=Counter)
     rest_requests: int = 0
     rest_errors: int = 0
+    authentications: int = 0
+    refreshes: int = 0
+    auth_failures: int = 0
+    expired: int = 0
 
 
 class SimulatorStats:
@@ -85,3 +93,10 @@ class SimulatorStats:
             v = self._venue(venue)
             v.rest_requests += 1
             v.rest_errors += status >= 400
+
+    def auth(self, venue: str, outcome: str) -> None:
+        """One authentication event: ``authentications``, ``refreshes``,
+        ``auth_failures`` or ``expired``."""
+        with self._lock:
+            v = self._venue(venue)
+            setattr(v, outcome, getattr(v, outcome) + 1)
