@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Tuple
 
 from sources.venues import binance, coinbase, coinbase_exchange, deribit
-from sources.venues.base import Raw, Venue
-from sources.venues.credentials import no_redaction
+from sources.venues.base import Raw, Venue, no_redaction
 
 VENUES: Dict[str, Venue] = {spec.name: spec for spec in (
     coinbase.VENUE_SPEC,

@@ -32,7 +32,6 @@ from typing import (Annotated, Any, Callable, Dict, List, Mapping, NamedTuple, O
 import msgspec
 import orjson
 
-from sources.venues.credentials import CredentialField, no_redaction
 from state.sync import ChainRule
 
 Message = Dict[str, Any]
@@ -210,6 +209,23 @@ class Setting:
     needs_credentials: Tuple[Any, ...] = ()
 
 
+@dataclass(frozen=True)
+class CredentialField:
+    """One field of a venue's API key: ``LOBSTREAM_<VENUE>_<KEY>`` in the
+    environment, ``key`` in a credentials file (:mod:`dataflows.credentials`).
+    ``check`` returns why a value cannot work (a text that never contains the
+    value), or None."""
+
+    key: str
+    help: str
+    check: Optional[Callable[[str], Optional[str]]] = None
+
+
+def no_redaction(frame: Raw) -> Raw:
+    """The redaction of a venue whose frames never carry a secret."""
+    return frame
+
+
 class Reply(NamedTuple):
     """What an answer to one of our requests means: the products it was about,
     whether it confirms a subscription whose snapshot must be the next book message
@@ -312,11 +328,12 @@ class Venue:
     #: Connections are recycled before the server's own lifetime limit (seconds).
     max_lifetime: Optional[float] = None
     #: The fields of the venue's API key, if it has channels that need one; the
-    #: protocol finds them under :data:`~sources.venues.credentials.CREDENTIALS`
-    #: in its settings.
+    #: protocol finds the key (:class:`~sources.venues.credentials.Credentials`)
+    #: under :data:`~sources.venues.credentials.CREDENTIALS` in its settings.
     credentials: Tuple[CredentialField, ...] = ()
     #: Blanks out the secrets the venue's frames carry (both directions), before
-    #: a frame is recorded or shown in a sample.
+    #: a frame is recorded or shown in a sample
+    #: (:class:`~sources.venues.credentials.Redaction`).
     redact: Callable[[Raw], Raw] = no_redaction
 
     def setting(self, key: str) -> Setting:

@@ -47,10 +47,10 @@ from typing import (Annotated, Any, Callable, Deque, Dict, List, Literal, Mappin
 import msgspec
 
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER, TRADES,
-                                 FrameError, Limits, Message, Parsed, Price, ProductId, Protocol,
+                                 CredentialField, FrameError, Limits, Message, Parsed, Price, ProductId, Protocol,
                                  Raw, Reply, SeqNo, Setting, Size, Venue, check_name, loads,
                                  reason, safe_text, valid_product)
-from sources.venues.credentials import CredentialField, Credentials, Redaction, credentials
+from sources.venues.credentials import Credentials, Redaction, credentials
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
 VENUE = "coinbase_exchange"

@@ -46,7 +46,8 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from itertools import count
-from typing import Annotated, Any, Dict, List, Literal, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (Annotated, Any, Dict, List, Literal, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import msgspec
 
@@ -54,9 +55,9 @@ from sources.instruments.model import BASE, QUOTE, amounts
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, TICKER,
                                  TRADES, FrameError, Funding, Limits, Message, Millis, Parsed,
                                  Price, ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size,
-                                 TradeId, Venue, check_name, loads, reason, safe_text,
-                                 valid_product, valid_seq)
-from sources.venues.credentials import CredentialField, Redaction, Secret, credentials
+                                 TradeId, Venue, CredentialField, check_name, loads, reason,
+                                 safe_text, valid_product, valid_seq)
+from sources.venues.credentials import Redaction, Secret, credentials
 from state.events import REFRESH, SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 from state.sync import chain_exact
 
@@ -546,7 +547,7 @@ VENUE_SPEC = Venue(
                   "against the key's page on deribit.com, then restart"),
         ("13009", "Deribit no longer accepts the connection's token; lobstream authenticates "
                   "again with the client credentials"),
-        ("bad_grant", "Deribit's answer to public/auth could not be read; check deribit.url"),
+        ("unreadable public/auth answer", "check that deribit.url is Deribit's websocket API"),
         ("13778", "raw books need an authenticated connection: set LOBSTREAM_DERIBIT_CLIENT_ID "
                   "and LOBSTREAM_DERIBIT_CLIENT_SECRET, or use the 100ms interval "
                   "(deribit.interval = \"100ms\")"),
