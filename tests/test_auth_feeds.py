@@ -8,8 +8,9 @@ the credentials for real (tests/test_simulator_auth.py).
   connection (no reconnect storm), and the run ends by itself.
 * Coinbase Exchange ``level2`` with a valid signature equals the replay.
 * A whole authenticated run in its own process, logging at DEBUG, recording and
-  serving metrics: no secret, token or signature appears in any log line, capture
-  file, metrics page or output file.
+  serving metrics: no piece of any secret, token or signature appears in any log
+  line, capture file, metrics page or output file, and the redacted captures
+  replay to the same books.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bytewax.testing import run_main
 
 from dataflows.config import Config, VenueConfig
 from dataflows.orderbook import build_flow
-from sources.simulator import Recording, SimulatorThread, load_recording
+from sources.simulator import Fault, FaultPlan, Recording, SimulatorThread, load_recording
 from sources.venues.credentials import REDACTED, Credentials
 from tests.helpers import comparable, read_dir
 
@@ -73,6 +74,15 @@ def replay(capture: Path, out: Path) -> Dict[str, List[dict]]:
     return read_dir(out)
 
 
+def live_config(sim: SimulatorThread, venue: str, products: List[str], settings: Dict[str, str],
+                credentials: Credentials, tmp_path: Path) -> Config:
+    """A run of ``venue`` (books only) against the simulator, output in ``tmp_path/live``."""
+    path = "/" + venue.replace("_", "-")
+    return Config(venues={venue: VenueConfig(products, sim.url + path, {**settings, **BOOKS_ONLY},
+                                             credentials=credentials)},
+                  exit_on_close=True, jsonl_dir=str(tmp_path / "live"))
+
+
 def records(files: Dict[str, List[dict]], kind: str) -> List[dict]:
     return [r for recs in files.values() for r in recs if r["type"] == kind]
 
@@ -89,9 +99,8 @@ def books(files: Dict[str, List[dict]]) -> Dict[str, List[dict]]:
 def test_deribit_raw_refreshes_its_tokens_without_a_gap(recording, tmp_path):
     with SimulatorThread(recording, rate=RATE, retime="none", api_keys=API_KEYS,
                          token_lifetime=LIFETIME) as sim:
-        cfg = Config(venues={"deribit": VenueConfig(
-            DERIBIT_PRODUCTS, sim.url + "/deribit", {"interval": "raw", **BOOKS_ONLY},
-            credentials=DERIBIT)}, exit_on_close=True, jsonl_dir=str(tmp_path / "live"))
+        cfg = live_config(sim, "deribit", DERIBIT_PRODUCTS, {"interval": "raw"}, DERIBIT,
+                          tmp_path)
         run_main(build_flow(cfg))
         stats = sim.stats["deribit"]
     assert (stats.accepted_connections, stats.authentications, stats.expired) == (1, 1, 0)
@@ -100,6 +109,22 @@ def test_deribit_raw_refreshes_its_tokens_without_a_gap(recording, tmp_path):
     assert len(live) == 10
     assert [s for s in records(live, "status") if s["state"] == "invalid"] == []
     assert books(live) == books(replay(DERIBIT_CAPTURE, tmp_path / "replay"))
+
+
+@pytest.mark.timeout(90)
+def test_deribit_authenticates_again_on_reconnect(recording, tmp_path):
+    plan = FaultPlan([Fault.parse("close:venue=deribit,connection=0,after=40,code=1011")])
+    with SimulatorThread(recording, rate=100, api_keys=API_KEYS, faults=plan) as sim:
+        cfg = live_config(sim, "deribit", DERIBIT_PRODUCTS, {"interval": "raw"}, DERIBIT,
+                          tmp_path)
+        run_main(build_flow(cfg))
+        stats = sim.stats["deribit"]
+    assert (stats.accepted_connections, stats.authentications, stats.auth_failures) == (2, 2, 0)
+    statuses = records(read_dir(tmp_path / "live"), "status")
+    # Every book was synced, lost with the connection, and synced again on the new one.
+    for product in DERIBIT_PRODUCTS:
+        mine = [(s["state"], s["reason"]) for s in statuses if s["product"] == product]
+        assert mine[-1][0] == "synced" and ("invalid", "disconnected") in mine
 
 
 def feed_errors(caplog: pytest.LogCaptureFixture) -> List[str]:
@@ -111,16 +136,16 @@ def feed_errors(caplog: pytest.LogCaptureFixture) -> List[str]:
 def test_wrong_deribit_secret_refuses_once_and_ends(recording, tmp_path, caplog):
     wrong = Credentials("deribit", {"client_id": DERIBIT_KEY[0], "client_secret": "not it"}, "test")
     with SimulatorThread(recording, rate=100, api_keys=API_KEYS) as sim:
-        cfg = Config(venues={"deribit": VenueConfig(
-            DERIBIT_PRODUCTS, sim.url + "/deribit", {"interval": "raw", **BOOKS_ONLY},
-            credentials=wrong)}, exit_on_close=True, jsonl_dir=str(tmp_path / "live"))
+        cfg = live_config(sim, "deribit", DERIBIT_PRODUCTS, {"interval": "raw"}, wrong,
+                          tmp_path)
         with caplog.at_level(logging.INFO):
             run_main(build_flow(cfg))  # ends by itself: every product was refused
         stats = sim.stats["deribit"]
     assert (stats.accepted_connections, stats.auth_failures, stats.subscribe_requests) == (1, 1, 0)
     statuses = records(read_dir(tmp_path / "live"), "status")
     assert sorted(s["product"] for s in statuses) == DERIBIT_PRODUCTS
-    assert {(s["reason"], s["detail"]) for s in statuses} == {("refused", "13004 invalid_credentials")}
+    assert {(s["reason"], s["detail"]) for s in statuses} == {
+        ("refused", "13004 invalid_credentials")}
     line, = feed_errors(caplog)
     assert "13004 invalid_credentials" in line and "LOBSTREAM_DERIBIT_CLIENT_SECRET" in line
     assert "not it" not in caplog.text
@@ -129,9 +154,8 @@ def test_wrong_deribit_secret_refuses_once_and_ends(recording, tmp_path, caplog)
 @pytest.mark.timeout(90)
 def test_coinbase_exchange_level2_matches_the_replay(recording, tmp_path):
     with SimulatorThread(recording, speed=0, retime="none", api_keys=API_KEYS) as sim:
-        cfg = Config(venues={"coinbase_exchange": VenueConfig(
-            CX_PRODUCTS, sim.url + "/coinbase-exchange", {"channel": "level2", **BOOKS_ONLY},
-            credentials=CX)}, exit_on_close=True, jsonl_dir=str(tmp_path / "live"))
+        cfg = live_config(sim, "coinbase_exchange", CX_PRODUCTS, {"channel": "level2"}, CX,
+                          tmp_path)
         run_main(build_flow(cfg))
         stats = sim.stats["coinbase_exchange"]
     assert (stats.authentications, stats.auth_failures) == (1, 0)
@@ -143,9 +167,8 @@ def test_coinbase_exchange_level2_matches_the_replay(recording, tmp_path):
 @pytest.mark.timeout(60)
 def test_clock_skew_beyond_the_signature_window(recording, tmp_path, caplog):
     with SimulatorThread(recording, speed=0, api_keys=API_KEYS, clock_skew=45.0) as sim:
-        cfg = Config(venues={"coinbase_exchange": VenueConfig(
-            CX_PRODUCTS[:3], sim.url + "/coinbase-exchange", {"channel": "level2", **BOOKS_ONLY},
-            credentials=CX)}, exit_on_close=True, jsonl_dir=str(tmp_path / "live"))
+        cfg = live_config(sim, "coinbase_exchange", CX_PRODUCTS[:3], {"channel": "level2"}, CX,
+                          tmp_path)
         with caplog.at_level(logging.INFO):
             run_main(build_flow(cfg))
         stats = sim.stats["coinbase_exchange"]
@@ -226,6 +249,9 @@ def test_no_secret_in_any_log_capture_or_metrics_page(recording, tmp_path):
     for key in ("client_id", "client_secret", "access_token", "refresh_token", "signature",
                 "key", "passphrase"):
         assert f'"{key}":"{REDACTED}"' in recorded
+    # The redacted captures still replay to the same books.
+    assert books(replay(tmp_path / "rec", tmp_path / "replayed")) == books(
+        read_dir(tmp_path / "out"))
     outputs = "\n".join(p.read_text() for p in (tmp_path / "out").iterdir())
     secrets = [*DERIBIT_KEY, *CX_KEY, *seen]
     for where, body in [("log", text), ("captures", recorded), ("metrics", "\n".join(pages)),

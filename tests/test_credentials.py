@@ -21,9 +21,8 @@ from dataflows.config import ConfigError, load_config
 from sources.feed.feed import Feed
 from sources.feed.reporting import BadInput, ErrorReplies
 from sources.venues import coinbase_exchange as cx, deribit, get_venue
-from sources.venues.base import ERROR, REPLY
-from sources.venues.credentials import (CREDENTIALS, REDACTED, Credentials, Redaction, Secret,
-                                        no_redaction)
+from sources.venues.base import ERROR, REPLY, no_redaction
+from sources.venues.credentials import CREDENTIALS, REDACTED, Credentials, Redaction, Secret
 from state.events import BookStatus
 
 SECRET = "Sup3r-s3cret-value"
@@ -391,3 +390,31 @@ def test_the_authenticated_example_needs_only_the_secrets(tmp_path):
                            "LOBSTREAM_COINBASE_EXCHANGE_PASSPHRASE": "pass phrase"})
     assert (cfg.venues["deribit"].credentials, cfg.venues["coinbase_exchange"].credentials) == (
         DERIBIT, CX)
+
+
+def test_a_new_connection_forgets_the_tokens_and_authenticates_again():
+    proto = deribit.DeribitProtocol({CREDENTIALS: DERIBIT})
+    _, auth = proto.open(["BTC-PERPETUAL"])
+    grant = deribit.parse(_grant_frame(auth["id"], "A", "R", 900), 0.0)
+    assert proto.reply(grant.ref, grant.events).send
+    proto.reset()
+    assert not proto.authenticated and proto.due(1e9) == []
+    _, again = proto.open(["BTC-PERPETUAL"])
+    assert again["params"]["grant_type"] == "client_credentials"
+    assert proto.subscribe(["ETH-PERPETUAL"]) == []  # held back until the new grant
+
+
+def test_converted_captures_are_redacted_too(tmp_path):
+    from sources.capture.convert import convert
+    from sources.capture.format import read_capture
+    src = tmp_path / "DERIBIT-abc123.0"
+    auth = {"jsonrpc": "2.0", "id": 1, "method": "public/auth", "params": {
+        "grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": SECRET}}
+    src.write_text("wss://www.deribit.com/ws/api/v2 <-> 1617644856.0\n"
+                   f"wss://www.deribit.com/ws/api/v2 <- 1617644856.5: {orjson.dumps(auth).decode()}\n"
+                   f"1617644857.0: {_grant_frame(1, 'TOKEN-A', 'TOKEN-R').decode()}\n")
+    convert(src, tmp_path / "out.jsonl")
+    text = (tmp_path / "out.jsonl").read_text()
+    assert not any(s in text for s in (CLIENT_ID, SECRET, "TOKEN-A", "TOKEN-R"))
+    sent, answer = [f.msg for f in read_capture(tmp_path / "out.jsonl")]
+    assert sent["params"]["client_secret"] == answer["result"]["access_token"] == REDACTED
