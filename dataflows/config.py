@@ -9,6 +9,9 @@ Precedence: built-in defaults < the TOML file named by ``LOBSTREAM_CONFIG`` <
 individual environment variables. The keys are declared once, here for
 ``[run]``/``[replay]`` and in each venue's home for its own table
 (:attr:`sources.venues.base.Venue.settings`); the README lists them all.
+API credentials are not configuration keys: they come from their own variables
+or a credentials file (:mod:`dataflows.credentials`), and a setting that needs
+them (Deribit ``raw``) is refused at start without them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from dataflows.credentials import (CREDENTIALS_FILE, env_names as credential_names, how_to_give,
+                                   load as load_credentials, refuse_in_config)
 from sinks import SINKS
 from sinks.store import KINDS as STORE_KINDS
 from sources.venues import VENUE_NAMES, VENUES
@@ -29,6 +34,7 @@ from sources.capture.format import check_record_dir
 from sources.instruments.select import Rule, parse_rules
 from sources.instruments.universe import CHECK, MODES, OFF, REQUIRE
 from sources.venues.base import Setting, Venue, safe_text
+from sources.venues.credentials import Credentials
 from state.bars import parse_interval
 
 
@@ -43,7 +49,9 @@ class VenueConfig:
     venue's instrument list, fetched from ``rest_url`` (the venue's own REST host
     when empty) unless ``instruments`` is ``off``; ``refresh`` re-resolves every
     so many seconds (0: never). Built in code the listing is not fetched unless
-    asked; from a file or the environment it is checked by default."""
+    asked; from a file or the environment it is checked by default.
+    ``credentials``: the venue's API key, when given (see
+    :mod:`dataflows.credentials`)."""
 
     products: List[str]
     url: str
@@ -53,6 +61,7 @@ class VenueConfig:
     instruments: str = OFF
     refresh: float = 0.0
     rest_url: str = ""
+    credentials: Optional[Credentials] = None
 
 
 @dataclass
@@ -192,8 +201,15 @@ def _check_keys(where: str, table: Mapping[str, Any], valid: Sequence[str]) -> N
                               f"{_suggest(str(key), valid)}")
 
 
+def venue_keys(venue: Venue) -> Tuple[str, ...]:
+    """The keys of a venue's table."""
+    return VENUE_COMMON + tuple(s.key for s in venue.settings) + (
+        (CREDENTIALS_FILE,) if venue.credentials else ())
+
+
 def env_names() -> Dict[str, Tuple[str, str]]:
-    """Every environment variable the flow reads: name -> (table, key)."""
+    """Every environment variable the flow reads as configuration (secrets are
+    read by the credentials loader, never into a table): name -> (table, key)."""
     names = {f"LOBSTREAM_{k.name.upper()}": ("run", k.name) for k in RUN_KEYS}
     names["LOBSTREAM_REPLAY"] = ("replay", "paths")
     names["LOBSTREAM_REPLAY_SPEED"] = ("replay", "speed")
@@ -201,7 +217,7 @@ def env_names() -> Dict[str, Tuple[str, str]]:
         names.update({f"LOBSTREAM_{table.upper()}_{k.name.upper()}": (table, k.name)
                       for k in TABLE_KEYS[table]})
     for venue in VENUES.values():
-        for key in VENUE_COMMON + tuple(s.key for s in venue.settings):
+        for key in venue_keys(venue):
             names[f"LOBSTREAM_{venue.name.upper()}_{key.upper()}"] = (venue.name, key)
     return names
 
@@ -233,16 +249,20 @@ def read_layers(env: Optional[Mapping[str, str]] = None) -> Layers:
     for name, declared in TABLE_KEYS.items():
         _check_keys(f"[{name}]", tables[name], [k.name for k in declared])
     for venue in VENUES.values():
-        _check_keys(f"[{venue.name}]", tables[venue.name],
-                    VENUE_COMMON + tuple(s.key for s in venue.settings))
+        try:
+            refuse_in_config(venue, tables[venue.name])
+        except ValueError as ex:
+            raise ConfigError(str(ex)) from None
+        _check_keys(f"[{venue.name}]", tables[venue.name], venue_keys(venue))
     origins = {(table, key): f"file {path}" for table, values in tables.items() for key in values}
     names = env_names()
+    secrets = credential_names()  # read by the credentials loader, never into a table
     for name, value in env.items():
-        if not name.startswith("LOBSTREAM_") or name in SCRIPT_VARIABLES:
+        if not name.startswith("LOBSTREAM_") or name in SCRIPT_VARIABLES or name in secrets:
             continue
         if name not in names:
             raise ConfigError(f"unknown environment variable {safe_text(name, 60)}"
-                              f"{_suggest(name, sorted(names))}")
+                              f"{_suggest(name, sorted({**names, **secrets}))}")
         table, key = names[name]
         tables[table][key] = value
         origins[(table, key)] = f"environment {name}"
@@ -296,11 +316,12 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         return cfg
     names_run = run["venues"] or venues_given or list(DEFAULT_VENUES)
     for name in names_run:
-        cfg.venues[name] = _venue(VENUES[name], tables[name], cfg.depth)
+        cfg.venues[name] = _venue(VENUES[name], tables[name], cfg.depth, env)
     return cfg
 
 
-def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
+def _venue(venue: Venue, table: Dict[str, Any], depth: int,
+           env: Mapping[str, str]) -> VenueConfig:
     name = venue.name
     try:
         rules = tuple(parse_rules(name, _rules(name, table.get("rules", []))))
@@ -326,6 +347,16 @@ def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
                            table.get("products_per_connection", limits.products_per_connection),
                            f"{name}.products_per_connection")
     settings = {s.key: _setting(name, s, table.get(s.key, s.default)) for s in venue.settings}
+    try:
+        creds = load_credentials(venue, str(table.get(CREDENTIALS_FILE, "")), env) \
+            if venue.credentials else None
+    except ValueError as ex:
+        raise ConfigError(str(ex)) from None
+    for s in venue.settings:
+        if creds is None and settings[s.key] in s.needs_credentials:
+            others = ", ".join(str(c) for c in s.choices if c not in s.needs_credentials)
+            raise ConfigError(f"{name}.{s.key}={_show(settings[s.key])} needs {venue.title} API "
+                              f"credentials: {how_to_give(venue)}; without them use {others}")
     book_depth = settings.get("depth")
     if book_depth and depth > book_depth:
         raise ConfigError(f"run.depth={depth} exceeds {name}.depth={book_depth}: a depth-limited "
@@ -342,7 +373,7 @@ def _venue(venue: Venue, table: Dict[str, Any], depth: int) -> VenueConfig:
     if rest_url and not rest_url.startswith(("http://", "https://")):
         raise ConfigError(f"{name}.rest_url={_show(rest_url)}: expected an http:// or https:// "
                           "URL")
-    return VenueConfig(products, url, settings, per_conn, rules, mode, refresh, rest_url)
+    return VenueConfig(products, url, settings, per_conn, rules, mode, refresh, rest_url, creds)
 
 
 def _rules(name: str, value: Any) -> Any:

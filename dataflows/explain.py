@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Collection, List, Mapping, NamedTuple, Tuple
 
-from dataflows.config import (TABLE_KEYS, VENUE_COMMON, Config, Key, env_names, load_config,
-                              read_layers, typed_value)
+from dataflows.config import (TABLE_KEYS, Config, Key, env_names, load_config, read_layers,
+                              typed_value, venue_keys)
+from dataflows.credentials import CREDENTIALS_FILE
 from sources.instruments.universe import CHECK
 from sources.venues import VENUES
 
@@ -28,6 +29,7 @@ VENUE_HELP = {
     "instruments": "check the names against the instrument list: check, require or off",
     "refresh": "seconds between re-resolving the products; 0: never",
     "rest_url": "REST host for instrument lists and snapshots ('' = the venue's own)",
+    CREDENTIALS_FILE: "TOML file holding the API key's fields (secrets never go in the config)",
 }
 
 
@@ -90,9 +92,11 @@ def explain(env: Mapping[str, str], options: Collection[str] = ()) -> Tuple[Conf
                   "products_per_connection": vc.products_per_connection,
                   "rules": layers.tables[name].get("rules", []),
                   "instruments": vc.instruments, "refresh": vc.refresh,
-                  "rest_url": vc.rest_url or VENUES[name].rest_url}
-        for key in VENUE_COMMON:
-            add(name, key, common[key], VENUE_HELP[key])
+                  "rest_url": vc.rest_url or VENUES[name].rest_url,
+                  CREDENTIALS_FILE: layers.tables[name].get(CREDENTIALS_FILE, "")}
+        for key in venue_keys(VENUES[name]):
+            if key in VENUE_HELP:
+                add(name, key, common[key], VENUE_HELP[key])
         for setting in VENUES[name].settings:
             add(name, setting.key, vc.settings[setting.key], setting.help)
     return cfg, rows
@@ -109,8 +113,10 @@ def reference() -> List[Explained]:
         defaults = {"products": list(venue.default_products), "url": venue.default_url,
                     "products_per_connection": venue.limits.products_per_connection,
                     "rules": [], "instruments": CHECK, "refresh": 0.0,
-                    "rest_url": venue.rest_url}
-        for key in VENUE_COMMON:
+                    "rest_url": venue.rest_url, CREDENTIALS_FILE: ""}
+        for key in venue_keys(venue):
+            if key not in VENUE_HELP:
+                continue
             rows.append(Explained(f"{venue.name}.{key}", show(defaults[key]), DEFAULT,
                                   env_of[(venue.name, key)], VENUE_HELP[key]))
         for s in venue.settings:

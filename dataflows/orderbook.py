@@ -46,6 +46,7 @@ from sources.runtime.resync import ResyncRequests
 from sources.transport.replay import ReplaySource
 from sources.transport.websocket import WebsocketSource
 from sources.venues import VENUES
+from sources.venues.credentials import CREDENTIALS
 from state.product import BarSpec, Item, ProductState
 
 Record = Dict[str, Any]
@@ -142,8 +143,10 @@ DATA_TYPES = frozenset(("summary", "status", "trade", "ticker", "bar"))
 
 
 def venue_runs(cfg: Config) -> List[VenueRun]:
-    """What to follow on each configured venue."""
-    return [VenueRun(VENUES[name], vc.settings, vc.url, tuple(vc.products),
+    """What to follow on each configured venue; a venue's credentials ride in its
+    connections' settings, where only its protocol reads them."""
+    return [VenueRun(VENUES[name], {**vc.settings, CREDENTIALS: vc.credentials}
+                     if vc.credentials else vc.settings, vc.url, tuple(vc.products),
                      vc.products_per_connection or VENUES[name].limits.products_per_connection,
                      vc.rest_url)
             for name, vc in cfg.venues.items()]

@@ -44,7 +44,7 @@ def test_every_command_has_its_own_help():
     (["config"], {"LOBSTREAM_DEPHT": "3"}, "unknown environment variable LOBSTREAM_DEPHT; "
                                            "did you mean LOBSTREAM_DEPTH?"),
     (["replay", "nope.jsonl"], {}, "replay path 'nope.jsonl' does not exist"),
-    (["run", "--set", "deribit.interval=raw"], {}, "valid choices: 100ms, agg2"),
+    (["run", "--set", "deribit.interval=raw"], {}, "without them use 100ms, agg2"),
     (["simulate", "--capture", "README.md", "--port", "0"], {}, "not a readable lobstream capture"),
     (["simulate", "--port", "x"], {}, "lobstream simulate: error: argument --port"),
     (["plot", "book", "nowhere", "-o", "x.png"], {}, "nowhere: no such file or directory"),

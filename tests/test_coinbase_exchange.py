@@ -30,6 +30,7 @@ from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, R
 from sources.simulator import Recording, SimulatorThread, load_recording
 from sources.simulator.exchanges.coinbase_exchange_server import AUTH_REASON
 from sources.venues import VENUE_NAMES, get_venue
+from sources.venues.credentials import Credentials
 from sources.transport.websocket import WebsocketSource
 from state.events import SNAPSHOT, UPDATE, BookStatus
 from tests.helpers import websocket_source, comparable as _comparable, read_dir, recv, run, send
@@ -44,6 +45,11 @@ UPDATES = {"SKL-USD": 2592, "DASH-BTC": 1925, "SKL-BTC": 1539, "BAND-BTC": 1005,
            "CRV-EUR": 670, "NMR-EUR": 665, "YFI-BTC": 487, "BAND-GBP": 471, "SKL-GBP": 289,
            "NU-GBP": 76}
 PRODUCTS = sorted(UPDATES)
+#: A test API key (the secret is base64, as Coinbase shows it), as the
+#: simulator is started with it and as lobstream is configured with it.
+API_KEYS = {"coinbase_exchange": [("test-key", "c2ltdWxhdG9yIHNlY3JldA==", "pass phrase")]}
+CREDENTIALS = Credentials("coinbase_exchange", dict(zip(("key", "secret", "passphrase"),
+                                                        API_KEYS["coinbase_exchange"][0])), "test")
 # A live run and a replay differ only in receive times: the feed has no
 # per-connection counter, updates carry the recorded ``time`` and snapshots have
 # no time on either path.
@@ -277,10 +283,12 @@ def test_config_environment(tmp_path):
 
 @pytest.mark.parametrize("env,expected", [
     ({"LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "level2"},
-     "coinbase_exchange.channel='level2' (level2 needs authentication, which lobstream does "
-     "not do yet; use level2_batch); valid choices: level2_batch"),
+     "coinbase_exchange.channel='level2' needs Coinbase Exchange API credentials: set "
+     "LOBSTREAM_COINBASE_EXCHANGE_KEY, LOBSTREAM_COINBASE_EXCHANGE_SECRET and "
+     "LOBSTREAM_COINBASE_EXCHANGE_PASSPHRASE, or name a file holding key, secret and passphrase "
+     "in coinbase_exchange.credentials_file; without them use level2_batch"),
     ({"LOBSTREAM_COINBASE_EXCHANGE_CHANNEL": "full"},
-     "coinbase_exchange.channel='full'; valid choices: level2_batch"),
+     "coinbase_exchange.channel='full'; valid choices: level2_batch, level2"),
     ({"LOBSTREAM_COINBASE_EXCHANGE_URL": "https://ws-feed.exchange.coinbase.com"},
      "coinbase_exchange.url='https://ws-feed.exchange.coinbase.com': expected a ws:// or "
      "wss:// URL"),
@@ -291,11 +299,11 @@ def test_config_errors(env, expected):
 
 def test_config_file_level2_and_unknown_key(tmp_path):
     assert _error(_toml(tmp_path, '[coinbase_exchange]\nchannel = "level2"\n')).startswith(
-        "coinbase_exchange.channel='level2' (level2 needs authentication")
+        "coinbase_exchange.channel='level2' needs Coinbase Exchange API credentials")
     assert _error(_toml(tmp_path, '[coinbase_exchange]\ninterval = "100ms"\n')) == (
         "[coinbase_exchange]: unknown key 'interval'; valid keys: products, url, "
         "products_per_connection, rules, instruments, refresh, rest_url, channel, trades, "
-        "tickers")
+        "tickers, credentials_file")
 
 
 # ------------------------------------------------------------------ simulator protocol
@@ -395,16 +403,16 @@ def test_unauthenticated_level2_is_refused_as_live(recording):
                     assert (await recv(ws, timeout=left))["type"] == "heartbeat"
                 except TimeoutError:
                     break
-            # With credentials (any, here) level2 is served.
-            await send(ws, sub("level2", products=["SKL-USD"], signature="s", key="k",
-                               passphrase="p", timestamp="1"))
+            # With a valid signature level2 is served.
+            await send(ws, sub("level2", products=["SKL-USD"],
+                               **cx.signed(CREDENTIALS, f"{time.time():.0f}")))
             assert (await recv_data(ws))["channels"] == [
                 {"name": "heartbeat", "product_ids": ["SKL-USD"]},
                 {"name": "level2", "product_ids": ["SKL-USD"]}]
             msg = await recv_data(ws)
             assert msg["type"] == "snapshot" and msg["product_id"] == "SKL-USD"
 
-    with SimulatorThread(recording, rate=20) as sim:
+    with SimulatorThread(recording, rate=20, api_keys=API_KEYS) as sim:
         run(client(sim.url))
 
 

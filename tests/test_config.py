@@ -84,7 +84,7 @@ def test_venue_table_alone_selects_that_venue(tmp_path):
     ({"LOBSTREAM_SINKS": "jsonl,parquet"},
      "sinks: unknown value 'parquet'; valid choices: jsonl, stdout, store, sql"),
     ({"LOBSTREAM_DERIBIT_INTERVAL": "1s"},
-     "deribit.interval='1s'; valid choices: 100ms, agg2"),
+     "deribit.interval='1s'; valid choices: 100ms, agg2, raw"),
     ({"LOBSTREAM_DEPTH": "abc"}, "depth='abc': expected an integer in [1, 1000]"),
     ({"LOBSTREAM_DEPTH": "0"}, "depth='0': must be in [1, 1000]"),
     ({"LOBSTREAM_DEPTH": "2.5"}, "depth='2.5': expected an integer in [1, 1000]"),
@@ -148,11 +148,13 @@ def test_script_variables_are_not_config():
     assert load_config(env={"LOBSTREAM_DEMO_SPEED": "1", "LOBSTREAM_SOAK_SECONDS": "5"})
 
 
-def test_raw_interval_explains_why(tmp_path):
+def test_raw_interval_without_credentials_names_what_to_set(tmp_path):
     path = _toml(tmp_path, '[deribit]\ninterval = "raw"\n')
     msg = _error({"LOBSTREAM_CONFIG": path})
-    assert msg == ("deribit.interval='raw' (raw books need authentication, which lobstream "
-                   "does not do yet; use 100ms); valid choices: 100ms, agg2")
+    assert msg == ("deribit.interval='raw' needs Deribit API credentials: set "
+                   "LOBSTREAM_DERIBIT_CLIENT_ID and LOBSTREAM_DERIBIT_CLIENT_SECRET, or name a "
+                   "file holding client_id and client_secret in deribit.credentials_file; "
+                   "without them use 100ms, agg2")
 
 
 def test_grouped_book_depth_bounds_the_imbalance_depth(tmp_path):

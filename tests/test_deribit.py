@@ -9,7 +9,7 @@ import pytest
 from sources.venues import deribit
 from sources.capture.format import read_capture
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, TICKER,
-                                 TRADES, FrameError)
+                                 TRADES, FrameError, Reply)
 from state.events import REFRESH, SNAPSHOT, UPDATE
 
 
@@ -263,7 +263,7 @@ def test_subscribe_splits_at_500_channels_per_request():
 def test_replies_and_errors_are_pinned_on_their_request():
     proto = deribit.DeribitProtocol({})
     heartbeat, sub = proto.open(["BTC-PERPETUAL", "ETH-PERPETUAL"])
-    assert proto.reply(sub["id"]) == (["BTC-PERPETUAL", "ETH-PERPETUAL"], True)
+    assert proto.reply(sub["id"]) == Reply(["BTC-PERPETUAL", "ETH-PERPETUAL"], True)
     assert proto.refused(heartbeat["id"], "-32602 Invalid params") is None  # names no product
     assert proto.refused(None, "unattributed") is None
     assert proto.refused(999, "never sent") is None

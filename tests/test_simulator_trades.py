@@ -178,8 +178,10 @@ def test_deribit_raw_trades_need_auth(recording: Recording) -> None:
             await send(ws, {"jsonrpc": "2.0", "id": 1, "method": "public/subscribe",
                             "params": {"channels": [raw, f"ticker.{OPTION}.100ms"]}})
             assert (await recv(ws))["error"]["code"] == 13778
-            await send(ws, {"jsonrpc": "2.0", "id": 2, "method": "public/auth", "params": {}})
-            assert "result" in await recv(ws)
+            await send(ws, {"jsonrpc": "2.0", "id": 2, "method": "public/auth",
+                            "params": {"grant_type": "client_credentials",
+                                       "client_id": "test-id", "client_secret": "test-secret"}})
+            assert "access_token" in (await recv(ws))["result"]
             await send(ws, {"jsonrpc": "2.0", "id": 3, "method": "public/subscribe",
                             "params": {"channels": [raw, f"ticker.{OPTION}.raw"]}})
             assert (await recv(ws))["result"] == [raw, f"ticker.{OPTION}.raw"]
@@ -191,7 +193,8 @@ def test_deribit_raw_trades_need_auth(recording: Recording) -> None:
                 pass
             assert msg["result"] == [raw, f"ticker.{OPTION}.raw"]
 
-    with SimulatorThread(recording, rate=20) as sim:
+    with SimulatorThread(recording, rate=20,
+                         api_keys={"deribit": [("test-id", "test-secret")]}) as sim:
         run(client(sim.url))
 
 

@@ -9,7 +9,9 @@ Usage::
 Every frame is handed to :class:`~sources.capture.writer.CaptureWriter` exactly as it
 was recorded, so a converted capture replays the exchange's own bytes; the converter
 only supplies what the lobstream format adds around them (time, venue, stream,
-direction, and the url of REST replies). The input formats, one module each in
+direction, and the url of REST replies). The one change: secrets another recorder
+kept (an authentication request, a token) are redacted by the venue
+(:attr:`~sources.venues.base.Venue.redact`), as lobstream's own recorder does. The input formats, one module each in
 :mod:`sources.capture.inputs`, are detected from the first non-blank line unless
 ``--format`` is given; gzip and zstd inputs are decompressed on the fly (zstd needs
 the optional ``zstandard`` package).
@@ -53,6 +55,7 @@ from sources.capture.inputs.common import ConvertError, Detected, Meter, first_l
 from sources.capture.products import keep, normalise
 from sources.capture.venues import REPLAYABLE_VENUES, venue_of_label
 from sources.capture.writer import CaptureWriter
+from sources.venues import redaction
 
 #: Lines detection looks at: enough to reach a Binance depth diff behind a burst
 #: of book tickers.
@@ -183,6 +186,7 @@ def convert(src: Path | str, dst: Path | str, fmt: str = "auto", venue: Optional
     frames_out: Counter = Counter()
     skipped: Counter = Counter()
     meter = Meter()
+    redact = redaction(venue)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
     end_ts: Optional[float] = None
     past_window = False  # the window is a prefix: nothing after its first later frame
@@ -199,8 +203,8 @@ def convert(src: Path | str, dst: Path | str, fmt: str = "auto", venue: Optional
                         continue
                 if wanted and not keep(venue, wanted, loads(frame.data), frame.url):
                     continue
-                writer.write(frame.ts, venue, frame.stream, frame.data, frame.direction,
-                             frame.url)
+                writer.write(frame.ts, venue, frame.stream, redact(frame.data),
+                             frame.direction, frame.url)
                 frames_out[frame.direction] += 1
                 if progress is not None and n % 256 == 0 and time.monotonic() >= next_report:
                     now = time.monotonic()

@@ -24,6 +24,12 @@ through a single shared daemon thread that only runs while recorders are open;
 for gzip each flush is a ``Z_SYNC_FLUSH``, so ``kill -9`` loses at most that last
 second.
 
+Secrets: every frame goes through its venue's redaction
+(:attr:`sources.venues.base.Venue.redact`) before it is written, whatever its
+direction, so an authentication request (Deribit ``client_secret``, a Coinbase
+Exchange signature) and a reply carrying tokens are stored with those values
+replaced by ``<redacted>``; frames without secrets are written unchanged.
+
 Errors: no write error reaches the caller. The first one logs a single line
 ("recording to X paused: No space left on device; the feed continues"), the file is
 cut back to a readable end (:class:`~sources.capture.writer.CaptureWriter`), and
@@ -54,6 +60,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from sources.capture.writer import CaptureWriteError, CaptureWriter
+from sources.venues import redaction
 
 log = logging.getLogger("lobstream.recorder")
 
@@ -145,6 +152,7 @@ class Recorder:
         self.retry_seconds = retry_seconds
         self.flush_seconds = flush_seconds
         self.files: List[Path] = []
+        self._redact = redaction(venue)
         self._lock = threading.Lock()
         self._writer: Optional[CaptureWriter] = None
         self._closed = False
@@ -158,7 +166,8 @@ class Recorder:
 
     def write(self, ts_ms: float, venue: str, stream: str, frame: Union[bytes, str],
               direction: str = "recv", url: Optional[str] = None) -> None:
-        """Record one frame; never raises for I/O (see the module docstring)."""
+        """Record one frame, redacted; never raises for I/O (see the module docstring)."""
+        frame = self._redact(frame)
         with self._lock:
             if self._closed:
                 self._after_close += 1

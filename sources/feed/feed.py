@@ -209,7 +209,9 @@ class Feed:
         return self.protocol.unsubscribe(gone)
 
     def tick(self, now: float) -> None:
-        """Ask again for snapshots that are overdue (see :data:`SNAPSHOT_TIMEOUT_MS`)."""
+        """Send what the protocol has due (a token refresh), and ask again for
+        snapshots that are overdue (see :data:`SNAPSHOT_TIMEOUT_MS`)."""
+        self.outbox.extend(self.protocol.due(now))
         for product, state in self.books.items():
             since = state.awaiting_since
             if since is not None and now - since >= state.retry_ms and state.refused is None \
@@ -342,7 +344,10 @@ class Feed:
             self.counts["server_shutdowns"] += 1
             self.reconnect = True
         elif kind == REPLY:
-            reply = self.protocol.reply(parsed.ref)
+            reply = self.protocol.reply(parsed.ref, parsed.events)
+            if parsed.events:
+                self.counts["auth_grants"] += 1
+            self.outbox.extend(reply.send)
             if reply.confirms_subscribe:
                 for product in reply.products:
                     state = self.books.get(product)
@@ -350,7 +355,7 @@ class Feed:
                         state.snapshot_next = True
         if self.clock_ms:
             ts = parsed.ts
-            if ts is None and parsed.events:
+            if ts is None and parsed.events and kind != REPLY:  # a reply's are a grant
                 ts = parsed.events[-1].ts_exchange
             if ts is not None and ts >= self._clock + self.clock_ms:
                 self._clock = ts
@@ -511,7 +516,7 @@ class Feed:
 
     def _reject(self, ex: FrameError, raw: Raw, ts: float, out: List[Keyed]) -> None:
         self.counts[f"bad_{ex.kind}"] += 1
-        self.bad.report(self.venue.name, ex.kind, str(ex), raw)
+        self.bad.report(self.venue.name, ex.kind, str(ex), self.venue.redact(raw))
         if ex.seq is not None and self.conn_seq is not None \
                 and not self._connection_seq(ex.seq, [], ts, out):
             return

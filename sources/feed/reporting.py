@@ -8,7 +8,9 @@ only counted; the counts go to the status line and the metrics.
 Samples come from the raw frame bytes, bounded and with control characters
 escaped (:func:`~sources.venues.base.safe_text`): a hostile frame can neither
 forge log lines nor, by nesting JSON a thousand levels deep, make the logging
-itself raise.
+itself raise. The feed hands in samples already redacted by their venue
+(:attr:`~sources.venues.base.Venue.redact`), so a broken frame carrying a token
+is shown without it.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ the package is generic. ``python -m sources.simulator --capture PATH`` runs it
 from the command line; :class:`SimulatorThread` runs it in the background of
 synchronous code, and :class:`SimulatorServer` inside an existing event loop. A
 :class:`FaultPlan` (:mod:`sources.simulator.faults`) makes it misbehave on purpose.
+Started with test API keys (``SimulatorConfig.api_keys``, ``--api-key``) it checks
+authentication for real: Deribit tokens that expire, Coinbase Exchange signatures
+within a 30 s window.
 """
 
 from sources.simulator.context import SimulatorConfig

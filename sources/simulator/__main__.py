@@ -30,6 +30,12 @@ Instruments and limits::
     --clone-books --schedule deribit:BTC-30JUL21-40000-C:list=10,delist=60
     --limit deribit.max_connections=64 --limit coinbase.messages_per_second=8
     --limit binance.rest_weight_per_minute=600 --lifetime 30 --shutdown-notice 5
+
+Test credentials (checked for real: Deribit tokens expire, Coinbase Exchange
+signatures must be within 30 s of the server's clock)::
+
+    --api-key deribit:CLIENT_ID:CLIENT_SECRET --token-lifetime 30
+    --api-key coinbase_exchange:KEY:BASE64_SECRET:PASSPHRASE --clock-skew 45
 """
 
 from __future__ import annotations
@@ -38,14 +44,14 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import IO, List, NoReturn, Optional
+from typing import IO, Dict, List, NoReturn, Optional, Tuple
 
 import orjson
 
 from sources.simulator.candles import load_prints
 from sources.simulator.clock import RETIME_MODES
 from sources.simulator.context import REFERENCE_DIR, SimulatorConfig
-from sources.simulator.exchanges import EXCHANGES
+from sources.simulator.exchanges import EXCHANGES, exchange
 from sources.simulator.faults import RANDOM_KINDS, Fault, FaultPlan, FaultRecord, random_faults
 from sources.simulator.limits import LIMIT_KEYS, parse_limit
 from sources.simulator.market import load_recording
@@ -147,6 +153,13 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--weight-window", type=float, default=60.0, metavar="S",
                    help="Binance: the REST weight budget's window (default: %(default)s)")
     p.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
+    p.add_argument("--api-key", action="append", default=[], metavar="VENUE:FIELD:...",
+                   help="an API key the venue accepts (repeatable): deribit:CLIENT_ID:SECRET, "
+                        "coinbase_exchange:KEY:BASE64_SECRET:PASSPHRASE")
+    p.add_argument("--token-lifetime", type=float, default=900.0, metavar="S",
+                   help="Deribit: seconds an access token lives (default: %(default)s)")
+    p.add_argument("--clock-skew", type=float, default=0.0, metavar="S",
+                   help="the venues' clock runs S seconds ahead where signatures are timed")
     p.add_argument("--fault", action="append", default=[], metavar="KIND[:key=value,...]",
                    help="inject a fault (repeatable), e.g. close:code=1001,after=50")
     p.add_argument("--random-faults", type=float, metavar="RATE",
@@ -169,12 +182,26 @@ def fault_list(args: argparse.Namespace) -> List[Fault]:
     return faults
 
 
+def parse_api_key(spec: str) -> Tuple[str, Tuple[str, ...]]:
+    """``VENUE:FIELD:...`` as ``(venue, fields)``; the last field keeps any further
+    ``:`` (a passphrase may contain one). Raises ValueError."""
+    venue, _, rest = spec.partition(":")
+    fields = exchange(venue).key_fields
+    if not fields:
+        raise ValueError(f"--api-key {venue}: the venue has no authentication")
+    return venue, tuple(rest.split(":", len(fields) - 1))
+
+
 def config_from(args: argparse.Namespace) -> SimulatorConfig:
     """The config the flags ask for; raises ValueError on a bad value."""
     limits: dict = {}
     for spec in args.limit:
         venue, key, value = parse_limit(spec)
         limits.setdefault(venue, {})[key] = value
+    api_keys: Dict[str, List[Tuple[str, ...]]] = {}
+    for spec in args.api_key:
+        venue, key = parse_api_key(spec)
+        api_keys.setdefault(venue, []).append(key)
     return SimulatorConfig(speed=args.speed, rate=args.rate,
                            subscribe_timeout=args.subscribe_timeout,
                            min_heartbeat=args.min_heartbeat, compression=args.deflate,
@@ -183,7 +210,8 @@ def config_from(args: argparse.Namespace) -> SimulatorConfig:
                            limits=limits, reference_dir=args.reference_dir or None,
                            lifetime=args.lifetime, shutdown_notice=args.shutdown_notice,
                            ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
-                           weight_window=args.weight_window)
+                           weight_window=args.weight_window, api_keys=api_keys,
+                           token_lifetime=args.token_lifetime, clock_skew=args.clock_skew)
 
 
 async def serve(server: SimulatorServer) -> None:

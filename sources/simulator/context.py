@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Deque, Dict, Mapping, Optional, Sequence, Union
 
 from sources.simulator.clock import RETIME_MODES, ExchangeClock
 from sources.simulator.limits import ClientLimiter
@@ -44,6 +45,16 @@ class SimulatorConfig:
     venue's keepalive (spot 20 s / 60 s, futures 180 s / 600 s);
     ``weight_window`` is the REST weight budget's window (a minute on the venue).
     Tests shorten them all.
+
+    ``api_keys``: per venue, the API keys its authentication accepts, each a
+    tuple of the venue's key fields (Deribit ``(client_id, client_secret)``,
+    Coinbase Exchange ``(key, base64 secret, passphrase)``); a venue without any
+    refuses every authentication, as for an account that does not exist.
+    ``token_lifetime``: seconds a Deribit access token lives (the real server's
+    ``expires_in`` is 900; tests shorten it). ``clock_skew``: seconds the
+    venues' clock runs ahead of this machine's where timestamped signatures are
+    checked (Coinbase Exchange's 30 s window), to simulate a client whose clock
+    is off.
     """
 
     speed: float = 1.0
@@ -61,10 +72,17 @@ class SimulatorConfig:
     ping_interval: Optional[float] = None
     pong_timeout: Optional[float] = None
     weight_window: float = 60.0
+    api_keys: Mapping[str, Sequence[Sequence[str]]] = field(default_factory=dict)
+    token_lifetime: float = 900.0
+    clock_skew: float = 0.0
 
     def __post_init__(self) -> None:
         # Frozen, so normalised through object.__setattr__ (lists and strings in).
         object.__setattr__(self, "schedule", tuple(self.schedule))
+        object.__setattr__(self, "api_keys", {venue: tuple(tuple(key) for key in keys)
+                                              for venue, keys in self.api_keys.items()})
+        if not self.token_lifetime >= 1:
+            raise ValueError("token_lifetime must be at least 1 s")
         if self.reference_dir is not None:
             object.__setattr__(self, "reference_dir", Path(self.reference_dir))
         if self.speed < 0 or (self.rate is not None and self.rate <= 0):
@@ -93,6 +111,10 @@ class VenueState:
     shared: Any = None
 
 
+#: Tokens and signatures remembered per server (a soak refreshes for hours).
+MAX_SEEN = 10_000
+
+
 @dataclass(frozen=True)
 class ServerContext:
     """One server's recording, settings and hooks. ``started`` is the event-loop
@@ -110,3 +132,6 @@ class ServerContext:
     send_log: Optional[SendLog] = None
     frame_filters: Optional[FilterFactory] = None
     faults: Optional["FaultPlan"] = None
+    #: Every token the venues issued and every signature they accepted, newest
+    #: last: what a client must never write into its logs, captures or metrics.
+    credentials_seen: Deque[str] = field(default_factory=lambda: deque(maxlen=MAX_SEEN))

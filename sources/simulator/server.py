@@ -20,7 +20,7 @@ import math
 import os
 import time
 from http import HTTPStatus
-from typing import Callable, Dict, Iterable, Optional, Set, Type
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Type
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -80,6 +80,15 @@ class CountedConnection(ServerConnection):
 def _ip(connection: ServerConnection) -> str:
     address = connection.remote_address
     return str(address[0]) if address else ""
+def check_api_keys(config: SimulatorConfig) -> None:
+    """Raise ValueError for an API key a venue cannot have (unknown venue, wrong
+    number of fields): its clients would fail to authenticate for no visible reason."""
+    for venue, keys in config.api_keys.items():
+        e = exchange(venue)
+        for key in keys:
+            problem = e.check_api_key(tuple(key))
+            if problem is not None:
+                raise ValueError(f"api key for {venue}: {problem}")
 
 
 def _is_upgrade(request: Request) -> bool:
@@ -128,6 +137,7 @@ class SimulatorServer:
             check_fault_venues(faults.faults)
         for listing in config.schedule:
             exchange(listing.venue)
+        check_api_keys(config)
         self.recording = recording
         self.host = host
         self.config = config
@@ -160,6 +170,11 @@ class SimulatorServer:
     def http_url(self) -> str:
         """``http://host:port``; append a venue's REST prefix and its own path."""
         return f"http://{self.host}:{self.port}"
+
+    def credentials_seen(self) -> List[str]:
+        """Every token issued and signature accepted so far (see
+        :attr:`~sources.simulator.context.ServerContext.credentials_seen`)."""
+        return list(self._ctx.credentials_seen) if self._ctx is not None else []
 
     def clock(self, venue: str) -> ExchangeClock:
         """The exchange clock ``venue`` sends times on (fixed at start)."""

@@ -28,7 +28,10 @@ class VenueStats:
     ``rest_errors`` counts REST replies with a status of 400 or more,
     ``rest_statuses`` every reply by status; ``rest_weight`` is the request
     weight charged in all, ``peak_rest_weight`` the most one IP used in one
-    window (Binance).
+    window (Binance). ``authentications`` counts accepted credentials (Deribit
+    ``client_credentials``, Coinbase Exchange signed subscribes), ``refreshes``
+    accepted Deribit refresh tokens, ``auth_failures`` refused ones of either
+    kind, and ``expired`` the connections closed because their token ran out.
     """
 
     open_connections: int = 0
@@ -45,6 +48,10 @@ class VenueStats:
     rest_statuses: Counter = field(default_factory=Counter)
     rest_weight: int = 0
     peak_rest_weight: int = 0
+    authentications: int = 0
+    refreshes: int = 0
+    auth_failures: int = 0
+    expired: int = 0
 
 
 class SimulatorStats:
@@ -106,3 +113,10 @@ class SimulatorStats:
             v = self._venue(venue)
             v.rest_weight += weight
             v.peak_rest_weight = max(v.peak_rest_weight, used)
+
+    def auth(self, venue: str, outcome: str) -> None:
+        """One authentication event: ``authentications``, ``refreshes``,
+        ``auth_failures`` or ``expired``."""
+        with self._lock:
+            v = self._venue(venue)
+            setattr(v, outcome, getattr(v, outcome) + 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 from sources.simulator.candles import Prints
 from sources.simulator.clock import ExchangeClock
@@ -78,6 +78,10 @@ class SimulatorThread:
     def stats(self) -> SimulatorStats:
         """What clients did so far (readable from any thread)."""
         return self.server.stats
+
+    def credentials_seen(self) -> List[str]:
+        """Tokens issued and signatures accepted so far (readable from any thread)."""
+        return self.server.credentials_seen()
 
     def clock(self, venue: str) -> ExchangeClock:
         """The exchange clock ``venue`` sends times on (``clock(v).offset_ms``)."""

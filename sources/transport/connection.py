@@ -16,7 +16,10 @@ which reads them from the shared :class:`~sources.transport.inbox.Inbox`. Here:
   for a close handshake: the peer is presumed dead, and waiting up to
   ``close_timeout`` for its answer only delays the reconnect (and meanwhile
   frames a late peer sends would still be taken as live);
-* frames are recorded, when asked, before they are handed over.
+* frames are recorded, when asked, before they are handed over (the recorder
+  blanks out the secrets of authenticated venues);
+* websockets' own frame logging never runs: it would log the start and end of
+  every payload at DEBUG, an authentication request's secret included.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ from sources.transport.inbox import Connected, Disconnected, Ended, Frame, Inbox
 from sources.transport.limits import TokenBucket
 
 log = logging.getLogger("lobstream.websocket")
+#: The logger websockets writes to for lobstream's connections: held at INFO
+#: whatever the root level, so its DEBUG frame dumps are never emitted.
+wire_log = logging.getLogger("lobstream.websocket.wire")
+wire_log.setLevel(logging.INFO)
 
 #: Advanced Trade snapshots of deep books are single frames of several MB.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -130,7 +137,8 @@ class Connection:
         code: Optional[int] = None
         try:
             async with connect(self.url, max_size=MAX_FRAME_BYTES, open_timeout=10,
-                               ping_interval=20, ping_timeout=20, close_timeout=2) as ws:
+                               ping_interval=20, ping_timeout=20, close_timeout=2,
+                               logger=wire_log) as ws:
                 self._ws = ws
                 self._silent = self._recycle = False
                 self._outgoing.clear()

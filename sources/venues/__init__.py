@@ -7,10 +7,10 @@ the converter and the configuration only ever look venues up here.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 from sources.venues import binance, coinbase, coinbase_exchange, deribit
-from sources.venues.base import Venue
+from sources.venues.base import Raw, Venue, no_redaction
 
 VENUES: Dict[str, Venue] = {spec.name: spec for spec in (
     coinbase.VENUE_SPEC,
@@ -31,3 +31,10 @@ def get_venue(name: str) -> Venue:
     except (KeyError, TypeError):
         raise ValueError(f"unknown venue {name!r}; valid choices: {', '.join(VENUE_NAMES)}") \
             from None
+
+
+def redaction(name: str) -> Callable[[Raw], Raw]:
+    """How venue ``name`` blanks secrets out of its frames (nothing to do for a
+    name that is no venue's: it has no secrets either)."""
+    venue = VENUES.get(name)
+    return venue.redact if venue is not None else no_redaction

@@ -3,9 +3,11 @@
 A venue is one :class:`Venue` record: its pure parser (raw frame bytes → events),
 a per-connection :class:`Protocol` (the messages to send and what replies mean),
 how its books are chained and resynchronised, its connection and message limits,
-its settings, product-name syntax and operator hints. Transports, the feed and
-the configuration read only this record, so adding an exchange is one module plus
-one registry line.
+its settings, product-name syntax and operator hints, and, for venues with
+authenticated channels, the fields of its API key and the redaction of the
+secrets its frames carry (:mod:`sources.venues.credentials`). Transports, the
+feed and the configuration read only this record, so adding an exchange is one
+module plus one registry line.
 
 Parsers validate every field where the frame is parsed. Numbers are decoded by
 msgspec into typed structs with their bounds (:data:`Price`, :data:`Size`,
@@ -215,15 +217,37 @@ class Setting:
     help: str
     choices: Tuple[Any, ...] = ()
     check: Optional[Callable[[Any], Optional[str]]] = None
+    #: Values that only work with the venue's API credentials (Deribit ``raw``):
+    #: the configuration refuses them at start when none are given.
+    needs_credentials: Tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    """One field of a venue's API key: ``LOBSTREAM_<VENUE>_<KEY>`` in the
+    environment, ``key`` in a credentials file (:mod:`dataflows.credentials`).
+    ``check`` returns why a value cannot work (a text that never contains the
+    value), or None."""
+
+    key: str
+    help: str
+    check: Optional[Callable[[str], Optional[str]]] = None
+
+
+def no_redaction(frame: Raw) -> Raw:
+    """The redaction of a venue whose frames never carry a secret."""
+    return frame
 
 
 class Reply(NamedTuple):
-    """What an answer to one of our requests means: the products it was about, and
+    """What an answer to one of our requests means: the products it was about,
     whether it confirms a subscription whose snapshot must be the next book message
-    for those products."""
+    for those products, and the messages it lets the connection send now (the
+    subscriptions an authentication held back)."""
 
     products: List[str]
     confirms_subscribe: bool
+    send: Sequence[Message] = ()
 
 
 class Protocol:
@@ -260,8 +284,9 @@ class Protocol:
         """The answer to a server's liveness probe (none by default)."""
         return []
 
-    def reply(self, ref: Any) -> Reply:
-        """An answer arrived for request ``ref``."""
+    def reply(self, ref: Any, events: Sequence[Any] = ()) -> Reply:
+        """An answer arrived for request ``ref``, carrying ``events`` (the parsed
+        frame's: a Deribit access grant, or nothing)."""
         return Reply([], False)
 
     def refused(self, ref: Any, detail: str) -> Optional[List[str]]:
@@ -269,8 +294,15 @@ class Protocol:
         on a subscription (then it is only logged)."""
         return None
 
+    def due(self, now: float) -> List[Message]:
+        """Messages the connection must send by ``now`` (epoch ms) without being
+        asked: a token refresh, an authentication that went unanswered. The feed
+        calls it about once a second."""
+        return []
+
     def reset(self) -> None:
-        """A new connection: requests of the old one will never be answered."""
+        """A new connection: requests of the old one will never be answered, and
+        what it was granted is gone."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +340,14 @@ class Venue:
     parse_rest: Optional[Callable[[str, Raw, float], Parsed]] = None
     #: Connections are recycled before the server's own lifetime limit (seconds).
     max_lifetime: Optional[float] = None
+    #: The fields of the venue's API key, if it has channels that need one; the
+    #: protocol finds the key (:class:`~sources.venues.credentials.Credentials`)
+    #: under :data:`~sources.venues.credentials.CREDENTIALS` in its settings.
+    credentials: Tuple[CredentialField, ...] = ()
+    #: Blanks out the secrets the venue's frames carry (both directions), before
+    #: a frame is recorded or shown in a sample
+    #: (:class:`~sources.venues.credentials.Redaction`).
+    redact: Callable[[Raw], Raw] = no_redaction
 
     def setting(self, key: str) -> Setting:
         """The venue-specific setting called ``key``."""

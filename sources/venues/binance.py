@@ -290,7 +290,7 @@ class BinanceProtocol(Protocol):
     def resubscribe(self, product: str) -> List[Message]:
         return []
 
-    def reply(self, ref: Any) -> Reply:
+    def reply(self, ref: Any, events: Sequence[Any] = ()) -> Reply:
         method, products = self._pending.pop(ref, ("", []))
         return Reply(products, False)
 

@@ -290,7 +290,7 @@ class CoinbaseProtocol(Protocol):
         return (self._each("unsubscribe", [product], ["level2"])
                 + self._each("subscribe", [product], ["level2"]))
 
-    def reply(self, ref: Any) -> Reply:
+    def reply(self, ref: Any, events: Sequence[Any] = ()) -> Reply:
         # Coinbase may send the snapshot before or after the confirmation, so a
         # confirmation never means "the snapshot is next".
         if self._pending:

@@ -5,9 +5,20 @@ a flat object with a ``type``. A book starts with ``snapshot`` (``bids``/``asks`
 ``[price, size]``), then ``l2update`` messages whose ``changes`` are
 ``[side, price, size]`` with side ``buy``/``sell`` and ``size`` the new level total
 (``"0"`` removes it). ``level2_batch`` has exactly ``level2``'s schema, sent in
-50 ms batches; ``level2`` itself needs authentication since 2023-08-01, which
-lobstream does not do yet, so an unauthenticated ``level2`` subscribe is answered
-with an ``error`` and the configuration only offers ``level2_batch``.
+50 ms batches; ``level2`` itself needs authentication since 2023-08-01: an
+unauthenticated ``level2`` subscribe is answered with an ``error``, so the
+configuration only offers ``level2`` with credentials.
+
+Authentication (Exchange websocket docs, "Authentication"): with credentials
+(API key, base64 secret, passphrase) every ``subscribe`` carries ``key``,
+``passphrase``, ``timestamp`` (seconds, as a string) and ``signature``: the
+base64 HMAC-SHA256, keyed with the base64-decoded secret, of
+``timestamp + "GET" + "/users/self/verify"``. The server refuses a timestamp more
+than 30 s from its clock. A refused signature is an ``error`` whose ``message``
+is ``Sorry, you could not be authenticated: Bad Request`` and whose ``reason``
+says why (``request timestamp expired``, ``invalid signature``, as observed in
+client projects' issue reports). :data:`REDACTION` blanks the key, passphrase
+and signature out of recorded frames.
 
 Limitation: ``snapshot`` and ``l2update`` carry no sequence number (only the
 ``full`` channel does), so a dropped ``l2update`` cannot be detected from the
@@ -22,25 +33,37 @@ reconnect rebuilds the group either way.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import re
+import time
 from collections import deque
 from datetime import datetime
-from typing import Annotated, Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Annotated, Any, Callable, Deque, Dict, List, Literal, Mapping, Optional,
+                    Sequence, Tuple, Union)
 
 import msgspec
 
 from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, MAX_MS, MIN_MS,
-                                 REPLY, TICKER, TRADES, FrameError, Limits, Message, Parsed, Price,
-                                 ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, Venue, Wire,
-                                 check_name, loads, reason, safe_text, valid_product)
+                                 REPLY, TICKER, TRADES, CredentialField, FrameError, Limits,
+                                 Message, Parsed, Price, ProductId, Protocol, Raw, Reply, SeqNo,
+                                 Setting, Size, Venue, Wire, check_name, loads, reason, safe_text,
+                                 valid_product)
+from sources.venues.credentials import Credentials, Redaction, credentials
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
 VENUE = "coinbase_exchange"
 DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
 DEFAULT_CHANNEL = "level2_batch"
-#: Book channels lobstream can subscribe without credentials.
-PUBLIC_CHANNELS = (DEFAULT_CHANNEL,)
+#: The book channel that needs credentials.
+AUTH_CHANNEL = "level2"
 HEARTBEAT_CHANNEL = "heartbeat"
+#: What a signed subscribe signs, after its timestamp (the REST identity check).
+SIGNED_PATH = "GET/users/self/verify"
+#: What carries a secret in Exchange frames: the fields of a signed subscribe.
+REDACTION = Redaction(("signature", "key", "passphrase"), needles=(b"signature", b"passphrase"))
 
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -184,15 +207,35 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
     raise FrameError("unknown_type", f"unknown message type {safe_text(kind, 40)}")
 
 
+def signature(secret: str, timestamp: str) -> str:
+    """The ``signature`` of a subscribe sent at ``timestamp`` with the base64 API
+    ``secret``."""
+    message = (timestamp + SIGNED_PATH).encode()
+    digest = hmac.new(base64.b64decode(secret), message, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def signed(creds: Credentials, timestamp: str) -> Dict[str, str]:
+    """The fields that authenticate a subscribe sent at ``timestamp``."""
+    return {"signature": signature(creds.reveal("secret"), timestamp),
+            "key": creds.reveal("key"), "passphrase": creds.reveal("passphrase"),
+            "timestamp": timestamp}
+
+
 class CoinbaseExchangeProtocol(Protocol):
     """One subscribe carries the book channel and ``heartbeat`` for every product;
-    errors carry no request id and are pinned on the oldest subscribe waiting."""
+    errors carry no request id and are pinned on the oldest subscribe waiting.
+    With credentials every subscribe is signed, at the time it is built
+    (:attr:`clock`, seconds): the feed hands it to the socket at once, well
+    inside the server's 30 s window."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         super().__init__(settings)
         self.channel = str(settings.get("channel", DEFAULT_CHANNEL))
         self.extra = (["matches"] if settings.get("trades", True) else []) \
             + (["ticker"] if settings.get("tickers", False) else [])
+        self._credentials = credentials(settings)
+        self.clock: Callable[[], float] = time.time
         self._pending: Deque[Tuple[bool, List[str]]] = deque()
 
     def _message(self, kind: str, products: Sequence[str],
@@ -203,7 +246,10 @@ class CoinbaseExchangeProtocol(Protocol):
             self._pending.popleft()
             self.forgotten += 1
         self._pending.append((kind == "subscribe", list(products)))
-        return [{"type": kind, "product_ids": list(products), "channels": channels}]
+        message: Message = {"type": kind, "product_ids": list(products), "channels": channels}
+        if kind == "subscribe" and self._credentials is not None:
+            message.update(signed(self._credentials, f"{self.clock():.0f}"))
+        return [message]
 
     def open(self, products: Sequence[str]) -> List[Message]:
         return self._message("subscribe", products,
@@ -219,7 +265,7 @@ class CoinbaseExchangeProtocol(Protocol):
         return (self._message("unsubscribe", [product], [self.channel])
                 + self._message("subscribe", [product], [self.channel]))
 
-    def reply(self, ref: Any) -> Reply:
+    def reply(self, ref: Any, events: Sequence[Any] = ()) -> Reply:
         if self._pending:
             return Reply(self._pending.popleft()[1], False)
         return Reply([], False)
@@ -237,9 +283,11 @@ class CoinbaseExchangeProtocol(Protocol):
         self._pending.clear()
 
 
-def _check_channel(value: Any) -> Optional[str]:
-    if value == "level2":
-        return "level2 needs authentication, which lobstream does not do yet; use level2_batch"
+def _check_secret(value: str) -> Optional[str]:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return "is not base64: Coinbase shows the API secret base64-encoded, paste it unchanged"
     return None
 
 
@@ -257,13 +305,30 @@ VENUE_SPEC = Venue(
     default_products=("BTC-USD", "ETH-USD"),
     check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"),
                              "BASE-QUOTE product ids such as BTC-USD"),
-    settings=(Setting("channel", DEFAULT_CHANNEL, "book channel", PUBLIC_CHANNELS + ("level2",),
-                      _check_channel),
+    settings=(Setting("channel", DEFAULT_CHANNEL, "book channel (level2 needs credentials)",
+                      (DEFAULT_CHANNEL, AUTH_CHANNEL), needs_credentials=(AUTH_CHANNEL,)),
               Setting("trades", True, "also follow matches (trade prints, bars)"),
               Setting("tickers", False, "also follow ticker (last price in bars)")),
     hints=(
-        ("channels now require authentication", "level2 needs credentials, which lobstream "
-         "does not use; use level2_batch (coinbase_exchange.channel = \"level2_batch\")"),
+        ("channels now require authentication", "level2 needs credentials: set "
+         "LOBSTREAM_COINBASE_EXCHANGE_KEY, _SECRET and _PASSPHRASE (or "
+         "coinbase_exchange.credentials_file), or use level2_batch "
+         "(coinbase_exchange.channel = \"level2_batch\")"),
+        ("timestamp expired", "this machine's clock is more than 30 s away from Coinbase's: "
+         "synchronise it (NTP), then restart"),
+        ("invalid signature", "Coinbase refused the signature: check "
+         "LOBSTREAM_COINBASE_EXCHANGE_SECRET (or the file in "
+         "coinbase_exchange.credentials_file) against the API key, then restart"),
+        ("Invalid API Key", "Coinbase does not know LOBSTREAM_COINBASE_EXCHANGE_KEY: check it "
+         "(or the file in coinbase_exchange.credentials_file), then restart"),
+        ("Invalid Passphrase", "check LOBSTREAM_COINBASE_EXCHANGE_PASSPHRASE (or the file in "
+         "coinbase_exchange.credentials_file), then restart"),
+        ("could not be authenticated", "check the Coinbase Exchange credentials, then restart"),
         ("not a valid product", "check the product names in the configuration"),
     ),
+    credentials=(CredentialField("key", "the API key"),
+                 CredentialField("secret", "the API secret (base64, as Coinbase shows it)",
+                                 _check_secret),
+                 CredentialField("passphrase", "the passphrase chosen with the key")),
+    redact=REDACTION,
 )

@@ -26,6 +26,19 @@ channels per request. Deribit allows 32 connections per IP and answers every
 request with its ``id``; heartbeats are switched on with ``public/set_heartbeat``
 and each ``test_request`` must be answered with ``public/test`` or the server
 closes the connection.
+
+Authentication (docs.deribit.com, ``public/auth``), when the connection has
+credentials: ``client_credentials`` (client id and secret) is the first request
+after the heartbeat, on every connection, and the subscriptions wait for its
+answer, whose ``result`` holds ``access_token``, ``refresh_token`` and
+``expires_in`` (seconds). Before the token expires the connection trades its
+refresh token for new ones (grant ``refresh_token``); a refused refresh falls
+back on the client credentials. Errors: ``13004 invalid_credentials`` (wrong
+id or secret), ``13009 unauthorized`` (a token that is no longer valid; newer
+docs call it ``invalid_token``). With a token, ``raw`` books and trades are
+served. The tokens live only in the connection's :class:`DeribitProtocol`, as
+:class:`~sources.venues.credentials.Secret`, and :data:`REDACTION` blanks them
+(and the client secret) out of recorded and sampled frames.
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from itertools import count
-from typing import Annotated, Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import (Annotated, Any, Dict, List, Literal, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import msgspec
 
@@ -41,17 +55,19 @@ from sources.instruments.model import BASE, QUOTE, amounts
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, TICKER,
                                  TRADES, FrameError, Funding, Limits, Message, Millis, Parsed,
                                  Price, ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size,
-                                 TradeId, Venue, Wire, check_name, loads, reason, safe_text,
-                                 valid_product, valid_seq)
+                                 TradeId, Venue, CredentialField, Wire, check_name, loads, reason,
+                                 safe_text, valid_product, valid_seq)
 from sources.candles.model import Candle, CandleApi, check_candle
+from sources.venues.credentials import Redaction, Secret, credentials
 from state.events import REFRESH, SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 from state.sync import chain_exact
 
 VENUE = "deribit"
 DEFAULT_URL = "wss://www.deribit.com/ws/api/v2"
 DEFAULT_INTERVAL = "100ms"
-#: Book intervals a public (unauthenticated) client may subscribe.
+#: Book intervals a public (unauthenticated) client may subscribe; ``raw`` needs a token.
 INTERVALS = ("100ms", "agg2")
+RAW = "raw"
 #: Depths of the grouped channel; 0 means the plain (full, chained) book channel.
 GROUPED_DEPTHS = (0, 1, 10, 20)
 #: The grouped channels' depths as the channel name spells them. A lookup, not
@@ -61,6 +77,17 @@ _DEPTHS = {str(d): d for d in GROUPED_DEPTHS if d}
 HEARTBEAT_INTERVAL = 10
 #: Channels per ``public/subscribe`` (the documented maximum is 500).
 CHANNELS_PER_REQUEST = 500
+#: A token is refreshed when a fifth of its lifetime is left, but at least this
+#: long before it expires (the feed asks :meth:`DeribitProtocol.due` once a
+#: second, ``sources.transport.websocket.TICK_MS``: three chances), and never
+#: before half of it has passed. Real tokens live 900 s: refreshed after 720 s.
+REFRESH_LEAD_MS = 3000.0
+#: An authentication request unanswered for this long is sent again.
+AUTH_TIMEOUT_MS = 15_000.0
+#: What carries a secret in Deribit frames: the client credentials we send, the
+#: tokens the server answers (and the refresh token we send back).
+REDACTION = Redaction(("access_token", "refresh_token", "client_id", "client_secret"),
+                      needles=(b"_token", b"client_"))
 
 
 #: Absent raw fields decode to an empty Raw (msgspec cannot make Raw Optional).
@@ -126,6 +153,27 @@ class _Error(Wire):
     data: msgspec.Raw = _ABSENT
 
 
+_Token = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class _AuthResult(msgspec.Struct):
+    access_token: _Token
+    refresh_token: _Token
+    #: Seconds; between 1 s and a year and a bit.
+    expires_in: Annotated[int, msgspec.Meta(ge=1, le=40_000_000)]
+
+
+class Grant(NamedTuple):
+    """The tokens a ``public/auth`` answer carries (never shown: see
+    :class:`~sources.venues.credentials.Secret`), their lifetime in seconds, and
+    the local time they arrived (epoch ms), from which their refresh is timed."""
+
+    access: Secret
+    refresh: Secret
+    expires_in: float
+    ts: float
+
+
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _NOTIFICATION = msgspec.json.Decoder(_Notification)
 _HEARTBEAT = msgspec.json.Decoder(_Heartbeat)
@@ -134,6 +182,7 @@ _TOP_BOOK = msgspec.json.Decoder(_TopBook)
 _ERROR = msgspec.json.Decoder(_Error)
 _TRADES = msgspec.json.Decoder(List[_Trade])
 _TICKER = msgspec.json.Decoder(_Ticker)
+_AUTH_RESULT = msgspec.json.Decoder(_AuthResult)
 _DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
@@ -161,14 +210,28 @@ def parse(raw: Raw, ts_recv: float) -> Parsed:
                 return Parsed(ERROR, None, [], ref=env.id, detail="unreadable error", code="?")
             detail = f"{err.code} {safe_text(err.message)}"
             if err.data:
-                detail += f" {safe_text(bytes(err.data), 160)}"
+                detail += f" {safe_text(REDACTION(bytes(err.data)), 160)}"
             return Parsed(ERROR, None, [], ref=env.id, detail=detail, code=str(err.code))
+        if env.result and b"access_token" in (result := bytes(env.result)):
+            return _grant(env.id, result, ts_recv)
         return Parsed(REPLY, None, [], ref=env.id)
     if method is None and error is not None:
         # An error that names no request of ours (id null) concerns no subscription.
         return Parsed(ERROR, None, [], detail=f"unattributed error "
                       f"{safe_text(bytes(error), 160)}", code="unattributed")
     raise FrameError("unknown_type", f"unknown message (method {safe_text(method, 40)!r})")
+
+
+def _grant(ref: int, result: bytes, ts_recv: float) -> Parsed:
+    """An answer carrying tokens (``public/auth``); one that cannot be read is an
+    error for its request, so the authentication it answers is not left waiting."""
+    try:
+        auth = _AUTH_RESULT.decode(result)
+    except _DECODE_ERRORS as ex:
+        return Parsed(ERROR, None, [], ref=ref, detail=f"unreadable public/auth answer: "
+                      f"{reason(ex)}", code="bad_grant")
+    return Parsed(REPLY, None, [Grant(Secret(auth.access_token), Secret(auth.refresh_token),
+                                      float(auth.expires_in), ts_recv)], ref=ref)
 
 
 def _notification(params: msgspec.Raw, ts_recv: float) -> Parsed:
@@ -278,7 +341,14 @@ class DeribitProtocol(Protocol):
     """JSON-RPC requests with per-connection ids; subscribe and unsubscribe
     requests remember their instruments so an answer or an error can be pinned on
     exactly them. ``public/test`` answers are not tracked at all: a server that
-    keeps asking must not grow any table."""
+    keeps asking must not grow any table.
+
+    With credentials in its settings the connection authenticates first (see the
+    module docstring): until the grant arrives, subscriptions are held back
+    (:attr:`_waiting`) and go out with the answer (:attr:`Reply.send`); the
+    refresh is sent by :meth:`due`. A refused ``client_credentials`` request
+    refuses every product held back; a refused refresh only falls back on the
+    client credentials."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         super().__init__(settings)
@@ -286,9 +356,27 @@ class DeribitProtocol(Protocol):
         self.depth = int(settings.get("depth", 0))
         self.trades = bool(settings.get("trades", True))
         self.tickers = bool(settings.get("tickers", True))
+        self._credentials = credentials(settings)
         self._ids = count(1)
         #: id -> (method, instruments) of requests awaiting an answer.
         self._pending: "OrderedDict[int, Tuple[str, List[str]]]" = OrderedDict()
+        #: The tokens of the current grant (None: not authenticated yet).
+        self._grant: Optional[Grant] = None
+        self._refresh_at = float("inf")
+        #: The ``public/auth`` request in flight: its id, whether it is a refresh,
+        #: and when :meth:`due` first saw it waiting.
+        self._auth: Optional[int] = None
+        self._auth_refresh = False
+        self._auth_seen: Optional[float] = None
+        #: The refresh token was refused: the next grant comes from the credentials.
+        self._use_credentials = False
+        #: Products whose subscription waits for the authentication (ordered set).
+        self._waiting: Dict[str, None] = {}
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether subscriptions may go out: no credentials, or a grant in hand."""
+        return self._credentials is None or self._grant is not None
 
     def _request(self, method: str, params: Dict[str, Any],
                  products: Optional[Sequence[str]] = None) -> Message:
@@ -300,15 +388,33 @@ class DeribitProtocol(Protocol):
             self._pending[ident] = (method, list(products))
         return {"jsonrpc": "2.0", "id": ident, "method": method, "params": params}
 
+    def _authenticate(self) -> Message:
+        """A ``public/auth`` request: the refresh of the current grant, or the
+        client credentials when there is none to refresh."""
+        creds = self._credentials
+        assert creds is not None
+        refresh = self._grant is not None and not self._use_credentials
+        if refresh:
+            assert self._grant is not None
+            params = {"grant_type": "refresh_token",
+                      "refresh_token": self._grant.refresh.reveal()}
+        else:
+            params = {"grant_type": "client_credentials", "client_id": creds.reveal("client_id"),
+                      "client_secret": creds.reveal("client_secret")}
+        message = self._request("public/auth", params)
+        self._auth, self._auth_refresh, self._auth_seen = message["id"], refresh, None
+        return message
+
     def _names(self, product: str, books_only: bool) -> List[str]:
         names = [channel(product, self.interval, self.depth)]
         if not books_only:
-            # trades and ticker have no raw interval for public clients either.
-            interval = "100ms" if self.interval == "raw" else self.interval
+            # Trades follow the book's interval (raw needs the same token); the
+            # ticker stays at 100 ms: its raw stream adds nothing lobstream uses.
+            ticker = "100ms" if self.interval == RAW else self.interval
             if self.trades:
-                names.append(f"trades.{product}.{interval}")
+                names.append(f"trades.{product}.{self.interval}")
             if self.tickers:
-                names.append(f"ticker.{product}.{interval}")
+                names.append(f"ticker.{product}.{ticker}")
         return names
 
     def _channels(self, method: str, products: Sequence[str],
@@ -323,40 +429,82 @@ class DeribitProtocol(Protocol):
         return out
 
     def open(self, products: Sequence[str]) -> List[Message]:
-        return [self._request("public/set_heartbeat", {"interval": HEARTBEAT_INTERVAL}, [])
-                ] + self.subscribe(products)
+        heartbeat = self._request("public/set_heartbeat", {"interval": HEARTBEAT_INTERVAL}, [])
+        if self._credentials is None:
+            return [heartbeat] + self.subscribe(products)
+        self._waiting = dict.fromkeys(products)
+        return [heartbeat, self._authenticate()]
 
     def subscribe(self, products: Sequence[str]) -> List[Message]:
+        if not self.authenticated:
+            self._waiting.update(dict.fromkeys(products))
+            return []
         return self._channels("public/subscribe", products)
 
     def unsubscribe(self, products: Sequence[str]) -> List[Message]:
+        if not self.authenticated:
+            for product in products:
+                self._waiting.pop(product, None)
+            return []
         return self._channels("public/unsubscribe", products)
 
     def resubscribe(self, product: str) -> List[Message]:
+        if not self.authenticated:
+            return []  # its subscription goes out with the grant
         return (self._channels("public/unsubscribe", [product], books_only=True)
                 + self._channels("public/subscribe", [product], books_only=True))
 
     def answer_test_request(self) -> List[Message]:
         return [self._request("public/test", {})]
 
-    def reply(self, ref: Any) -> Reply:
+    def reply(self, ref: Any, events: Sequence[Any] = ()) -> Reply:
+        if ref is not None and ref == self._auth:
+            grant = next((e for e in events if isinstance(e, Grant)), None)
+            if grant is None:
+                return Reply([], False)  # no tokens: due() asks again after AUTH_TIMEOUT_MS
+            self._auth, self._grant, self._use_credentials = None, grant, False
+            life = grant.expires_in * 1000.0
+            self._refresh_at = grant.ts + max(life / 2, life - max(life / 5, REFRESH_LEAD_MS))
+            waiting, self._waiting = list(self._waiting), {}
+            return Reply([], False, self.subscribe(waiting) if waiting else [])
         method, products = self._pending.pop(ref, ("", []))
         # Deribit confirms a subscription before it sends the snapshot.
         return Reply(products, method == "public/subscribe")
 
     def refused(self, ref: Any, detail: str) -> Optional[List[str]]:
+        if ref is not None and ref == self._auth:
+            self._auth = None
+            if self._auth_refresh:
+                # The grant still holds until it expires: get a new one from the
+                # credentials at the next due() instead.
+                self._use_credentials, self._refresh_at = True, float("-inf")
+                return None
+            # No more attempts on this connection: a grant still held expires, the
+            # server ends the connection, and the next one starts afresh.
+            self._refresh_at = float("inf")
+            waiting, self._waiting = list(self._waiting), {}
+            return waiting or None
         method, products = self._pending.pop(ref, ("", []))
         return products if method == "public/subscribe" and products else None
 
+    def due(self, now: float) -> List[Message]:
+        if self._credentials is None:
+            return []
+        if self._auth is not None:
+            if self._auth_seen is None:
+                self._auth_seen = now
+            elif now - self._auth_seen >= AUTH_TIMEOUT_MS:
+                return [self._authenticate()]
+            return []
+        if self._grant is not None and now >= self._refresh_at:
+            return [self._authenticate()]
+        return []
+
     def reset(self) -> None:
         self._pending.clear()
-
-
-def _check_interval(value: Any) -> Optional[str]:
-    if value == "raw":
-        return ("raw books need authentication, which lobstream does not do yet; "
-                "use 100ms")
-    return None
+        self._grant, self._auth, self._use_credentials = None, None, False
+        self._refresh_at = float("inf")
+        self._waiting = {}
 
 
 _CUR = r"[A-Z0-9]{1,20}"
@@ -388,8 +536,8 @@ VENUE_SPEC = Venue(
                              "XRP_USDC-30JUN23-0d625-C, spot BTC_USDC"),
     book_chain=chain_exact,
     settings=(
-        Setting("interval", DEFAULT_INTERVAL, "book interval", INTERVALS + ("raw",),
-                _check_interval),
+        Setting("interval", DEFAULT_INTERVAL, "book interval (raw: tick by tick, needs "
+                "credentials)", INTERVALS + (RAW,), needs_credentials=(RAW,)),
         Setting("depth", 0, "0 = full chained book; 1, 10 or 20 = the grouped top-N channel "
                 "book.{instrument}.none.{depth}.{interval}", GROUPED_DEPTHS),
         Setting("trades", True, "also follow trades.{instrument}.{interval}"),
@@ -397,13 +545,23 @@ VENUE_SPEC = Venue(
                 "funding in bars)"),
     ),
     hints=(
-        ("13778", "raw books need authentication; use the 100ms interval "
+        ("13004", "Deribit does not know this API key: check LOBSTREAM_DERIBIT_CLIENT_ID and "
+                  "LOBSTREAM_DERIBIT_CLIENT_SECRET (or the file in deribit.credentials_file) "
+                  "against the key's page on deribit.com, then restart"),
+        ("13009", "Deribit no longer accepts the connection's token; lobstream authenticates "
+                  "again with the client credentials"),
+        ("unreadable public/auth answer", "check that deribit.url is Deribit's websocket API"),
+        ("13778", "raw books need an authenticated connection: set LOBSTREAM_DERIBIT_CLIENT_ID "
+                  "and LOBSTREAM_DERIBIT_CLIENT_SECRET, or use the 100ms interval "
                   "(deribit.interval = \"100ms\")"),
         ("raw_subscriptions_not_available", "raw books need authentication; use 100ms"),
         ("10028", "Deribit's request credit ran out: lower the subscribe rate"),
         ("Invalid params", "check the instrument names in the configuration"),
     ),
     answers_test_requests=True,
+    credentials=(CredentialField("client_id", "the API key's Client Id"),
+                 CredentialField("client_secret", "the API key's Client Secret")),
+    redact=REDACTION,
 )
 
 

@@ -55,6 +55,9 @@ class SimulatedExchange:
     #: first frame, and cloned instruments copy its products.
     book_channel: str = "book"
     limits: Limits = Limits()
+    #: The fields of one of the venue's API keys (``--api-key VENUE:F1:F2...``);
+    #: none: the venue has no authentication.
+    key_fields: Tuple[str, ...] = ()
 
     # --- recordings -------------------------------------------------------------
 
@@ -82,6 +85,14 @@ class SimulatedExchange:
 
     def book_start(self, recording: Recording) -> Optional[float]:
         return recording.start(self.venue, self.book_channel)
+
+    def check_api_key(self, key: Tuple[str, ...]) -> Optional[str]:
+        """Why ``key`` cannot be one of this venue's API keys, or None."""
+        if not self.key_fields:
+            return f"{self.venue} has no authentication"
+        if len(key) != len(self.key_fields) or not all(key):
+            return f"a {self.venue} API key is {':'.join(self.key_fields)}"
+        return None
 
     # --- connections ------------------------------------------------------------
 

@@ -16,10 +16,18 @@ last ticker), as a new subscription does on the real feed. ``heartbeat`` sends
 one message per subscribed product per second.
 
 ``level2`` (like ``level3`` and ``full``) needs credentials since 2023-08-01;
-without ``signature``/``key``/``passphrase``/``timestamp`` (any values pass here:
-the point is to make clients that forget them fail as they would live) the
-request gets the error the real server sends, and the other channels of the same
-request are still subscribed, as live probes observed for ``heartbeat``. An
+without ``signature``/``key``/``passphrase``/``timestamp`` the request gets the
+error the real server sends, and the other channels of the same request are
+still subscribed, as live probes observed for ``heartbeat``. A request that
+carries any of them is checked for real against the API keys the server was
+started with (``api_keys["coinbase_exchange"]``): a known ``key``, its
+``passphrase``, a ``timestamp`` (seconds, a string) within 30 s of the server's
+clock (moved by ``clock_skew``), and ``signature`` = base64 HMAC-SHA256, keyed
+with the base64-decoded secret, of ``timestamp + "GET" + "/users/self/verify"``.
+A failed check refuses the whole request with ``{"type": "error", "message":
+"Sorry, you could not be authenticated: Bad Request", "reason": ...}`` (reason
+``Invalid API Key``, ``Invalid Passphrase``, ``request timestamp expired``,
+``invalid signature``: the wording client projects' issue reports show). An
 unknown product, or one a fault plan refuses, fails the whole request. Channels
 the simulator does not serve (``ticker_batch``, ``status``...) are refused as
 invalid.
@@ -38,7 +46,13 @@ bundled reply (it has no times); an unknown product gets ``404
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import calendar
+import hashlib
+import hmac
+import math
+import time
 from bisect import bisect_right
 from decimal import Decimal
 from pathlib import Path
@@ -70,6 +84,10 @@ MATCHES, TICKER = "matches", "ticker"
 #: heartbeats report.
 CHANNEL_OF = {"snapshot": "book", "l2update": "book", "match": MATCHES,
               "last_match": MATCHES, "ticker": TICKER}
+#: The ``message`` of a refused signature (its ``reason`` says why).
+AUTH_FAILED = "Sorry, you could not be authenticated: Bad Request"
+#: How far a signature's timestamp may be from the server's clock, in seconds.
+SIGNATURE_WINDOW = 30.0
 
 PRODUCTS_FILE = "coinbase_exchange_products.json.gz"
 #: When the bundled products reply was recorded (recordings/PROVENANCE.md).
@@ -179,11 +197,19 @@ class CoinbaseExchangeSession(Session):
             await self._error(f"unknown message type {kind!r}",
                               "expected subscribe or unsubscribe")
             return
+        signed = kind == "subscribe" and any(f in request for f in AUTH_FIELDS)
+        if signed:
+            refused = self._verify(request)
+            if refused is not None:
+                self.ctx.stats.auth(VENUE, "auth_failures")
+                await self._error(AUTH_FAILED, refused)
+                return
+            self.ctx.stats.auth(VENUE, "authentications")
         try:
             wanted = self._channels(request)
             if kind == "unsubscribe":
                 self._unsubscribe(wanted)
-            elif not await self._subscribe(wanted, all(request.get(f) for f in AUTH_FIELDS)):
+            elif not await self._subscribe(wanted, signed):
                 return
         except RequestError as exc:
             await self._error(f"Failed to {kind}", str(exc))
@@ -193,6 +219,34 @@ class CoinbaseExchangeSession(Session):
         await self.send(REPLY, {"type": "subscriptions",
                                 "channels": [{"name": name, "product_ids": list(products)}
                                              for name, products in self._subs.items()]})
+
+    def _verify(self, request: Dict[str, Any]) -> Optional[str]:
+        """Why a signed subscribe is refused, or None if its signature holds."""
+        key, passphrase, stamp, signature = (request.get(f) for f in
+                                             ("key", "passphrase", "timestamp", "signature"))
+        keys = {k[0]: k[1:] for k in self.ctx.config.api_keys.get(VENUE, ())}
+        if not isinstance(key, str) or key not in keys:
+            return "Invalid API Key"
+        secret, expected = keys[key]
+        if not isinstance(passphrase, str) or not hmac.compare_digest(
+                expected.encode(), passphrase.encode()):
+            return "Invalid Passphrase"
+        try:
+            when = float(stamp) if isinstance(stamp, str) else math.nan
+        except ValueError:
+            when = math.nan
+        if not math.isfinite(when):
+            return "invalid timestamp"
+        if abs(time.time() + self.ctx.config.clock_skew - when) > SIGNATURE_WINDOW:
+            return "request timestamp expired"
+        message = (stamp + "GET/users/self/verify").encode()
+        good = base64.b64encode(hmac.new(base64.b64decode(secret), message,
+                                         hashlib.sha256).digest()).decode()
+        if not isinstance(signature, str) or not hmac.compare_digest(good.encode(),
+                                                                     signature.encode()):
+            return "invalid signature"
+        self.ctx.credentials_seen.append(signature)
+        return None
 
     @staticmethod
     def _channels(request: Dict[str, Any]) -> Dict[str, List[str]]:
@@ -358,6 +412,16 @@ class CoinbaseExchange(SimulatedExchange):
     rest_prefix = "/coinbase-exchange"
     routes = (Route("/products", list_products), Route("/products/{product_id}", get_product))
     book_channel = "book"
+    key_fields = ("key", "secret", "passphrase")
+
+    def check_api_key(self, key: Tuple[str, ...]) -> Optional[str]:
+        problem = super().check_api_key(key)
+        if problem is None:
+            try:
+                base64.b64decode(key[1], validate=True)
+            except (binascii.Error, ValueError):
+                return "its secret is not base64"
+        return problem
 
     def index(self, msg: Dict[str, Any]) -> Optional[List[Indexed]]:
         kind = msg.get("type")

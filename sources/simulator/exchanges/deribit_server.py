@@ -9,10 +9,10 @@ of these kinds, mixed freely:
 * ``book.{instrument}.{interval}``: the recordings were made on ``raw``, but
   unauthenticated clients may only use ``100ms``/``agg2``, so the recorded changes
   are served on whichever interval was subscribed, under the client's own channel
-  name. ``raw`` needs a prior ``public/auth``, which accepts any credentials: the
-  point is to make clients that forget to authenticate fail the way they would on
-  the real server (error 13778 for the whole request). One plain book channel per
-  instrument and connection; a resubscribe snapshot continues the change chain.
+  name. ``raw`` needs the connection to hold a valid token (below), else the
+  whole request fails with error 13778, as on the real server. One plain book
+  channel per instrument and connection; a resubscribe snapshot continues the
+  change chain.
 * ``book.{instrument}.{group}.{depth}.{interval}`` (group ``none``, depth 1, 10 or
   20, interval ``100ms`` or ``agg2``): after each recorded change, the complete
   top-``depth`` book as ``[price, amount]`` pairs with ``instrument_name``,
@@ -33,6 +33,20 @@ Heartbeats follow the real server: after ``public/set_heartbeat`` a
 ``test_request`` goes out every interval, and a client that has not called
 ``public/test`` by the next one is disconnected.
 
+Authentication checks the API keys the server was started with
+(``api_keys["deribit"]``, ``--api-key deribit:ID:SECRET``). ``public/auth`` with
+``client_credentials`` and a known id and secret, or with ``refresh_token`` and
+the connection's current refresh token, answers fresh random tokens with
+``expires_in`` = ``token_lifetime`` (900 s on the real server) and
+``token_type: bearer``; anything else gets ``13004 invalid_credentials`` (wrong
+id or secret) or ``13009 unauthorized`` (a refresh token that is not the
+connection's current one: each is good once), and missing parameters get
+``-32602``. Tokens are per connection (scope ``connection``). A token that
+expires unrefreshed ends the connection's authorization: the server closes it
+(1008, "access token expired"). The real server's behaviour at expiry is not
+documented; closing is the simulator's strict reading, so a client that
+forgets to refresh cannot go unnoticed.
+
 Instruments: ``public/get_instruments`` (over the websocket, or
 ``GET .../api/v2/public/get_instruments?currency=BTC&kind=option&expired=false``)
 serves the bundled lists, one per currency, with ``creation_timestamp`` and
@@ -50,7 +64,9 @@ from __future__ import annotations
 import asyncio
 import calendar
 import heapq
+import hmac
 import re
+import secrets
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -222,7 +238,9 @@ class DeribitSession(Session):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._authorized = False
+        #: The connection's current (access, refresh) tokens; None: not authorized.
+        self._tokens: Optional[Tuple[str, str]] = None
+        self._expiry: Optional["asyncio.Task[None]"] = None
         self._test_pending = False
         self._heartbeats: Optional["asyncio.Task[None]"] = None
         self._books: Dict[str, DeribitBookStream] = {}  # plain channels, by instrument
@@ -285,7 +303,7 @@ class DeribitSession(Session):
             raise invalid_params(
                 f"channel {channel!r} is not served here: use (book|trades|ticker).INSTRUMENT."
                 "(100ms|agg2|raw) or book.INSTRUMENT.none.(1|10|20).(100ms|agg2)", "channels")
-        if plain and parts[2] == "raw" and not self._authorized:
+        if plain and parts[2] == "raw" and self._tokens is None:
             raise RpcError(13778, "raw_subscriptions_not_available_for_unauthorized")
         unknown = self.unknown([parts[1]])
         if unknown:
@@ -395,9 +413,46 @@ class DeribitSession(Session):
         return {"version": VERSION}
 
     def _auth(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        self._authorized = True
-        return {"access_token": "simulator", "refresh_token": "simulator",
-                "expires_in": 31536000, "scope": "connection", "token_type": "bearer"}
+        grant = params.get("grant_type")
+        stats = self.ctx.stats
+        if grant == "client_credentials":
+            client_id, secret = params.get("client_id"), params.get("client_secret")
+            if not isinstance(client_id, str) or not isinstance(secret, str):
+                raise invalid_params("client_id and client_secret are required", "client_id")
+            known = dict(self.ctx.config.api_keys.get(VENUE, ()))
+            expected = known.get(client_id)
+            if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
+                stats.auth(VENUE, "auth_failures")
+                raise RpcError(13004, "invalid_credentials")
+            stats.auth(VENUE, "authentications")
+        elif grant == "refresh_token":
+            token = params.get("refresh_token")
+            if not isinstance(token, str):
+                raise invalid_params("refresh_token is required", "refresh_token")
+            if self._tokens is None or not hmac.compare_digest(self._tokens[1].encode(),
+                                                               token.encode()):
+                stats.auth(VENUE, "auth_failures")
+                raise RpcError(13009, "unauthorized")
+            stats.auth(VENUE, "refreshes")
+        else:
+            raise invalid_params("grant_type must be client_credentials or refresh_token",
+                                 "grant_type")
+        self._tokens = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+        self.ctx.credentials_seen.extend(self._tokens)
+        lifetime = self.ctx.config.token_lifetime
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = self.spawn(self._expire(self._tokens, lifetime))
+        return {"access_token": self._tokens[0], "refresh_token": self._tokens[1],
+                "expires_in": int(lifetime), "scope": "connection mainaccount",
+                "token_type": "bearer", "enabled_features": []}
+
+    async def _expire(self, tokens: Tuple[str, str], lifetime: float) -> None:
+        await asyncio.sleep(lifetime)
+        if self._tokens is tokens:
+            self._tokens = None
+            self.ctx.stats.auth(VENUE, "expired")
+            await self.ws.close(1008, "access token expired")
 
     async def _send_heartbeats(self, interval: float) -> None:
         while True:
@@ -467,6 +522,7 @@ class Deribit(SimulatedExchange):
     routes = (Route("/api/v2/public/get_instruments", get_instruments),)
     book_channel = "book"
     limits = Limits(max_connections=32)
+    key_fields = ("client_id", "client_secret")
 
     def index(self, msg: Dict[str, Any]) -> Optional[List[Indexed]]:
         if "jsonrpc" not in msg:
