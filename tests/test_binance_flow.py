@@ -35,7 +35,7 @@ from dataflows.config import Config, VenueConfig
 from dataflows.orderbook import build_flow
 from sources.runtime.registry import Registry
 from sources.simulator import Fault, FaultPlan, SimulatorThread, load_recording
-from tests.helpers import comparable, read_dir
+from tests.helpers import comparable, read_dir, valid_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "recordings"
@@ -132,21 +132,6 @@ def assert_recorded_book(book: Sequence[dict], reference: Dict[int, dict], ids: 
     assert top(book[0], "ts_exchange", "ofi") == top(reference[seqs[0]], "ts_exchange",
                                                      "ofi"), where
     assert [top(r) for r in book[1:]] == [top(reference[s]) for s in seqs[1:]], where
-
-
-def valid_runs(recs: Sequence[dict]) -> List[List[dict]]:
-    """The summaries of each valid run, checking that none follows an ``invalid``."""
-    runs: List[List[dict]] = []
-    valid = False
-    for r in recs:
-        if r["type"] == "status":
-            valid = r["state"] == "synced"
-            if valid:
-                runs.append([])
-        elif r["type"] == "summary":
-            assert valid, f"summary while the book was invalid: {r}"
-            runs[-1].append(r)
-    return runs
 
 
 def listed_usdt_symbols(count: int) -> List[str]:

@@ -55,7 +55,7 @@ from sources.simulator import (Fault, FaultPlan, FaultRecord, FrameFilter, OutFr
                                Recording, SimulatorThread, load_recording)
 from sources.venues import get_venue
 from state.events import BookEvent, BookStatus
-from tests.helpers import websocket_source
+from tests.helpers import valid_runs, websocket_source
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = [ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz",
@@ -168,22 +168,6 @@ def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = No
 
 def injected(*plans: FaultPlan) -> List[FaultRecord]:
     return [r for plan in plans for r in plan.injected]
-
-
-def valid_runs(recs: Sequence[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
-    """The summaries of each valid run, checking on the way that a summary only
-    ever follows a ``synced`` status, never an ``invalid`` one."""
-    runs: List[List[Dict[str, Any]]] = []
-    valid = False
-    for r in recs:
-        if r["type"] == "status":
-            valid = r["state"] == "synced"
-            if valid:
-                runs.append([])
-        else:
-            assert valid, f"summary emitted while the book was invalid: {r}"
-            runs[-1].append(r)
-    return runs
 
 
 def pick(summary: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
