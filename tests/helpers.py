@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Awaitable, Dict, Iterable, List, TypeVar
+from typing import Any, Awaitable, Dict, Iterable, List, Sequence, TypeVar
 
 import orjson
 from websockets.asyncio.client import ClientConnection
@@ -57,6 +57,23 @@ def comparable(files: Dict[str, List[dict]], drop: Iterable[str]) -> Dict[str, L
     dropped = set(drop)
     return {name: [{k: v for k, v in r.items() if k not in dropped} for r in recs]
             for name, recs in files.items()}
+
+
+def valid_runs(recs: Sequence[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """The summaries of each valid run of a book, checking on the way that a
+    summary only ever follows a ``synced`` status, never an ``invalid`` one
+    (other records, and warnings that leave the book as it is, are skipped)."""
+    runs: List[List[Dict[str, Any]]] = []
+    valid = False
+    for r in recs:
+        if r["type"] == "status" and r["state"] in ("synced", "invalid"):
+            valid = r["state"] == "synced"
+            if valid:
+                runs.append([])
+        elif r["type"] == "summary":
+            assert valid, f"summary emitted while the book was invalid: {r}"
+            runs[-1].append(r)
+    return runs
 
 
 def websocket_source(venue: str, products: List[str], url: str,

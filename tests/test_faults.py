@@ -55,7 +55,7 @@ from sources.simulator import (Fault, FaultPlan, FaultRecord, FrameFilter, OutFr
                                Recording, SimulatorThread, load_recording)
 from sources.venues import get_venue
 from state.events import BookEvent, BookStatus
-from tests.helpers import websocket_source
+from tests.helpers import valid_runs, websocket_source
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = [ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz",
@@ -148,6 +148,7 @@ def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = No
              deribit: Optional[FaultPlan] = None, *, registry: Optional[Registry] = None,
              resync: Optional[ResyncRequests] = None, coinbase_filters: Any = None,
              per_connection: int = 1, deribit_rate: float = DERIBIT_RATE,
+             deribit_settings: Dict[str, Any] = DERIBIT_BOOKS,
              **kw: Any) -> Records:
     """Run lobstream on all of ``PRODUCTS`` until the recordings end; one simulator
     (with its own fault plan: connection numbers are per server) per venue, and
@@ -158,7 +159,7 @@ def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = No
         cfg = Config(venues={"coinbase": VenueConfig([BTC, ETH], cb.url + "/coinbase",
                                                      products_per_connection=per_connection),
                              "deribit": VenueConfig([OPT, OPT2], db.url + "/deribit",
-                                                    DERIBIT_BOOKS, per_connection)},
+                                                    deribit_settings, per_connection)},
                      exit_on_close=True, jsonl_dir=str(tmp), status_interval=0, **kw)
         run_main(build_flow(cfg, registry, resync))
     recs = read_records(tmp)
@@ -168,22 +169,6 @@ def run_flow(recording: Recording, tmp: Path, coinbase: Optional[FaultPlan] = No
 
 def injected(*plans: FaultPlan) -> List[FaultRecord]:
     return [r for plan in plans for r in plan.injected]
-
-
-def valid_runs(recs: Sequence[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
-    """The summaries of each valid run, checking on the way that a summary only
-    ever follows a ``synced`` status, never an ``invalid`` one."""
-    runs: List[List[Dict[str, Any]]] = []
-    valid = False
-    for r in recs:
-        if r["type"] == "status":
-            valid = r["state"] == "synced"
-            if valid:
-                runs.append([])
-        else:
-            assert valid, f"summary emitted while the book was invalid: {r}"
-            runs[-1].append(r)
-    return runs
 
 
 def pick(summary: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
@@ -333,13 +318,16 @@ def test_swap_is_a_gap_and_the_late_frame_is_not_applied(recording, reference, t
 @pytest.mark.parametrize("per_connection", [1, 2], ids=["own_connection", "shared_connection"])
 def test_deribit_change_id_gap_resyncs_that_instrument_only(recording, reference, tmp_path,
                                                             registry, per_connection):
-    """A change_id gap resubscribes that instrument alone, also when both options
-    share one connection (Deribit chains books per instrument): the other streams
-    on untouched, update for update as in the clean replay."""
+    """A change_id gap resubscribes that instrument's book alone, also when both
+    options share one connection (Deribit chains books per instrument): the other
+    streams on untouched, update for update as in the clean replay. The resync
+    names the book channel only: the instrument's trades and ticker subscriptions,
+    which a book's gap says nothing about, stay as they are."""
     plan = FaultPlan([Fault("gap", product=OPT, after=20, frames=3)])
     captures = tmp_path / "captures"
     recs = run_flow(recording, tmp_path, deribit=plan, registry=registry,
-                    per_connection=per_connection, record_dir=str(captures))
+                    per_connection=per_connection, record_dir=str(captures),
+                    deribit_settings={"interval": "100ms"})
     change_ids = [f.payload["change_id"] for f in recording.deribit[OPT]]
     assert [(r.product, r.kind, r.seq) for r in plan.injected] == [
         (OPT, "gap", change_ids[i]) for i in (20, 21, 22)]
@@ -357,11 +345,13 @@ def test_deribit_change_id_gap_resyncs_that_instrument_only(recording, reference
     shared = per_connection == 2
     assert (feed_of(registry, OPT) is feed_of(registry, OPT2)) == shared
     # What went out (captures in file order: OPT2's connection first when apart):
-    # the subscription(s), then the resync of the broken option only.
-    subscribed = [[channel(OPT2), channel(OPT)]] if shared else [[channel(OPT2)], [channel(OPT)]]
+    # the subscription(s), each option's book with its trades and ticker, then the
+    # resync of the broken option's book only.
+    subscribed = [[OPT2, OPT]] if shared else [[OPT2], [OPT]]
     requests = [(m["method"], m["params"]["channels"]) for m in sent(captures)
                 if m.get("method") in ("public/subscribe", "public/unsubscribe")]
-    assert requests == [("public/subscribe", c) for c in subscribed] + [
+    assert requests == [("public/subscribe", [name for p in products for name in (
+        channel(p), f"trades.{p}.100ms", f"ticker.{p}.100ms")]) for products in subscribed] + [
         ("public/unsubscribe", [channel(OPT)]), ("public/subscribe", [channel(OPT)])]
 
 
@@ -614,21 +604,29 @@ def test_oversized_frame_is_accepted(recording, reference, tmp_path, registry):
 
 def test_refused_subscription_stops_that_product_only(recording, reference, tmp_path, registry,
                                                       caplog):
-    cb, db = FaultPlan([Fault("error", product=BTC)]), FaultPlan([Fault("error", product=OPT)])
+    """A product the exchange does not have is refused on every channel: Coinbase
+    subscribes ``level2`` and ``market_trades`` in messages of their own, and both
+    are refused (``every=1``; refusing only the first let its trades stream on
+    beside a refused book). Deribit subscribes in one request."""
+    cb = FaultPlan([Fault("error", product=BTC, every=1)])
+    db = FaultPlan([Fault("error", product=OPT)])
     with caplog.at_level(logging.WARNING):
         recs = run_flow(recording, tmp_path, cb, db, registry=registry)
-    assert sorted((r.product, r.kind) for r in injected(cb, db)) == [(BTC, "error"), (OPT, "error")]
-    for product, detail in ((BTC, f"Failed to subscribe: {BTC} is not available"),
-                            (OPT, "11050 bad_request")):
+    assert sorted((r.product, r.kind) for r in injected(cb, db)) == [
+        (BTC, "error"), (BTC, "error"), (OPT, "error")]
+    for product, detail, refusals in ((BTC, f"Failed to subscribe: {BTC} is not available", 2),
+                                      (OPT, "11050 bad_request", 1)):
         assert [(r["type"], r["state"], r["reason"], r["detail"]) for r in recs[product]] == [
             ("status", "invalid", "refused", detail)]
+        # Nothing else at all: no trades, tickers or bars of a refused product.
+        assert (tmp_path / f"{VENUE[product]}_{product}.jsonl").read_bytes().count(b"\n") == 1
         errors = [r.getMessage() for r in caplog.records
                   if r.levelno == logging.ERROR and product in r.getMessage()]
         assert len(errors) == 1
         assert errors[0].startswith(f"{VENUE[product]} refused {product}: {detail} -> ")
         # No reconnect loop: the partition ended after its one connection.
         counts = feed_counts(registry, product)
-        assert (counts["connects"], counts["errors"]) == (1, 1)
+        assert (counts["connects"], counts["errors"]) == (1, refusals)
     for product in (ETH, OPT2):
         assert_clean(recs[product], reference[product])
     assert not [r for r in caplog.records if r.name == "lobstream.websocket"]  # no reconnects

@@ -24,6 +24,7 @@ from websockets.frames import Frame, Opcode
 
 from sources.capture.format import read_capture
 from sources.simulator import Fault, FaultPlan, Recording, SimulatorThread, load_recording
+from sources.simulator.stats import MAX_REST_SYMBOLS, SimulatorStats
 from tests.helpers import drain, recv, run, send
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -478,7 +479,19 @@ def test_weight_budget_429_then_418(recording: Recording) -> None:
     assert ban_body["code"] == -1003 and "IP banned until" in ban_body["msg"]
     assert 60 < int(banned["Retry-After"]) <= 120  # two windows
     assert stats.rest_statuses == {200: 12, 429: 1, 418: 2}
+    assert stats.rest_symbols == {("/api/v3/depth", "BTCUSDT"): 15}
     assert (stats.rest_weight, stats.peak_rest_weight) == (60, 60)
+
+
+def test_rest_requests_are_counted_per_symbol_with_bounded_keys() -> None:
+    stats = SimulatorStats()
+    for i in range(MAX_REST_SYMBOLS + 5):
+        stats.rest("binance", 400, "/api/v3/depth", f"X{i}")
+    stats.rest("binance", 200, "/api/v3/depth", "X0")
+    stats.rest("binance", 200, "/api/v3/exchangeInfo")
+    counted = stats["binance"].rest_symbols
+    assert len(counted) == MAX_REST_SYMBOLS and counted[("/api/v3/depth", "X0")] == 2
+    assert stats["binance"].rest_requests == MAX_REST_SYMBOLS + 7
 
 
 def test_a_client_that_waits_out_retry_after_is_served_again(recording: Recording) -> None:

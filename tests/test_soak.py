@@ -21,8 +21,10 @@ against a clean replay of the recordings:
   book the clean run has from where the run had got to;
 * statuses alternate ``synced``/``invalid``, and each ``invalid`` has its own cause:
   for ``gap`` a drop, swap or gap that hit a frame inside the reported sequence
-  hole, for ``bad_input`` a broken size of that product, for ``disconnected`` a
-  close or abort of a connection carrying it. A gap's fault is on the product
+  hole, for ``bad_input`` a broken size of that product (on Coinbase Exchange,
+  where nothing numbers book messages, also a malformed frame on its connection,
+  which may have been any book's update), for ``disconnected`` a close or abort of
+  a connection carrying it. A gap's fault is on the product
   itself, except where the venue numbers frames per connection (Coinbase), where
   it may be on any product of the connection. So nothing outside that reach is
   ever disturbed (a Deribit gap never touches the other options on the
@@ -33,6 +35,8 @@ against a clean replay of the recordings:
   product it reaches; every outage ends with ``synced``, unless the recording ended
   (and the server closed) before the resubscription was answered, in which case the
   server must have stopped sending that product within ``GRACE_MS`` of it;
+* every trade is written once, and only trades the recording holds, though each
+  reconnect replays the recording, trades included, from its start;
 * every round ends by itself; a product writes nothing only if none of its
   snapshots got through (a one-frame option whose only frame was dropped);
 * memory stays flat.
@@ -102,8 +106,13 @@ VENUES: Dict[str, Dict[str, Any]] = {
         products=["BAND-BTC", "BAND-GBP", "CRV-EUR", "DASH-BTC", "NMR-EUR", "NU-GBP",
                   "SKL-BTC", "SKL-GBP", "SKL-USD", "YFI-BTC"]),
 }
-#: Coinbase Exchange gets only the faults a client can detect there.
+#: Coinbase Exchange gets only the faults a client can detect there. A malformed
+#: frame may have been any book's update, so it resyncs every book on its
+#: connection: on the connection all ten share, each one would queue twenty
+#: resubscription messages (five seconds of what lobstream may send), so there
+#: it is left out; on connections of their own it is one resync like any other.
 EXCHANGE_KINDS = (MALFORMED, UNKNOWN_TYPE, BAD_SIZE)
+SHARED_EXCHANGE_KINDS = (UNKNOWN_TYPE, BAD_SIZE)
 
 
 def faults(rate: float, close: float, kinds: Sequence[str] = ()) -> List[Fault]:
@@ -122,17 +131,21 @@ PLACEMENTS: Tuple[Dict[str, Dict[str, Any]], ...] = (
     {"coinbase": dict(per_connection=0, rate=150, faults=faults(0.01, 1 / 2000)),
      "deribit": dict(per_connection=0, rate=40, faults=faults(0.02, 1 / 1000)),
      "coinbase_exchange": dict(per_connection=0, rate=2000,
-                               faults=faults(0.001, 1 / 50000, EXCHANGE_KINDS))},
+                               faults=faults(0.001, 1 / 50000, SHARED_EXCHANGE_KINDS))},
     {"coinbase": dict(per_connection=2, rate=200, faults=faults(0.005, 1 / 4000)),
      "deribit": dict(per_connection=1, rate=100, faults=faults(0.05, 1 / 400)),
      "coinbase_exchange": dict(per_connection=1, rate=300,
                                faults=faults(0.003, 1 / 20000, EXCHANGE_KINDS))},
 )
 #: What may cause each reason of an ``invalid`` status.
-CAUSES = {"gap": {"drop", "swap", "gap"}, "bad_input": {"bad_size"},
+CAUSES = {"gap": {"drop", "swap", "gap"}, "bad_input": {"bad_size", MALFORMED},
           "disconnected": {"close", "abort"}}
 #: Faults that concern every product of the connection they hit.
 CONNECTION_FAULTS = {"close", "abort"}
+#: Where nothing numbers the book messages (Coinbase Exchange), an unreadable
+#: frame may have been any book's lost update: every book on its connection
+#: resyncs (:meth:`sources.feed.feed.Feed._unattributed`).
+UNNUMBERED_FAULTS = {MALFORMED}
 #: Faults after which the product must go through an outage, if a later frame of
 #: it shows the hole. (A broken size may not matter: Deribit sends a size with a
 #: level's removal, and lobstream, rightly, ignores it.)
@@ -186,10 +199,13 @@ class TappedPlan(FaultPlan):
     def reaching(self, venue: str, product: str) -> List[FaultRecord]:
         """The injected faults that can concern ``product``: its own, and those on a
         connection carrying it that concern the whole connection (closes and
-        aborts; on a venue with one counter per connection, any lost frame)."""
+        aborts; on a venue with one counter per connection, any lost frame; on one
+        that numbers nothing, any unreadable frame)."""
         mine = set(self.connections_of(product))
-        wide = CONNECTION_FAULTS | (GAP_FAULTS if get_venue(venue).connection_sequence
-                                    else set())
+        spec = get_venue(venue)
+        wide = CONNECTION_FAULTS | (GAP_FAULTS if spec.connection_sequence else set()) | (
+            UNNUMBERED_FAULTS if spec.book_chain is None and not spec.connection_sequence
+            else set())
         return [r for r in self.injected if r.product == product
                 or (r.connection in mine and r.kind in wide)]
 
@@ -218,6 +234,7 @@ class RssSampler(threading.Thread):
 
 
 def read_records(directory: Path) -> Records:
+    """Per product, every record the jsonl sink wrote."""
     out: Records = {}
     for f in sorted(directory.glob("*.jsonl")):
         venue, product = f.stem.rsplit("_", 1)
@@ -225,11 +242,23 @@ def read_records(directory: Path) -> Records:
     return out
 
 
+def book_records(recs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The book's own records: summaries and the statuses that make it valid or
+    invalid. Trades, the warnings they raise and bars are what the faults here
+    are not about (the faults hit book frames); they are checked apart."""
+    return [r for r in recs if r["type"] == "summary"
+            or (r["type"] == "status" and r["state"] in ("synced", "invalid"))]
+
+
+def trade_ids(recs: Sequence[Dict[str, Any]]) -> List[str]:
+    return [r["trade_id"] for r in recs if r["type"] == "trade"]
+
+
 def clean_reference(out: Path) -> Records:
-    """Every product's summaries from a clean replay of the recordings."""
+    """Every product's records from a clean replay of the recordings."""
     with contextlib.redirect_stdout(io.StringIO()):
         run_main(build_flow(Config(replay=[str(p) for p in CAPTURES], jsonl_dir=str(out))))
-    return {k: [r for r in recs if r["type"] == "summary"] for k, recs in read_records(out).items()}
+    return read_records(out)
 
 
 def pick(summary: Dict[str, Any], names: Sequence[str]) -> Tuple[Any, ...]:
@@ -302,6 +331,8 @@ def explains(fault: FaultRecord, status: Dict[str, Any]) -> bool:
     so time alone cannot say which outage a fault belongs to.)"""
     if fault.kind not in CAUSES.get(status["reason"], ()) or fault.t_ms > status["ts_recv"]:
         return False
+    if fault.kind == MALFORMED:  # the frame that could not be read is named
+        return status["detail"].startswith("malformed:")
     if status["reason"] != "gap":
         return True
     coinbase, deribit = (p.match(status["detail"]) for p in _CHAINS)
@@ -329,7 +360,9 @@ class Soak:
 
     def __init__(self, recording: Any, reference: Records, tmp: Path) -> None:
         self.recording = recording
-        self.aligners = {k: Aligner(v) for k, v in reference.items()}
+        self.aligners = {k: Aligner([r for r in v if r["type"] == "summary"])
+                         for k, v in reference.items()}
+        self.trades = {k: set(trade_ids(v)) for k, v in reference.items()}
         self.tmp = tmp
         self.rounds = 0
         self.round_seconds: List[float] = []
@@ -339,6 +372,7 @@ class Soak:
         self.resync_ms: List[float] = []
         self.trailing_ms: List[float] = []
         self.summaries = 0
+        self.trades_checked = 0
         self.connections = 0  # opened at the start of each round, summed
 
     def round(self) -> None:
@@ -370,8 +404,17 @@ class Soak:
         self.connections += len(registry.feeds)
         text = console.getvalue()  # what the console sink printed
         assert "CROSSED" not in text and "LOCKED" not in text
-        recs = read_records(out)
-        assert set(recs) <= {(v, p) for v, spec in VENUES.items() for p in spec["products"]}
+        written = read_records(out)
+        assert set(written) <= {(v, p) for v, spec in VENUES.items() for p in spec["products"]}
+        for key, all_recs in written.items():
+            # Every trade once, and only trades the venue printed: reconnects replay
+            # the recording from its start, so each reconnect resends them all.
+            ids = trade_ids(all_recs)
+            twice = [r for r in all_recs if r["type"] == "trade" and ids.count(r["trade_id"]) > 1]
+            assert not twice, f"{key}: trades counted twice: {twice[:4]}"
+            assert set(ids) <= self.trades[key], f"{key}: a trade the recording does not have"
+            self.trades_checked += len(ids)
+        recs = {k: book for k, v in written.items() if (book := book_records(v))}
         for venue, plan in plans.items():
             self.faults.update(r.kind for r in plan.injected)
             for product in VENUES[venue]["products"]:
@@ -448,7 +491,7 @@ class Soak:
             stopped = max(last_book.values())
             assert stopped - outages[-1][0] <= GRACE_MS, \
                 f"{where}: never resynced although the product streamed for " \
-                f"{stopped - outages[-1][0]:.0f} ms more"
+                f"{stopped - outages[-1][0]:.0f} ms more: {timeline(faults, statuses)}"
             self.trailing_ms.append(stopped - outages[-1][0])
             self.outcome["out at the end of the recording"] += 1
         # Every detectable stream fault is followed by an outage of this product
@@ -498,7 +541,7 @@ def soak(seconds: float, tmp: Path) -> List[str]:
         f"({min(run.round_seconds):.1f}-{max(run.round_seconds):.1f} s each)",
         f"  frames received {run.feed['frames']} ({run.feed['frames'] / elapsed:.0f}/s), "
         f"book updates {run.feed['updates']}, snapshots {run.feed['snapshots']}, "
-        f"summaries checked {run.summaries}",
+        f"summaries checked {run.summaries}, trades checked {run.trades_checked}",
         f"  faults injected {sum(run.faults.values())}: " + ", ".join(
             f"{k} {n}" for k, n in sorted(run.faults.items())),
         f"  feed: gaps {run.feed['gaps']}, resyncs requested {run.feed['resyncs']}, "

@@ -302,7 +302,7 @@ class SimulatorServer:
         if verdict is not None:
             reply = reply._replace(headers=reply.headers + venue_exchange.weight_headers(
                 verdict.used))
-        self.stats.rest(venue, reply.status)
+        self.stats.rest(venue, reply.status, route.pattern, rest_request.one("symbol"))
         return _response(reply)
 
     @staticmethod

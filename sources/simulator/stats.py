@@ -11,7 +11,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Dict
+from typing import Dict, Optional
+
+#: Distinct ``(route, symbol)`` keys counted per venue: the symbols come from
+#: clients, and one asking for random names must not grow the server.
+MAX_REST_SYMBOLS = 10_000
 
 
 @dataclass
@@ -26,7 +30,10 @@ class VenueStats:
     ``subscribe_sizes`` maps how many channels (Deribit, Binance) or products
     (Coinbase) a subscribe request named to how many requests did.
     ``rest_errors`` counts REST replies with a status of 400 or more,
-    ``rest_statuses`` every reply by status; ``rest_weight`` is the request
+    ``rest_statuses`` every reply by status, ``rest_symbols`` the requests by
+    ``(route, symbol)`` where a ``symbol`` parameter names one (Binance
+    ``depth``: whose snapshots a client asked for; at most
+    :data:`MAX_REST_SYMBOLS` keys); ``rest_weight`` is the request
     weight charged in all, ``peak_rest_weight`` the most one IP used in one
     window (Binance). ``authentications`` counts accepted credentials (Deribit
     ``client_credentials``, Coinbase Exchange signed subscribes), ``refreshes``
@@ -46,6 +53,7 @@ class VenueStats:
     rest_requests: int = 0
     rest_errors: int = 0
     rest_statuses: Counter = field(default_factory=Counter)
+    rest_symbols: Counter = field(default_factory=Counter)
     rest_weight: int = 0
     peak_rest_weight: int = 0
     authentications: int = 0
@@ -65,7 +73,8 @@ class SimulatorStats:
         with self._lock:
             current = self._venues.get(venue, VenueStats())
             return replace(current, subscribe_sizes=Counter(current.subscribe_sizes),
-                           rest_statuses=Counter(current.rest_statuses))
+                           rest_statuses=Counter(current.rest_statuses),
+                           rest_symbols=Counter(current.rest_symbols))
 
     def _venue(self, venue: str) -> VenueStats:
         return self._venues.setdefault(venue, VenueStats())
@@ -101,12 +110,17 @@ class SimulatorStats:
             v.subscribe_requests += 1
             v.subscribe_sizes[size] += 1
 
-    def rest(self, venue: str, status: int) -> None:
+    def rest(self, venue: str, status: int, route: Optional[str] = None,
+             symbol: Optional[str] = None) -> None:
         with self._lock:
             v = self._venue(venue)
             v.rest_requests += 1
             v.rest_errors += status >= 400
             v.rest_statuses[status] += 1
+            key = (route, symbol)
+            if symbol is not None and (key in v.rest_symbols
+                                       or len(v.rest_symbols) < MAX_REST_SYMBOLS):
+                v.rest_symbols[key] += 1
 
     def weight(self, venue: str, weight: int, used: int) -> None:
         with self._lock:

@@ -26,9 +26,12 @@ from sources.simulator.recording import RecordedFrame
 from sources.simulator.outbox import OutFrame, Outbox
 from sources.simulator.pacing import Pacer
 
-#: Unpaced, the replay yields to the event loop after this many frames: often
-#: enough that heartbeats and requests wait well under a millisecond, rarely enough
-#: that yielding costs little (yielding after every frame halves throughput).
+#: The replay yields to the event loop after this many frames sent without a
+#: wait: often enough that heartbeats and requests wait well under a millisecond,
+#: rarely enough that yielding costs little (yielding after every frame halves
+#: throughput). Unpaced it never waits; paced it stops waiting once it falls
+#: behind the recorded pace (50 cloned Binance books at speed 5 did, and
+#: starved the REST depth requests for 14 s).
 YIELD_EVERY = 32
 
 #: Turns a payload as recorded into the payload sent (see the module docstring).
@@ -171,9 +174,10 @@ class Replay:
         return best
 
     async def run(self) -> None:
-        """Send until :attr:`finished`. Unpaced, it still yields to the event loop
-        regularly (a send only yields when the socket buffer is full) so
-        heartbeats and requests are served meanwhile."""
+        """Send until :attr:`finished`. When it has no wait (unpaced, or behind
+        the pace) it still yields to the event loop regularly (a send only yields
+        when the socket buffer is full) so heartbeats and requests are served
+        meanwhile."""
         sent = 0
         while not self.finished:
             self._wake.clear()
@@ -194,7 +198,7 @@ class Replay:
             # between, so a resubscribe can never slip between them.
             await self._outbox.send(stream.take())
             sent += 1
-            if self._pacer.unpaced and sent % YIELD_EVERY == 0:
+            if sent % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
     async def _sleep(self, delay: float) -> None:
