@@ -4,14 +4,15 @@
         --warmup N --products BTC-USD,ETH-USD --symbols REPLY.json.gz --out OUT.json
 
 Runs under the peer's own interpreter and virtual environment (see
-:mod:`benchmarks.peer`), so it imports only the standard library, cryptofeed and
-:mod:`benchmarks.frames`. No network: cryptofeed's symbol table is filled from the
-recorded Coinbase products reply through its own parser
-(``Coinbase._parse_symbol_data``), and every received frame of the capture is
-handed, as the text a websocket delivers, to the feed's ``message_handler`` with a
-connection whose ``uuid`` makes its ``sequence_num`` check run. The L2 callback
-computes what lobstream's summaries start from (best bid and ask with sizes, mid,
-spread) and keeps the book it is given, so its final size is reported.
+:mod:`benchmarks.peer`), so it imports only the standard library, cryptofeed,
+:mod:`benchmarks.frames` and :mod:`benchmarks.timing`. No network: cryptofeed's
+symbol table is filled from the recorded Coinbase products reply through its own
+parser (``Coinbase._parse_symbol_data``), and every received frame of the capture
+is handed, as the text a websocket delivers, to the feed's ``message_handler``
+with a connection whose ``uuid`` makes its ``sequence_num`` check run. The L2
+callback computes what lobstream's summaries start from (best bid and ask with
+sizes, mid, spread) and keeps the book it is given, so its final size is
+reported.
 
 The first ``--warmup`` frames (subscriptions, both snapshots, the frames between)
 are handled before the clock starts; every frame after them is timed.
@@ -21,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import gzip
 import json
 import platform
-import time
 from importlib import metadata
 from types import SimpleNamespace
 from typing import Any, Dict, List
 
 from benchmarks.frames import received
+from benchmarks.timing import timed_pass
 
 
 def main() -> None:
@@ -75,16 +75,11 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     loop.run_until_complete(handle(warm))
     calls_warm = calls[0]
-    gc.collect()
-    t0, c0 = time.perf_counter(), time.process_time()
-    loop.run_until_complete(handle(timed))
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    _, times = timed_pass(lambda: loop.run_until_complete(handle(timed)), len(timed))
     loop.close()
     result = {
         "python": platform.python_version(), "cryptofeed": metadata.version("cryptofeed"),
-        "order_book": _version("order_book"), "frames_timed": len(timed), "cpu_s": cpu,
-        "wall_s": wall, "us_per_frame": cpu / len(timed) * 1e6,
-        "wall_us_per_frame": wall / len(timed) * 1e6, "callbacks_timed": calls[0] - calls_warm,
+        "order_book": _version("order_book"), **times, "callbacks_timed": calls[0] - calls_warm,
         "books": {sym: {"bids": len(b.book.bids), "asks": len(b.book.asks)}
                   for sym, b in sorted(books.items())},
         "top": {sym: [str(v) for v in t] for sym, t in sorted(tops.items())},

@@ -20,15 +20,14 @@ checked against lobstream's books.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import time
 from heapq import heapify, heappop, heappush
 from typing import Dict, List, Tuple, Union
 
 import msgspec
 
 from benchmarks.frames import received
+from benchmarks.timing import timed_pass
 
 
 class _Update(msgspec.Struct):
@@ -132,17 +131,11 @@ def main() -> None:
     books: Dict[str, Book] = {}
     run(books, frames[:args.warmup])
     timed = frames[args.warmup:]
-    gc.collect()
-    t0, c0 = time.perf_counter(), time.process_time()
-    tops = run(books, timed)
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    tops, times = timed_pass(lambda: run(books, timed), len(timed))
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"frames_timed": len(timed), "cpu_s": cpu, "wall_s": wall,
-                   "us_per_frame": cpu / len(timed) * 1e6,
-                   "wall_us_per_frame": wall / len(timed) * 1e6,
+        json.dump({**times, "top": tops,
                    "books": {p: {"bids": len(b.bids), "asks": len(b.asks)}
-                             for p, b in sorted(books.items())},
-                   "top": tops}, f)
+                             for p, b in sorted(books.items())}}, f)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ untimed and times the ``M`` after them.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import time
 from typing import Any, Dict, Optional, Tuple
 
 import orjson
 
 from benchmarks.frames import received
+from benchmarks.timing import timed_pass
 
 
 class NaiveBook:
@@ -88,17 +87,15 @@ def main() -> None:
     books: Dict[str, NaiveBook] = {}
     for raw in frames[:args.warmup]:
         run(books, raw)
-    gc.collect()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for raw in timed:
-        run(books, raw)
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+
+    def handle() -> None:
+        for raw in timed:
+            run(books, raw)
+
+    _, times = timed_pass(handle, len(timed))
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"frames_timed": len(timed), "cpu_s": cpu, "wall_s": wall,
-                   "us_per_frame": cpu / len(timed) * 1e6,
-                   "wall_us_per_frame": wall / len(timed) * 1e6,
-                   "books": {p: {"bids": len(b.bids), "asks": len(b.asks)}
-                             for p, b in sorted(books.items())}}, f)
+        json.dump({**times, "books": {p: {"bids": len(b.bids), "asks": len(b.asks)}
+                                      for p, b in sorted(books.items())}}, f)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ cryptofeed, naive), profile, snapshot, scale, latency, trades, storage, kafka.
 The machine is assumed shared and noisy: compared programs run in fresh
 processes, alternating, and each ratio is the median of ratios taken within
 rounds of runs seconds apart (see :mod:`benchmarks.core`). The full run takes
-about 12 minutes on 2 cores, the smoke run under a minute.
+about 9 minutes on 2 cores, the smoke run under a minute.
 
 Groups that need something missing are reported as skipped rows with the
 reason: cryptofeed without a Python it supports, the step profile without
@@ -80,7 +80,7 @@ class Scale:
     store_servers: bool        # PostgreSQL and MariaDB, when installed
 
 
-FULL = Scale(2, 200, 5, (1_000, 40_000), (1_000, 40_000), 3, (5_000, 30_000), 100, 9, True)
+FULL = Scale(2, 200, 5, (1_000, 40_000), (1_000, 40_000), 5, (5_000, 30_000), 100, 9, True)
 SMOKE = Scale(2, 6, 1, (800, 1_600), (400, 1_200), 1, (600, 3_000), 2, 3, False)
 
 
@@ -245,8 +245,9 @@ def fmt(value: Optional[float]) -> str:
 def table(results: Dict[str, Any]) -> str:
     m = results["machine"]
     smoke = " (--smoke: tiny scale, numbers not meaningful)" if results["smoke"] else ""
-    head = (f"lobstream benchmark{smoke}, {m['date']}, {m['cpu']} × {m['cores']} cores, Python {m['python']}, "
-            f"bytewax {m['packages'].get('bytewax')}, commit {m['git'].get('commit', '?')[:10]}; "
+    commit = m["git"].get("commit", "?")[:10]
+    head = (f"lobstream benchmark{smoke}, {m['date']}, {m['cpu']} × {m['cores']} cores, "
+            f"Python {m['python']}, bytewax {m['packages'].get('bytewax')}, commit {commit}; "
             f"load average {'/'.join(map(str, m['loadavg_start']))} at start, "
             f"{'/'.join(map(str, m['loadavg_end']))} at end; {results['seconds']:.0f} s")
     lines = [head, "", "| Row | Measured | Ratio | Target | Met | Notes |",
