@@ -43,7 +43,8 @@ class FlowRun:
     """What one run took and wrote."""
 
     wall: float
-    cpu: float
+    #: CPU seconds (user + system) of each process.
+    cpus: List[float]
     summaries: int
     #: ``venue_product`` file -> the last summary's ``bid_levels``/``ask_levels``/top.
     books: Dict[str, Dict[str, Any]]
@@ -54,6 +55,11 @@ class FlowRun:
     #: samples file when the run was profiled.
     out: Path
     samples: Optional[Path] = None
+
+    @property
+    def cpu(self) -> float:
+        """CPU seconds of all the processes."""
+        return sum(self.cpus)
 
 
 def run_flow(capture: str, work: Path, name: str, processes: int = 1,
@@ -119,7 +125,7 @@ def run_flow(capture: str, work: Path, name: str, processes: int = 1,
                                         rec["ask_sz"], rec["mid"], rec["spread"]]}
     if not keep_output:
         shutil.rmtree(out, ignore_errors=True)
-    return FlowRun(wall, sum(cpu for _, cpu in waited), summaries, books, digests,
+    return FlowRun(wall, [cpu for _, cpu in waited], summaries, books, digests,
                    [_table_books(Path(log)) for log in logs], out, samples)
 
 

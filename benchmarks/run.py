@@ -159,7 +159,9 @@ def group_scale(b: Bench) -> None:
         r = scale.process_pair(build, b.work, key, short, long, snapshots, s.scale_rounds)
         b.row(key, f"2 processes vs 1, {label}", r["frames_per_s_2p"], "frames/s",
               ratio=r["speedup"], ratio_unit="× one process",
-              notes=f"1 process {r['frames_per_s_1p']:,.0f} frames/s; outputs identical, "
+              notes=f"1 process {r['frames_per_s_1p']:,.0f} frames/s; rounds "
+                    f"{min(r['speedups']):.2f}–{max(r['speedups']):.2f}×; by CPU time "
+                    f"{r['cpu_bound_speedup']:.2f}× on two free cores; outputs identical, "
                     "each book in its stream's process", **r,
               what="python -m bytewax.run dataflows.orderbook:flow as a cluster of 2 "
                    "processes (-i/-a, 1 worker each) vs 1 process, over one capture per "
