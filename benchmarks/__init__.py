@@ -1,1 +1,1 @@
-"""lobstream benchmarks: ``python benchmarks/run.py [--quick] [--json PATH]``."""
+"""lobstream benchmarks: ``python -m benchmarks.run [--smoke] [--json PATH]`` (see run.py)."""

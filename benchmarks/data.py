@@ -29,6 +29,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import orjson
 
+from benchmarks.frames import embedded_frame
 from sources.venues import coinbase, deribit
 from sources.capture.format import FORMAT_VERSION, frame_lines
 from state.book import OrderBook
@@ -49,13 +50,6 @@ class Frame(NamedTuple):
     stream: str
     raw: bytes
     msg: Any
-
-
-def embedded_frame(line: bytes) -> bytes:
-    """The exchange's frame text inside a capture line (``...,"msg":FRAME}``)."""
-    start = line.index(b',"msg":') + len(b',"msg":')
-    end = line.rstrip().rindex(b"}")
-    return line[start:end]
 
 
 def recv_frames(path: Path) -> List[Frame]:
@@ -217,7 +211,8 @@ def build_repeated(rec: CoinbaseRecording, path: Path, passes: int) -> Dict[str,
             p = rec.product(f)
             by_product[p] = by_product.get(p, 0) + 1
     out.close()
-    return {"path": str(path), "streams": 1, "update_frames": sum(by_product.values()),
+    return {"path": str(path), "streams": 1, "prefix_frames": len(rec.prefix),
+            "update_frames": sum(by_product.values()), "first_pass_frames": len(rec.updates),
             "update_frames_by_product": by_product, "passes": passes,
             "repeat_unit_frames": len(unit), "bytes": path.stat().st_size}
 
@@ -344,3 +339,40 @@ def build_deribit_per_instrument(rec: DeribitRecording, directory: Path,
         meta["update_frames_by_product"][product] = n
     meta["update_frames"] = sum(meta["update_frames_by_product"].values())
     return meta
+
+
+# ----------------------------------------------------------------------- Binance trades
+
+BINANCE_SPOT_CAPTURE = ROOT / "recordings" / "binance_spot_btcusdt.jsonl.gz"
+_TRADE_FIELDS = {name: re.compile(rb'"%s":\d+' % name.encode()) for name in ("t", "T", "E")}
+
+
+def _set_int(raw: bytes, name: str, value: int) -> bytes:
+    out, n = _TRADE_FIELDS[name].subn(b'"%s":%d' % (name.encode(), value), raw, count=1)
+    if n != 1:
+        raise ValueError(f"trade frame has no {name!r}")
+    return out
+
+
+def repeated_trades(passes: int, path: Path = BINANCE_SPOT_CAPTURE) -> List[Tuple[float, bytes]]:
+    """``(ts_recv, raw)`` of the recording's ``@trade`` frames, ``passes`` times over.
+
+    Trade ids ``t`` are renumbered so they stay sequential (a repeated id is a
+    duplicate, which lobstream rightly counts once), and the trade and event times
+    ``T``/``E`` and the receive time advance by the recording's span per pass, so
+    time moves forward and bars keep closing. Prices, sizes and sides are as
+    recorded."""
+    trades = [f for f in recv_frames(path) if f.msg.get("stream", "").endswith("@trade")]
+    if not trades:
+        raise ValueError(f"{path}: no @trade frames")
+    times = [f.msg["data"]["T"] for f in trades]
+    span = max(times) - min(times) + 1000
+    first_id = trades[0].msg["data"]["t"]
+    out = []
+    for r in range(passes):
+        for i, f in enumerate(trades):
+            d = f.msg["data"]
+            raw = _set_int(f.raw, "t", first_id + r * len(trades) + i)
+            raw = _set_int(_set_int(raw, "T", d["T"] + r * span), "E", d["E"] + r * span)
+            out.append((f.ts + r * span, raw))
+    return out

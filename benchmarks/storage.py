@@ -1,4 +1,4 @@
-"""Benchmark rows for the tick store and the SQL bar sink (``benchmarks/run.py``).
+"""Benchmark rows for the tick store and the SQL bar sink (``python -m benchmarks.run``).
 
 Inputs are the flow's own records from the Coinbase recording (summaries and 1 s
 bars), tiled in time to the row counts measured: the records' shapes and values
@@ -13,27 +13,25 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bytewax.testing import run_main
+import orjson
 
-from dataflows.config import Config
-from dataflows.orderbook import build_flow
+from benchmarks.data import COINBASE_CAPTURE
+from benchmarks.flowrun import run_flow
 from sinks.store.layout import Root, day_of
 from sinks.store.read import query, read
 from sinks.store.writer import StoreWriter
 from sinks.sql import BarTable, row
 
-ROOT = Path(__file__).resolve().parent.parent
-CAPTURE = ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz"
 DAY_MS = 86_400_000
 
 
 def flow_records(work: Path) -> List[Dict[str, Any]]:
-    """Summaries and 1 s bars of the Coinbase recording, as the flow emits them."""
-    import orjson
-
-    out = work / "storage_jsonl"
-    run_main(build_flow(Config(replay=[str(CAPTURE)], sinks=["jsonl"], jsonl_dir=str(out),
-                               bar_intervals=(1000,))))
+    """Summaries and 1 s bars of the Coinbase recording, as the flow writes them
+    (the flow runs once per work directory)."""
+    out = work / "storage_flow" / "jsonl"
+    if not out.is_dir():
+        run_flow(str(COINBASE_CAPTURE), work, "storage_flow",
+                 settings={"LOBSTREAM_BARS_INTERVALS": "1s"}, keep_output=True)
     return [orjson.loads(line) for f in sorted(out.iterdir())
             for line in f.read_bytes().splitlines()]
 
@@ -61,10 +59,10 @@ def _median(fn: Callable[[], float], repeats: int) -> Tuple[float, List[float]]:
 def store_rows(bench: Any) -> None:
     """store_write (rows/s) and store_day_query (ms) rows."""
     work = Path(tempfile.mkdtemp(prefix="store-", dir=bench.work))
-    records = flow_records(work)
+    records = flow_records(bench.work)
     summaries = [r for r in records if r["type"] == "summary" and r["product"] == "BTC-USD"]
-    n = 20_000 if bench.quick else 1_000_000
-    per_commit = 2_000 if bench.quick else 20_000
+    n = 20_000 if bench.smoke else 1_000_000
+    per_commit = 2_000 if bench.smoke else 20_000
     rows = tiled(summaries, n)
     day = day_of(rows[0]["ts_exchange"])
     assert day_of(rows[-1]["ts_exchange"]) == day  # one partition-day
@@ -80,12 +78,12 @@ def store_rows(bench: Any) -> None:
         write_once.root = root  # type: ignore[attr-defined]
         return n / elapsed
 
-    rate, rates = _median(write_once, bench.reps if bench.quick else 3)
+    rate, rates = _median(write_once, 2 if bench.smoke else 3)
     root: Root = write_once.root  # type: ignore[attr-defined]
     files = sum(1 for p in Path(root.base).rglob("*.parquet") if "_tmp" not in p.parts)
     size = sum(p.stat().st_size for p in Path(root.base).rglob("*.parquet"))
-    bench.row("store_write", "tick store write, summaries", rate, "rows/s",
-              f"{n:,} rows, commits of {per_commit:,}",
+    bench.row("store_write", "Tick store write, summaries", rate, "rows/s",
+              notes=f"{n:,} rows, commits of {per_commit:,}",
               rates=rates, rows=n, per_commit=per_commit, parquet_files=files,
               bytes_on_disk=size, bytes_per_row=size / n,
               what="StoreWriter.add + commit: typed Arrow table per commit, one zstd Parquet "
@@ -101,16 +99,16 @@ def store_rows(bench: Any) -> None:
         assert int(got["n"][0]) == n
         return (time.perf_counter() - t) * 1000.0
 
-    ms, times = _median(query_once, bench.reps)
+    ms, times = _median(query_once, 2 if bench.smoke else 5)
 
     def pandas_once() -> float:
         t = time.perf_counter()
         assert len(read(root, "summary", "coinbase", "BTC-USD")) == n
         return (time.perf_counter() - t) * 1000.0
 
-    pandas_ms, pandas_times = _median(pandas_once, bench.reps)
+    pandas_ms, pandas_times = _median(pandas_once, 2 if bench.smoke else 5)
     bench.row("store_day_query", "DuckDB query, one day of summaries", ms, "ms",
-              f"{n:,} rows; pandas read() {pandas_ms:.0f} ms", times_ms=times, rows=n,
+              notes=f"{n:,} rows; pandas read() {pandas_ms:.0f} ms", times_ms=times, rows=n,
               pandas_read_ms=pandas_ms, pandas_times_ms=pandas_times, sql=sql,
               what="sinks.store.read.query: resolve the day's files through the index, "
                    "register each kind as an Arrow dataset, DuckDB aggregate over one day "
@@ -121,8 +119,8 @@ def store_rows(bench: Any) -> None:
 def sql_rows(bench: Any, servers: Optional[Dict[str, str]] = None) -> None:
     """sql_upsert rows: bars/s into SQLite (and PostgreSQL / MariaDB when given)."""
     work = Path(tempfile.mkdtemp(prefix="sql-", dir=bench.work))
-    bars = [r for r in flow_records(work) if r["type"] == "bar"]
-    n = 5_000 if bench.quick else 100_000
+    bars = [r for r in flow_records(bench.work) if r["type"] == "bar"]
+    n = 5_000 if bench.smoke else 100_000
     batch = 1_000
     tiles = []
     k = 0
@@ -146,8 +144,8 @@ def sql_rows(bench: Any, servers: Optional[Dict[str, str]] = None) -> None:
         finally:
             table.close()
         key = "sql_upsert" if name == "sqlite" else f"sql_upsert_{name}"
-        bench.row(key, f"bar upserts, {name}", rates[0], "bars/s",
-                  f"{n:,} bars, {batch:,} per transaction; replay {rates[1]:,.0f}/s",
+        bench.row(key, f"Bar upserts, {name}", rates[0], "bars/s",
+                  notes=f"{n:,} bars, {batch:,} per transaction; replay {rates[1]:,.0f}/s",
                   insert_rate=rates[0], replay_rate=rates[1], bars=n, per_transaction=batch,
                   what="BarTable.upsert: executemany of the dialect's upsert (keep the "
                        "highest revision) in one transaction per batch, as the sink does per "
