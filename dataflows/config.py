@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sinks import SINKS
+from sources.kafka.settings import STARTS, KafkaSettings, build_settings, parse_client
 from sources.venues import VENUE_NAMES, VENUES
 from sources.venues.base import Setting, Venue, safe_text
 from state.bars import parse_interval
@@ -64,6 +65,10 @@ class Config:
     bar_keep: float = 60.0
     bar_empty: bool = False
     bar_console: bool = False
+    #: Where book frames come from when not replaying: the venues' websockets, or
+    #: the raw topic a capture publishes (:mod:`dataflows.capture`).
+    input: str = "websocket"
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,10 @@ class Key:
     choices: Tuple[str, ...] = ()
 
 
+INPUTS = ("websocket", "kafka")
 RUN_KEYS = (
     Key("venues", [], "venues to follow", choices=VENUE_NAMES),
+    Key("input", "websocket", "where book frames come from", choices=INPUTS),
     Key("depth", 10, "levels per side in depth_imbalance", 1, 1000),
     Key("alert_bps", 10.0, "spread alert threshold, basis points of mid", 0.0, 1e6),
     Key("sinks", ["jsonl"], "where records go", choices=tuple(SINKS)),
@@ -103,6 +110,26 @@ BARS_KEYS = (
     Key("empty", False, "also emit windows without trades"),
     Key("console", False, "print a line per closed bar"),
 )
+_DEFAULT_KAFKA = KafkaSettings()
+KAFKA_KEYS = (
+    Key("brokers", list(_DEFAULT_KAFKA.brokers), "bootstrap brokers, HOST:PORT"),
+    Key("raw_topic", _DEFAULT_KAFKA.raw_topic, "the topic the capture publishes frames to"),
+    Key("control_topic", _DEFAULT_KAFKA.control_topic,
+        "resync requests from analytics to the capture"),
+    *(Key(key, _DEFAULT_KAFKA.topics[kind], f"{kind} records (\"\" = not published)")
+      for kind, key in (("summary", "summary_topic"), ("trade", "trade_topic"),
+                        ("bar", "bar_topic"), ("ticker", "ticker_topic"),
+                        ("status", "status_topic"))),
+    Key("start", _DEFAULT_KAFKA.start, "analytics without a resume position start at the "
+        "oldest retained frame or the newest", choices=STARTS),
+    Key("tail", True, "keep reading at the end of the topic (false: stop there)"),
+    Key("snapshot_refresh", _DEFAULT_KAFKA.snapshot_refresh, "capture: seconds between fresh "
+        "snapshots per product; 0 disables", 10.0, 86400.0, zero_ok=True),
+    Key("connect_timeout", 0.0, "seconds to wait for unreachable brokers at start; 0 waits "
+        "as long as it takes", 1.0, 86400.0, zero_ok=True),
+)
+#: The ``[kafka.config]`` table: librdkafka properties passed through (SASL, TLS).
+KAFKA_CLIENT = "config"
 REPLAY_KEYS = (
     Key("paths", [], "capture files or directories; replaces the live venues"),
     Key("speed", 0.0, "0 = as fast as possible, 1 = recorded pace", 0.0, 1e6),
@@ -145,6 +172,8 @@ def _env_names() -> Dict[str, Tuple[str, str]]:
     names["LOBSTREAM_REPLAY"] = ("replay", "paths")
     names["LOBSTREAM_REPLAY_SPEED"] = ("replay", "speed")
     names.update({f"LOBSTREAM_BARS_{k.name.upper()}": ("bars", k.name) for k in BARS_KEYS})
+    names.update({f"LOBSTREAM_KAFKA_{k.name.upper()}": ("kafka", k.name)
+                  for k in KAFKA_KEYS + (Key(KAFKA_CLIENT, "", ""),)})
     for venue in VENUES.values():
         for key in VENUE_COMMON + tuple(s.key for s in venue.settings):
             names[f"LOBSTREAM_{venue.name.upper()}_{key.upper()}"] = (venue.name, key)
@@ -164,11 +193,13 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: cannot read ({ex.strerror})") from None
         except tomllib.TOMLDecodeError as ex:
             raise ConfigError(f"LOBSTREAM_CONFIG={path}: invalid TOML ({ex})") from None
-    _check_keys("config file", raw, ("run", "replay", "bars") + VENUE_NAMES)
-    tables = {name: _table(raw, name) for name in ("run", "replay", "bars") + VENUE_NAMES}
+    _check_keys("config file", raw, ("run", "replay", "bars", "kafka") + VENUE_NAMES)
+    tables = {name: _table(raw, name)
+              for name in ("run", "replay", "bars", "kafka") + VENUE_NAMES}
     _check_keys("[run]", tables["run"], [k.name for k in RUN_KEYS])
     _check_keys("[replay]", tables["replay"], [k.name for k in REPLAY_KEYS])
     _check_keys("[bars]", tables["bars"], [k.name for k in BARS_KEYS])
+    _check_keys("[kafka]", tables["kafka"], [k.name for k in KAFKA_KEYS] + [KAFKA_CLIENT])
     for venue in VENUES.values():
         _check_keys(f"[{venue.name}]", tables[venue.name],
                     VENUE_COMMON + tuple(s.key for s in venue.settings))
@@ -187,6 +218,13 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
               for k in REPLAY_KEYS}
     bars = {k.name: _value(k, tables["bars"].get(k.name, k.default), f"bars.{k.name}")
             for k in BARS_KEYS}
+    kafka = {k.name: _value(k, tables["kafka"].get(k.name, k.default), f"kafka.{k.name}")
+             for k in KAFKA_KEYS}
+    try:
+        kafka_settings = build_settings(kafka, parse_client(tables["kafka"].get(KAFKA_CLIENT,
+                                                                                 {})))
+    except ValueError as ex:
+        raise ConfigError(str(ex)) from None
     intervals = []
     for text in bars["intervals"]:
         try:
@@ -202,12 +240,15 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         queue_mb=run["queue_mb"], replay=[str(p) for p in replay["paths"]],
         replay_speed=replay["speed"], bar_intervals=tuple(sorted(set(intervals))),
         bar_lateness=bars["lateness"], bar_keep=bars["keep"], bar_empty=bars["empty"],
-        bar_console=bars["console"])
+        bar_console=bars["console"], input=run["input"], kafka=kafka_settings)
     if cfg.metrics_addr:
         parse_addr(cfg.metrics_addr)
     for p in cfg.replay:
         if not Path(p).exists():
             raise ConfigError(f"replay path {p!r} does not exist")
+    if cfg.replay and cfg.input == "kafka":
+        raise ConfigError("replay.paths and run.input=\"kafka\" both name the input; "
+                          "set one of them")
     if cfg.replay:
         return cfg
     names_run = run["venues"] or venues_given or list(DEFAULT_VENUES)
@@ -277,7 +318,10 @@ def _value(key: Key, value: Any, where: str) -> Any:
                 raise ConfigError(f"{where}: unknown value {_show(item)}; valid "
                                   f"choices: {', '.join(key.choices)}")
         return items
-    return str(value)
+    text = str(value)
+    if key.choices and text not in key.choices:
+        raise ConfigError(f"{where}={_show(text)}; valid choices: {', '.join(key.choices)}")
+    return text
 
 
 def _empty(name: str, valid: Tuple[str, ...]) -> List[str]:

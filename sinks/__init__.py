@@ -17,8 +17,16 @@ from sinks.stdout import StdoutSink
 
 SinkFactory = Callable[[Dict[str, Any]], Sink]
 
+
+def _kafka(options: Dict[str, Any]) -> Sink:
+    from sinks.kafka import KafkaRecordSink  # imported only when used: the kafka extra
+
+    return KafkaRecordSink(options["kafka"])
+
+
 #: Sink name -> factory. ``options`` holds the ``[sinks]`` configuration table.
 SINKS: Dict[str, SinkFactory] = {
     "jsonl": lambda options: JsonlSink(options.get("jsonl_dir", "out")),
     "stdout": lambda options: StdoutSink(),
+    "kafka": _kafka,
 }
