@@ -119,7 +119,9 @@ class Feed:
         #: (a :class:`~state.events.Clock`) each time it moves by ``clock_ms``, so
         #: its bars close even while it is quiet; 0 turns that off.
         self.clock_ms = clock_ms
-        self._clock = float("-inf")
+        #: The exchange time of the last Clock sent; a replay that resumes mid-stream
+        #: restores it so its clocks tick on the same frames as the uninterrupted run.
+        self.clock_at = float("-inf")
         for product in products or ():
             self._product(product)
 
@@ -324,8 +326,8 @@ class Feed:
             ts = parsed.ts
             if ts is None and parsed.events:
                 ts = parsed.events[-1].ts_exchange
-            if ts is not None and ts >= self._clock + self.clock_ms:
-                self._clock = ts
+            if ts is not None and ts >= self.clock_at + self.clock_ms:
+                self.clock_at = ts
                 venue = self.venue.name
                 out.extend((s.key, Clock(venue, p, ts)) for p, s in self.books.items())
 
