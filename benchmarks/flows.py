@@ -39,6 +39,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.config import Config, VenueConfig
 from dataflows.orderbook import build_flow
+from sources.kafka.settings import KafkaSettings
 from sinks import SINKS
 
 Keyed = Tuple[str, Dict[str, Any]]
@@ -120,11 +121,15 @@ class _CountingPartition(StatelessSinkPartition[Keyed]):
 
 def bench_flow(sink: CountingSink, *, replay: Sequence[str] = (),
                coinbase_url: Optional[str] = None, products: Sequence[str] = (),
-               depth: int = 10, alert_bps: float = 10.0) -> Dataflow:
+               depth: int = 10, alert_bps: float = 10.0,
+               kafka: Optional[KafkaSettings] = None) -> Dataflow:
     """The production flow for a replay (or, with ``coinbase_url``, live Coinbase
-    websockets with ``exit_on_close``) and ``sink`` as its only data sink."""
+    websockets with ``exit_on_close``; with ``kafka``, a raw topic) and ``sink`` as
+    its only data sink."""
     SINKS["bench"] = lambda options: sink
     cfg = Config(depth=depth, alert_bps=alert_bps, sinks=["bench"], replay=list(replay))
+    if kafka is not None:
+        cfg.input, cfg.kafka = "kafka", kafka
     if coinbase_url is not None:
         cfg.venues["coinbase"] = VenueConfig(list(products), coinbase_url)
         cfg.exit_on_close = True

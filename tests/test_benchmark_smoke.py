@@ -21,6 +21,7 @@ ROWS = (
     "parse_ceiling", "book_core", "book_core_deribit", "python_pipeline", "full_flow_1w",
     "full_flow_btc", "naive_btc", "snapshot_apply", "snapshot_replace", "epoch_snapshot",
     "two_process", "two_process_coinbase", "latency", "bytes_per_level", "peak_rss",
+    "kafka_flow_1w", "kafka_rebuild",
 )
 TARGETS = ("full_flow_1w", "naive_btc", "snapshot_apply", "epoch_snapshot", "latency",
            "two_process", "bytes_per_level")

@@ -159,8 +159,8 @@ class ControlReader:
             return False
         self._last[key] = now_ms
         self.accepted += 1
-        log.info("kafka: %s:%s: %s asked for a fresh snapshot (%s)", venue, product, reason,
-                 detail)
+        log.info("kafka: %s:%s: an analytics flow asked for a fresh snapshot (%s: %s)", venue,
+                 product, reason, detail)
         self.resync.request(venue, product, reason, f"asked by analytics: {detail}")
         return True
 

@@ -41,9 +41,9 @@ Without resume state a partition starts at ``kafka.start``.
 **Lost frames.** If the rebuild frames were deleted (retention, or a topic
 recreated by a broker that lost its data: each rebuild frame's stream and capture
 time are checked on the first read), the affected books get an ``invalid`` status
-with reason ``snapshot_lost`` (records with ``src`` null), a control request for a
-fresh snapshot when the topic is the same, and stay invalid until a snapshot
-comes. Streams still rebuildable are rebuilt.
+with reason ``snapshot_lost`` (records with ``src`` null) and a control request for
+a fresh snapshot, and stay invalid until a snapshot comes. Streams still
+rebuildable are rebuilt.
 """
 
 from __future__ import annotations
@@ -241,12 +241,12 @@ class _FramePartition(StatefulSourcePartition[Any, Optional[PartitionState]]):
             why = (f"frames {resume.next}..{low - 1} were deleted before this flow read them"
                    if plan.gap else "the frames its book was rebuilt from were deleted by "
                    "retention")
-            self._lose(plan.lost, why, ask=True)
+            self._lose(plan.lost, why)
         return plan.begin
 
-    def _lose(self, streams: Dict[str, StreamState], why: str, ask: bool) -> None:
-        """Report the synced books of ``streams`` as lost; ``ask`` the capture for
-        fresh snapshots."""
+    def _lose(self, streams: Dict[str, StreamState], why: str) -> None:
+        """Report the synced books of ``streams`` as lost and ask the capture for
+        fresh snapshots of them."""
         now = time.time() * 1000.0
         n = 0
         for st in streams.values():
@@ -255,12 +255,10 @@ class _FramePartition(StatefulSourcePartition[Any, Optional[PartitionState]]):
                 key = routing_key(st.venue, product, self._worker, self._workers)
                 self._pending.append((key, Lost(BookStatus(st.venue, product, now, INVALID,
                                                            LOST, why))))
-                if ask:
-                    self._source.publisher.request(st.venue, product, now, LOST, why)
+                self._source.publisher.request(st.venue, product, now, LOST, why)
         if n:
-            log.error("kafka: %s[%d]: %d books cannot be rebuilt: %s%s", self._topic,
-                      self._index, n, why, "; asked the capture for fresh snapshots" if ask
-                      else "")
+            log.error("kafka: %s[%d]: %d books cannot be rebuilt: %s; asked the capture for "
+                      "fresh snapshots", self._topic, self._index, n, why)
 
     def _rewritten(self, offset: int) -> None:
         """The partition does not hold what this flow read before (a recreated
@@ -271,7 +269,7 @@ class _FramePartition(StatefulSourcePartition[Any, Optional[PartitionState]]):
         resume = self._resume
         assert resume is not None
         self._lose(resume.streams, "the topic no longer holds the frames this book was built "
-                   "from (recreated); it is read anew", ask=False)
+                   "from (recreated); it is read anew")
         self._resume = None
         self._streams.clear()
         self._emit_from = 0
@@ -364,8 +362,9 @@ class _FramePartition(StatefulSourcePartition[Any, Optional[PartitionState]]):
             else:
                 out.extend([(k, Rebuild(ev)) for k, ev in items if type(ev) in _BOOK_TYPES])
                 if offset + 1 == emit_from:
-                    log.info("kafka: %s[%d]: books rebuilt up to offset %d in %.2f s",
-                             self._topic, index, offset, time.monotonic() - self._started)
+                    log.info("kafka: %s[%d]: books rebuilt from offset %d up to %d in %.2f s",
+                             self._topic, index, self._begin, offset,
+                             time.monotonic() - self._started)
             self._last = (stream, frame.ts)
         if msgs:
             self._health.ok()
@@ -409,7 +408,7 @@ class _FramePartition(StatefulSourcePartition[Any, Optional[PartitionState]]):
         # Reading live, and the next frame is gone: everything on the partition missed it.
         states = {s: r.state(self._next or 0) for s, r in self._streams.items()}
         self._lose(states, f"frames from offset {self._next} were deleted by retention before "
-                   "this flow read them", ask=True)
+                   "this flow read them")
         self._streams.clear()
         self._emit_from = self._next = low
         self._consumer.seek(ck.TopicPartition(self._topic, self._index, low))

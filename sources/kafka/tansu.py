@@ -85,12 +85,14 @@ class Tansu:
         raise RuntimeError(f"tansu did not listen on {self.host}:{self.port} in {timeout:g} s")
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop it. Memory storage has nothing to save, and tansu takes seconds to
+        act on SIGTERM: SIGKILL after a short grace."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
         process.terminate()
         try:
-            process.wait(timeout)
+            process.wait(0.2)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout)
