@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -197,16 +196,6 @@ def jsonl(path: Path) -> List[dict]:
         return []
     data_ = path.read_bytes()
     return [orjson.loads(line) for line in data_[:data_.rfind(b"\n") + 1].splitlines()]
-
-
-def free_ports(n: int) -> List[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")

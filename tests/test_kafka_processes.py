@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import orjson
 import pytest
-from bytewax.recovery import RecoveryConfig
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
 from benchmarks import data
@@ -26,12 +26,13 @@ from sources.capture.format import read_capture
 from sources.kafka.publish import publish
 from sources.kafka.settings import KafkaSettings
 from sources.kafka.source import placement
-from sources.kafka.tansu import Tansu
+from sources.kafka.tansu import Tansu, free_ports
+from sources.kafka.topics import create_topics
 from sources.simulator import SimulatorThread
 from sources.simulator.market import load_recording
 from tests.helpers import read_dir
 from tests.kafka_support import (RECORDINGS, ROOT, Proxy, broker, consume,  # noqa: F401
-                                 cycled_coinbase, env, free_ports, jsonl,
+                                 cycled_coinbase, env, jsonl,
                                  stream_partitions, topics, wait_until)
 
 COINBASE = RECORDINGS / "coinbase_advanced_btc_eth.jsonl.gz"
@@ -203,8 +204,8 @@ def crossing(product: str, update: int) -> Any:
 def test_crossed_book_asks_the_capture_through_kafka_and_a_killed_capture_is_seen(
         broker, tmp_path):
     """The analytics find BTC-USD crossed; the request goes over the control topic;
-    the capture resyncs it (a resync event, then a fresh snapshot in the raw
-    topic); the book is synced again. Then the capture is killed with -9 and
+    the capture resubscribes it and the fresh snapshot reaches the analytics through
+    the raw topic: the book is synced again. Then the capture is killed with -9 and
     restarted: the analytics report ``disconnected``, then a fresh snapshot."""
     settings = topics(broker.bootstrap, partitions=2)
     recording = load_recording([COINBASE])
@@ -230,10 +231,13 @@ def test_crossed_book_asks_the_capture_through_kafka_and_a_killed_capture_is_see
         assert cap2.stop() == 0 and ana.stop() == 0
     parser = LineParser()
     raw = [parser.parse(m.value()) for m in consume(settings, settings.raw_topic)]
-    events = [orjson.loads(f.raw) for f in raw if f.stream == "coinbase:BTC-USD"
-              and f.dir == "event"]
-    assert [(e["event"], e.get("reason")) for e in events] == [
-        ("open", None), ("resync", "crossed"), ("open", None)]
+    btc_lines = [f for f in raw if f.stream == "coinbase:BTC-USD"]
+    # The request was served by resubscribing (no resync event: the capture's book
+    # never went invalid); the new snapshot followed on the same connection.
+    assert [orjson.loads(f.raw)["event"] for f in btc_lines if f.dir == "event"] == [
+        "open", "open"]
+    sent = [orjson.loads(f.raw) for f in btc_lines if f.dir == "send"]
+    assert sum(m["type"] == "unsubscribe" and m["channel"] == "level2" for m in sent) == 1
     recs = jsonl(btc)
     lost = next(r for r in recs if r["type"] == "status" and r["reason"] == "disconnected")
     assert "stopped abruptly" in lost["detail"]
@@ -299,23 +303,21 @@ def test_a_broker_that_lost_its_data_is_noticed_and_the_books_reported(tmp_path)
     ``snapshot_lost`` (with ``src`` null: new), and reads the new content."""
     db = tmp_path / "recovery"
     db.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(db), "1"], check=True)
-    port = free_ports(1)[0]
+    init_db_dir(db, 1)
     deribit = sorted(Path(data.build_deribit_per_instrument(
         data.load_deribit(), tmp_path / "d", INSTRUMENTS[:2], 50)["dir"]).glob("*.jsonl"))
-    names: Optional[KafkaSettings] = None
-    for i, paths in enumerate(([COINBASE], deribit)):
-        with Tansu(port) as b:
-            settings = topics(b.bootstrap, partitions=1, tail=False) if names is None else \
-                names
-            if names is not None:
-                from sources.kafka.topics import create_topics
+    port = free_ports(1)[0]
+    settings: Optional[KafkaSettings] = None
+    for paths in ([COINBASE], deribit):
+        with Tansu(port) as b:  # the second broker starts empty, on the same address
+            if settings is None:
+                settings = topics(b.bootstrap, partitions=1, tail=False)
+            else:
                 create_topics(settings, 1)
-            names = settings
             publish(settings, paths)
             run_main(build_flow(Config(input="kafka", kafka=settings,
                                        jsonl_dir=str(tmp_path / "out"))),
-                     epoch_interval=None, recovery_config=RecoveryConfig(str(db)))
+                     recovery_config=RecoveryConfig(str(db)))
     got = read_dir(tmp_path / "out")
     for product in ("BTC-USD", "ETH-USD"):
         recs = got[f"coinbase_{product}.jsonl"]

@@ -11,9 +11,10 @@ topic, key ``venue:product``, value::
      "reason": "crossed" | "locked" | "snapshot_lost" | "no_snapshot",
      "detail": "..", "by": "<host>:<pid>"}
 
-The capture reads the topic on a thread (:class:`ControlReader`) and resyncs the
-product on the connection that carries it, which puts a ``resync`` event and then
-the fresh snapshot into the raw topic for every analytics flow.
+The capture reads the topic on a thread (:class:`ControlReader`) and gets the
+product a fresh snapshot on the connection that carries it, as its periodic
+refresh does (:mod:`sources.kafka.tap`): the snapshot reaches every analytics flow
+through the raw topic.
 
 Requests are **at most once** and idempotent. The reader starts at the end of the
 topic (requests made while no capture ran are moot: a starting capture subscribes

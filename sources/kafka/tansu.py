@@ -41,10 +41,17 @@ def binary() -> Path:
     return path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
+    """``n`` distinct ports free on ``host`` now (all held open while they are
+    chosen, so none is picked twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Tansu:
@@ -55,7 +62,7 @@ class Tansu:
                  advertised: Optional[int] = None,
                  log: Union[int, IO[bytes]] = subprocess.DEVNULL) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or free_ports(1, host)[0]
         self.advertised = advertised or self.port
         self.log = log
         self.process: Optional[subprocess.Popen] = None

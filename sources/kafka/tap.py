@@ -17,14 +17,17 @@ time the socket thread stamped them with; lines made while the feed works (sends
 resync events) carry the latest of those on the stream, so a stream's times never
 go backwards (the capture format promises that).
 
-Periodic refresh (``kafka.snapshot_refresh``): every interval, each synced product
-gets a fresh snapshot, so that Kafka retention always leaves a recent frame to
-rebuild its book from (:mod:`sources.kafka.tracker`). On venues with snapshots in
-the stream it is a resubscription (the new snapshot re-bases the book, which
-stays valid throughout); on REST-snapshot venues it is a resync (a REST snapshot
-can only be applied with the diffs buffered since it was asked for), written as a
-``resync`` event with reason ``refresh``: the book is briefly invalid. First
-refreshes are spread over the interval by a hash of the product name.
+Fresh snapshots on request: the capture's resync requests come from analytics
+flows (over the control topic: a book they found crossed, one they cannot
+rebuild), and every :data:`snapshot_refresh <sources.kafka.settings.KafkaSettings>`
+interval each synced product gets one too, so that Kafka retention always leaves
+a recent frame to rebuild its book from (:mod:`sources.kafka.tracker`). On venues
+with snapshots in the stream this is a resubscription, nothing more: the capture's
+own checks all passed, the new snapshot re-bases the book, and no consumer of the
+topic sees the book go invalid. On REST-snapshot venues it is a resync (a REST
+snapshot can only be applied with the diffs buffered since it was asked for),
+written as a ``resync`` event: the book is briefly invalid. First refreshes are
+spread over the interval by a hash of the product name.
 """
 
 from __future__ import annotations
@@ -125,10 +128,14 @@ class TappedFeed(Feed):
 
     def resync(self, product: str, ts: float, reason: str, detail: str,
                out: List[Any]) -> None:
+        """Get ``product`` a fresh snapshot (see the module docstring)."""
         if product not in self.books:
             return
-        self._emit(out, "event", resync_event(product, reason, detail))
         self._context.asked(self.venue.name, product, self._latest)
+        if not self.rest:
+            self.outbox.extend(self.protocol.resubscribe(product))
+            return
+        self._emit(out, "event", resync_event(product, reason, detail))
         super().resync(product, ts, reason, detail, [])
 
     def tick(self, now: float) -> None:
@@ -143,13 +150,9 @@ class TappedFeed(Feed):
             state = self.books.get(product)
             if state is None or state.refused is not None or not state.sync.synced:
                 continue  # a snapshot is on its way already, or never will be
-            if self.rest:
-                lines: List[Any] = []
-                self.resync(product, now, REFRESH, "periodic snapshot refresh", lines)
-                self._pending.extend(lines)
-            else:
-                self._context.asked(self.venue.name, product, self._latest)
-                self.outbox.extend(self.protocol.resubscribe(product))
+            lines: List[Any] = []
+            self.resync(product, now, REFRESH, "periodic snapshot refresh", lines)
+            self._pending.extend(lines)
 
     # -- lines ----------------------------------------------------------------------
     def _line(self, ts: float, direction: str, raw: Raw, url: Optional[str] = None) -> Line:
