@@ -425,7 +425,8 @@ class Bench:
             mid = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
             replay = self.rows["full_flow_1w"]["value"]
             self.row("kafka_flow_1w", "full flow from Kafka, 1 worker", mid["rate"], "frames/s",
-                     f"{mid['rate'] / replay:.2f}x the replay row above", ratio=mid["rate"] / replay,
+                     f"{mid['rate'] / replay:.2f}x the replay row above",
+                     ratio=mid["rate"] / replay,
                      us_per_frame=1e6 / mid["rate"], messages=messages,
                      publish_messages_per_s=messages / publish_s, runs=runs,
                      what="the full-flow row's flow and counting sink with [run] input = kafka: "

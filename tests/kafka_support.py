@@ -119,6 +119,31 @@ def cycled_coinbase(directory: Path, product: str, cycles: int, tails: int) -> P
     return path
 
 
+def split_capture(path: Path, fraction: float) -> Tuple[Path, Path]:
+    """The capture cut in two after ``fraction`` of its lines (both are captures)."""
+    data_ = path.read_bytes().splitlines(keepends=True)
+    cut = 1 + int((len(data_) - 1) * fraction)
+    parts = (path.with_suffix(".a.jsonl"), path.with_suffix(".b.jsonl"))
+    parts[0].write_bytes(b"".join(data_[:cut]))
+    parts[1].write_bytes(data_[0] + b"".join(data_[cut:]))
+    return parts
+
+
+def resume_epoch(db: Path) -> int:
+    """The epoch a run would resume from, read from a recovery store: the frontier
+    every worker of the latest execution has passed (-1: none yet)."""
+    import sqlite3
+
+    fronts = []
+    for part in db.glob("part-*.sqlite3"):
+        with sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=5) as c:
+            fronts += c.execute("SELECT ex_num, worker_frontier FROM fronts").fetchall()
+    if not fronts:
+        return -1
+    latest = max(ex for ex, _ in fronts)
+    return min(front for ex, front in fronts if ex == latest)
+
+
 class Proxy:
     """A TCP proxy in front of the broker: ``down()`` drops every connection and
     refuses new ones (the broker, and its topics, stay), ``up()`` serves again."""

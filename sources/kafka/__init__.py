@@ -12,8 +12,8 @@ to the capture.
 ``settings`` (the ``[kafka]`` table; pure), ``client`` (confluent-kafka clients,
 topic checks, error reporting), ``tap`` (the capture's feeds), ``control`` (the
 control topic), ``tracker`` (where a restart must resume reading; pure),
-``source`` (the analytics input), ``topics`` and ``tansu`` (creating topics; a
-local broker for development and tests).
+``source`` (the analytics input), ``topics``, ``publish`` and ``tansu`` (creating
+topics; publishing capture files; a local broker for development and tests).
 
 Only ``settings`` and ``tracker`` import without confluent-kafka installed.
 """
