@@ -7,7 +7,7 @@ equals the uninterrupted run's, and the books the rebuild pass (frames before k,
 through the book step, no records) leaves at k equal the uninterrupted books at k.
 The recordings cover every kind of rebuild point: Coinbase with snapshots re-sent
 mid-stream and a capture restart (an ``open`` event with ``sequence_num`` from 0),
-Deribit chained books, Binance REST snapshots with buffered diffs, Coinbase
+Deribit chained books with an instrument removed (delisted), Binance REST snapshots with buffered diffs, Coinbase
 Exchange without sequence numbers; bar clocks are on (``clock_ms``).
 """
 
@@ -21,7 +21,7 @@ import pytest
 
 from sources.capture.codec import CaptureFrame
 from sources.capture.format import read_capture
-from sources.feed.captured import open_event, resync_event
+from sources.feed.captured import open_event, remove_event, resync_event
 from sources.feed.feed import Keyed
 from sources.feed.reporting import BadInput, ErrorReplies
 from sources.kafka.tracker import (PartitionState, Point, ResumableStream, StreamState,
@@ -166,9 +166,19 @@ def coinbase_restarted() -> List[CaptureFrame]:
     return out
 
 
+def deribit_with_removal() -> List[CaptureFrame]:
+    """The Deribit recording (10 instruments on one connection) with one instrument
+    removed halfway (delisted), as the capture records it."""
+    frames = frames_of(RECORDINGS / "deribit_options.jsonl.gz")
+    half = len(frames) // 2
+    gone = orjson.loads(frames[half].raw)["params"]["data"]["instrument_name"]
+    return frames[:half] + [line(frames[half].ts, "deribit", frames[0].stream,
+                                 remove_event([gone], "delisted"))] + frames[half:]
+
+
 CASES = {
     "coinbase": coinbase_restarted,
-    "deribit": lambda: frames_of(RECORDINGS / "deribit_options.jsonl.gz"),
+    "deribit": deribit_with_removal,
     "binance_spot": lambda: frames_of(RECORDINGS / "binance_spot_10pairs.jsonl.gz"),
     "binance_coinm": lambda: frames_of(RECORDINGS / "binance_coinm_ethusd_perp.jsonl.gz"),
     "coinbase_exchange": lambda: frames_of(RECORDINGS / "coinbase_exchange_level2.jsonl.gz"),

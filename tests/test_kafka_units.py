@@ -79,7 +79,24 @@ def test_resync_and_overflow_events_do_what_the_capture_did():
     assert feed.outbox == [] and feed.requests == []  # a replaying feed asks nobody
 
 
+def test_a_removed_product_is_removed_on_replay_too():
+    capture, feed = tapped(DERIBIT), replaying(DERIBIT)
+    product = next(p for p, s in feed.books.items() if s.sync.synced)
+    capture.connected(1.7e12)
+    lines: List[Any] = []
+    capture.remove([product, "NOT-SUBSCRIBED"], 1.7e12, "delisted", lines)
+    line = parsed(lines)[-1]  # after the open event and the subscriptions
+    assert orjson.loads(line.raw) == {"event": "remove", "products": [product],
+                                      "reason": "delisted"}
+    assert product not in capture.books
+    out: List[Any] = []
+    deliver(feed, line, out)
+    assert [(s.product, s.reason) for _, s in out] == [(product, "delisted")]
+    assert product not in feed.books
+
+
 @pytest.mark.parametrize("msg", [b'{"event":"resync","product":"../x"}', b'{"event":"close"}',
+                                 b'{"event":"remove","products":["a/b"],"reason":"x"}',
                                  b'{"event":"overflow","dropped":-1}', b'{"event":"nap"}',
                                  b'[1,2]'])
 def test_bad_event_lines_are_counted_and_skipped(msg):

@@ -19,7 +19,10 @@ call, and :func:`deliver` makes the same call on the replaying feed:
   resynchronised a product for a reason the frames do not show (a request from an
   analytics flow, a periodic refresh of a REST-snapshot venue): :meth:`Feed.resync`;
 * ``{"event":"overflow","dropped":N}``: the capture fell behind and dropped ``N``
-  frames of the connection: :meth:`Feed.overflow`.
+  frames of the connection: :meth:`Feed.overflow`;
+* ``{"event":"remove","products":[..],"reason":".."}``: the capture stopped
+  following products (delisted): :meth:`Feed.remove`. (Products the capture adds
+  need no event: a replaying feed learns a product when it first appears.)
 
 Event lines are untrusted like any frame: a malformed one is counted, logged once
 per kind (``bad_event``) and skipped.
@@ -44,6 +47,9 @@ OPEN = "open"
 CLOSE = "close"
 RESYNC = "resync"
 OVERFLOW = "overflow"
+REMOVE = "remove"
+#: Products one ``remove`` event may name (a connection carries at most 500).
+MAX_PRODUCTS = 1000
 
 #: Longest reason or detail text kept from an event line.
 MAX_TEXT = 300
@@ -68,6 +74,10 @@ def resync_event(product: str, reason: str, detail: str) -> bytes:
 
 def overflow_event(dropped: int) -> bytes:
     return orjson.dumps({"event": OVERFLOW, "dropped": dropped})
+
+
+def remove_event(products: Sequence[str], reason: str) -> bytes:
+    return orjson.dumps({"event": REMOVE, "products": list(products), "reason": reason})
 
 
 class ListenOnly(Protocol):
@@ -136,6 +146,13 @@ def _event(feed: Feed, frame: CaptureFrame, out: List[Keyed]) -> None:
             _bad(feed, frame, "bad_event", "overflow event without a frame count")
             return
         feed.overflow(ts, dropped, out)
+    elif kind == REMOVE:
+        products, reason = msg.get("products"), _text(msg, "reason")
+        if not isinstance(products, list) or len(products) > MAX_PRODUCTS or reason is None \
+                or any(valid_product(p) is None for p in products):
+            _bad(feed, frame, "bad_event", "remove event without valid products and a reason")
+            return
+        feed.remove(products, ts, reason, out)
     else:
         _bad(feed, frame, "bad_event", "not an event this lobstream knows")
 

@@ -8,8 +8,9 @@ book events for the dataflow, it appends ``(stream, line)``: the capture line
 (:mod:`sources.capture.format`, without its newline) of what it was handed: the
 frame (``recv``), the REST reply (``rest``, with its URL), the messages the
 transport is about to send (``send``), and an ``event`` line for each call that
-is not a frame (:mod:`sources.feed.captured`), so a replay of the lines decides
-what this feed decided. The events it makes of them are dropped: the capture keeps
+is not a frame (:mod:`sources.feed.captured`: connects, disconnects, overflows,
+resyncs, removed products), so a replay of the lines decides what this feed
+decided. The events it makes of them are dropped: the capture keeps
 no books.
 
 Line times: frames, REST replies, connects, disconnects and overflows carry the
@@ -35,12 +36,13 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import orjson
 
 from sources.capture.codec import encode_line
-from sources.feed.captured import close_event, open_event, overflow_event, resync_event
+from sources.feed.captured import (close_event, open_event, overflow_event, remove_event,
+                                   resync_event)
 from sources.feed.feed import Feed
 from sources.venues.base import Message, Raw
 
@@ -108,13 +110,22 @@ class TappedFeed(Feed):
         messages = super().connected(ts)
         self._emit(self._pending, "event", open_event(list(self.books)), stamp=ts)
         self._pending.extend(self._send_lines(messages, self._latest))
-        refresh = self._context.refresh_ms
-        for product in self.wanted:
-            # Spread first refreshes over the interval, so products of one capture
-            # are not all resubscribed at once.
-            spread = zlib.crc32(f"{self.venue.name}:{product}".encode()) / 2**32
-            self._refresh_at[product] = ts + refresh * (1.0 + spread)
+        self._schedule(self.wanted, ts)
         return messages
+
+    def add(self, products: Iterable[str], ts: float) -> List[Message]:
+        messages = super().add(products, ts)
+        self._schedule([p for p in self.wanted if p not in self._refresh_at], ts)
+        return messages
+
+    def remove(self, products: Iterable[str], ts: float, reason: str,
+               out: List[Any]) -> List[Message]:
+        gone = [p for p in products if p in self.books]
+        if gone:
+            self._emit(out, "event", remove_event(gone, reason))
+        for product in gone:
+            self._refresh_at.pop(product, None)
+        return super().remove(gone, ts, reason, [])
 
     def disconnected(self, ts: float, reason: str) -> List[Any]:
         super().disconnected(ts, reason)
@@ -153,6 +164,14 @@ class TappedFeed(Feed):
             lines: List[Any] = []
             self.resync(product, now, REFRESH, "periodic snapshot refresh", lines)
             self._pending.extend(lines)
+
+    def _schedule(self, products: Iterable[str], ts: float) -> None:
+        """First refreshes, spread over the interval so that the products of one
+        capture are not all resubscribed at once."""
+        refresh = self._context.refresh_ms
+        for product in products:
+            spread = zlib.crc32(f"{self.venue.name}:{product}".encode()) / 2**32
+            self._refresh_at[product] = ts + refresh * (1.0 + spread)
 
     # -- lines ----------------------------------------------------------------------
     def _line(self, ts: float, direction: str, raw: Raw, url: Optional[str] = None) -> Line:

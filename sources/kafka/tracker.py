@@ -142,6 +142,14 @@ class StreamTracker:
             # Nothing chains across a closed connection: the next open resets it all.
             points.clear()
 
+    def forget(self, known: Iterable[str]) -> None:
+        """Drop the products the feed no longer follows (a ``remove`` event)."""
+        keep = set(known)
+        for product in [p for p in self.products if p not in keep]:
+            del self.products[product]
+            self.points.pop(product, None)
+            self.synced.discard(product)
+
     def state(self, next_offset: int, clock: float) -> StreamState:
         """The stream's resume state at ``next_offset`` (``clock``: the feed's clock
         now, used when no book constrains the start)."""
@@ -216,10 +224,12 @@ class ResumableStream:
         deliver(feed, frame, items)
         if feed.requests:
             feed.requests.clear()  # REST snapshots come from the capture
+        event = _event_kind(frame) if frame.dir == "event" else None
+        if event == "remove":
+            tracker.forget(feed.books)
         new = tracker.learn(feed.books, offset, frame.ts, clock) \
-            if len(feed.books) != known else []
-        tracker.frame(offset, frame.ts, clock, items,
-                      _event_kind(frame) if frame.dir == "event" else None)
+            if len(feed.books) > known else []
+        tracker.frame(offset, frame.ts, clock, items, event)
         return items, new
 
     def state(self, next_offset: int) -> StreamState:
