@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import orjson
 import pytest
@@ -79,6 +79,22 @@ class Run:
         return code
 
 
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Run]]:
+    """Starts :class:`Run` processes; whatever still runs when the test ends (a
+    failed assertion) is killed."""
+    runs: List[Run] = []
+
+    def start(name: str, flow: str, environ: Dict[str, str], *args: str) -> Run:
+        runs.append(Run(tmp_path, name, flow, environ, *args))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.proc.poll() is None:
+            run.kill()
+
+
 def analytics_env(settings: KafkaSettings, out: Path, **extra: str) -> Dict[str, str]:
     return env(settings, LOBSTREAM_INPUT="kafka", LOBSTREAM_JSONL_DIR=str(out), **extra)
 
@@ -98,7 +114,7 @@ def statuses(recs: Sequence[dict]) -> List[tuple]:
 
 # ------------------------------------------------------------------ placement
 
-def test_two_process_analytics_keep_each_book_with_its_partition(broker, tmp_path):
+def test_two_process_analytics_keep_each_book_with_its_partition(broker, tmp_path, launch):
     der, cb = data.load_deribit(), data.load_coinbase()
     files = [Path(data.build_deribit_per_instrument(der, tmp_path / "d", INSTRUMENTS,
                                                     300)["dir"]),
@@ -109,7 +125,7 @@ def test_two_process_analytics_keep_each_book_with_its_partition(broker, tmp_pat
     assert len(set(where.values())) > 1  # the streams really are spread
     run_main(build_flow(Config(input="kafka", kafka=settings, jsonl_dir=str(tmp_path / "one"))))
     addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
-    runs = [Run(tmp_path, f"p{i}", ANALYTICS, analytics_env(settings, tmp_path / f"p{i}"),
+    runs = [launch(f"p{i}", ANALYTICS, analytics_env(settings, tmp_path / f"p{i}"),
                 "-i", str(i), "-a", addresses) for i in range(2)]
     for run in runs:
         run.wait(120)
@@ -128,7 +144,7 @@ def test_two_process_analytics_keep_each_book_with_its_partition(broker, tmp_pat
 
 # ------------------------------------------------------------------ kill -9 of the analytics
 
-def test_kill_9_of_the_analytics_resumes_with_exact_books(broker, tmp_path):
+def test_kill_9_of_the_analytics_resumes_with_exact_books(broker, tmp_path, launch):
     """Killed mid-run with recovery on, then restarted: the restart rebuilds the
     books from their last snapshot, re-emits the records written since the last
     epoch snapshot (with the same ``src``, so a consumer drops the repeats), and
@@ -151,7 +167,7 @@ def test_kill_9_of_the_analytics_resumes_with_exact_books(broker, tmp_path):
     init_db_dir(db, 1)
     recovery = ("-r", str(db), "-s", "1", "-b", "30")
     out = tmp_path / "out"
-    first = Run(tmp_path, "first", ANALYTICS,
+    first = launch("first", ANALYTICS,
                 analytics_env(replace(settings, tail=True), out), *recovery)
     btc = out / "coinbase_BTC-USD.jsonl"
     wait_until(lambda: len(jsonl(btc)) > 1000, 60, "the first part processed")
@@ -172,7 +188,7 @@ def test_kill_9_of_the_analytics_resumes_with_exact_books(broker, tmp_path):
     wait_until(lambda: len(jsonl(btc)) > done, 30, "the second part started", step=0.01)
     first.kill()
     before = read_dir(out)
-    second = Run(tmp_path, "second", ANALYTICS, analytics_env(settings, out), *recovery)
+    second = launch("second", ANALYTICS, analytics_env(settings, out), *recovery)
     second.wait(120)
     # Each partition was rebuilt from its streams' last snapshots before the resume
     # position, not from the start of the topic.
@@ -227,7 +243,7 @@ def crossing(product: str, update: int) -> Any:
 
 
 def test_crossed_book_asks_the_capture_through_kafka_and_a_killed_capture_is_seen(
-        broker, tmp_path):
+        broker, tmp_path, launch):
     """The analytics find BTC-USD crossed; the request goes over the control topic;
     the capture resubscribes it and the fresh snapshot reaches the analytics through
     the raw topic: the book is synced again. Then the capture is killed with -9 and
@@ -237,8 +253,8 @@ def test_crossed_book_asks_the_capture_through_kafka_and_a_killed_capture_is_see
     out = tmp_path / "out"
     btc = out / "coinbase_BTC-USD.jsonl"
     with SimulatorThread(recording, rate=40, frame_filters=crossing("BTC-USD", 60)) as sim:
-        cap = Run(tmp_path, "capture1", CAPTURE, capture_env(settings, sim.url))
-        ana = Run(tmp_path, "analytics", ANALYTICS, analytics_env(settings, out))
+        cap = launch("capture1", CAPTURE, capture_env(settings, sim.url))
+        ana = launch("analytics", ANALYTICS, analytics_env(settings, out))
         wait_until(lambda: statuses(jsonl(btc)) == [
             ("synced", "snapshot"), ("invalid", "crossed"), ("synced", "snapshot")], 60,
             "crossed, then synced again")
@@ -249,7 +265,7 @@ def test_crossed_book_asks_the_capture_through_kafka_and_a_killed_capture_is_see
         wait_until(lambda: len(summaries(btc)) > 150, 60, "more summaries")
         cap.kill()
         n = len(jsonl(btc))
-        cap2 = Run(tmp_path, "capture2", CAPTURE, capture_env(settings, sim.url))
+        cap2 = launch("capture2", CAPTURE, capture_env(settings, sim.url))
         wait_until(lambda: statuses(jsonl(btc)[n:]) == [
             ("invalid", "disconnected"), ("synced", "snapshot")], 60,
             "disconnected, then synced")
@@ -271,7 +287,7 @@ def test_crossed_book_asks_the_capture_through_kafka_and_a_killed_capture_is_see
 
 # ------------------------------------------------------------------ the broker
 
-def test_broker_down_at_start_and_mid_run_then_recovery(tmp_path):
+def test_broker_down_at_start_and_mid_run_then_recovery(tmp_path, launch):
     """No broker when both start: one line each, they wait. The broker comes: they
     run. It goes away for a few seconds mid-run: one line each, nothing lost, and
     they carry on when it returns (every frame recorded locally is in the topic)."""
@@ -285,10 +301,10 @@ def test_broker_down_at_start_and_mid_run_then_recovery(tmp_path):
             proxy.up()
             settings = topics(b.bootstrap, partitions=2)
             proxy.down()
-            cap = Run(tmp_path, "capture", CAPTURE, capture_env(
+            cap = launch("capture", CAPTURE, capture_env(
                 settings, sim.url, LOBSTREAM_RECORD_DIR=str(tmp_path / "rec"),
                 LOBSTREAM_EXIT_ON_CLOSE="1"))
-            ana = Run(tmp_path, "analytics", ANALYTICS, analytics_env(settings, out))
+            ana = launch("analytics", ANALYTICS, analytics_env(settings, out))
             for run in (cap, ana):
                 wait_until(lambda: "unreachable" in run.text(), 30, "the first line")
             assert not btc.exists()

@@ -263,6 +263,12 @@ def test_kafka_table_from_a_file_with_pass_through(tmp_path):
                                 "socket.keepalive.enable": "true"}
 
 
+def test_the_kafka_example_configures_all_three_commands():
+    cfg = load_config({"LOBSTREAM_CONFIG": str(RECORDINGS.parent / "examples" / "kafka.toml")})
+    assert cfg.input == "kafka" and "kafka" in cfg.sinks and set(cfg.venues) == {"coinbase",
+                                                                                   "deribit"}
+
+
 @pytest.mark.parametrize("env,expected", [
     ({"LOBSTREAM_KAFKA_BROKERS": "k1"}, "kafka.brokers: 'k1': expected HOST:PORT"),
     ({"LOBSTREAM_KAFKA_CONTROL_TOPIC": "lobstream.raw"},
