@@ -29,6 +29,7 @@ from dataflows.credentials import (CREDENTIALS_FILE, env_names as credential_nam
                                    load as load_credentials, refuse_in_config)
 from sinks import SINKS
 from sinks.store import KINDS as STORE_KINDS
+from sources.kafka.settings import STARTS, KafkaSettings, build_settings, parse_client
 from sources.venues import VENUE_NAMES, VENUES
 from sources.capture.format import check_record_dir
 from sources.instruments.select import Rule, parse_rules
@@ -92,6 +93,10 @@ class Config:
     #: built directly, a Config has their defaults (store mode ``append``).
     store: Dict[str, Any] = field(default_factory=lambda: _defaults(STORE_KEYS, mode="append"))
     sql: Dict[str, Any] = field(default_factory=lambda: _defaults(SQL_KEYS))
+    #: Where book frames come from when not replaying: the venues' websockets, or
+    #: the raw topic a capture publishes (:mod:`dataflows.capture`).
+    input: str = "websocket"
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,10 @@ class Key:
     choices: Tuple[str, ...] = ()
 
 
+INPUTS = ("websocket", "kafka")
 RUN_KEYS = (
     Key("venues", [], "venues to follow", choices=VENUE_NAMES),
+    Key("input", "websocket", "where book frames come from", choices=INPUTS),
     Key("depth", 10, "levels per side in depth_imbalance", 1, 1000),
     Key("alert_bps", 10.0, "spread alert threshold, basis points of mid", 0.0, 1e6),
     Key("sinks", ["jsonl"], "where records go", choices=tuple(SINKS)),
@@ -150,6 +157,26 @@ SQL_KEYS = (
         "postgresql://USER:PASS@HOST:PORT/DB or mysql://USER:PASS@HOST:PORT/DB"),
     Key("table", "bars", "table the bars are upserted into"),
 )
+_DEFAULT_KAFKA = KafkaSettings()
+KAFKA_KEYS = (
+    Key("brokers", list(_DEFAULT_KAFKA.brokers), "bootstrap brokers, HOST:PORT"),
+    Key("raw_topic", _DEFAULT_KAFKA.raw_topic, "the topic the capture publishes frames to"),
+    Key("control_topic", _DEFAULT_KAFKA.control_topic,
+        "resync requests from analytics to the capture"),
+    *(Key(key, _DEFAULT_KAFKA.topics[kind], f"{kind} records (\"\" = not published)")
+      for kind, key in (("summary", "summary_topic"), ("trade", "trade_topic"),
+                        ("bar", "bar_topic"), ("ticker", "ticker_topic"),
+                        ("status", "status_topic"))),
+    Key("start", _DEFAULT_KAFKA.start, "analytics without a resume position start at the "
+        "oldest retained frame or the newest", choices=STARTS),
+    Key("tail", True, "keep reading at the end of the topic (false: stop there)"),
+    Key("snapshot_refresh", _DEFAULT_KAFKA.snapshot_refresh, "capture: seconds between fresh "
+        "snapshots per product; 0 disables", 10.0, 86400.0, zero="to disable"),
+    Key("connect_timeout", 0.0, "seconds to wait for unreachable brokers at start; 0 waits "
+        "as long as it takes", 1.0, 86400.0, zero="to wait as long as it takes"),
+)
+#: The ``[kafka.config]`` table: librdkafka properties passed through (SASL, TLS).
+KAFKA_CLIENT = "config"
 REPLAY_KEYS = (
     Key("paths", [], "capture files or directories; replaces the live venues"),
     # Not below 1/1000 of the recorded pace: at 1e-300 the replay's next wake-up
@@ -160,7 +187,7 @@ REPLAY_KEYS = (
 #: The tables of lobstream's own keys (venue tables aside), in the order shown.
 TABLE_KEYS: Dict[str, Tuple[Key, ...]] = {"run": RUN_KEYS, "replay": REPLAY_KEYS,
                                           "bars": BARS_KEYS, "store": STORE_KEYS,
-                                          "sql": SQL_KEYS}
+                                          "sql": SQL_KEYS, "kafka": KAFKA_KEYS}
 #: Keys every venue table has, besides the venue's own settings.
 VENUE_COMMON = ("products", "url", "products_per_connection", "rules", "instruments", "refresh",
                 "rest_url")
@@ -216,6 +243,8 @@ def env_names() -> Dict[str, Tuple[str, str]]:
     for table in ("bars", "store", "sql"):
         names.update({f"LOBSTREAM_{table.upper()}_{k.name.upper()}": (table, k.name)
                       for k in TABLE_KEYS[table]})
+    names.update({f"LOBSTREAM_KAFKA_{k.name.upper()}": ("kafka", k.name)
+                  for k in KAFKA_KEYS + (Key(KAFKA_CLIENT, "", ""),)})
     for venue in VENUES.values():
         for key in venue_keys(venue):
             names[f"LOBSTREAM_{venue.name.upper()}_{key.upper()}"] = (venue.name, key)
@@ -247,7 +276,8 @@ def read_layers(env: Optional[Mapping[str, str]] = None) -> Layers:
     _check_keys("config file", raw, tuple(TABLE_KEYS) + VENUE_NAMES)
     tables = {name: _table(raw, name) for name in tuple(TABLE_KEYS) + VENUE_NAMES}
     for name, declared in TABLE_KEYS.items():
-        _check_keys(f"[{name}]", tables[name], [k.name for k in declared])
+        extra = [KAFKA_CLIENT] if name == "kafka" else []
+        _check_keys(f"[{name}]", tables[name], [k.name for k in declared] + extra)
     for venue in VENUES.values():
         try:
             refuse_in_config(venue, tables[venue.name])
@@ -281,7 +311,12 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
     """Build the configuration from ``LOBSTREAM_CONFIG`` (if set) and the environment."""
     tables = read_layers(env).tables
     venues_given = [v for v in VENUE_NAMES if tables[v]]
-    run, replay, bars, store, sql = (typed_table(tables, name) for name in TABLE_KEYS)
+    run, replay, bars, store, sql, kafka = (typed_table(tables, name) for name in TABLE_KEYS)
+    try:
+        kafka_settings = build_settings(kafka, parse_client(tables["kafka"].get(KAFKA_CLIENT,
+                                                                                 {})))
+    except ValueError as ex:
+        raise ConfigError(str(ex)) from None
     intervals = []
     for text in bars["intervals"]:
         try:
@@ -298,7 +333,7 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
         queue_mb=run["queue_mb"], replay=[str(p) for p in replay["paths"]],
         replay_speed=replay["speed"], bar_intervals=tuple(sorted(set(intervals))),
         bar_lateness=bars["lateness"], bar_keep=bars["keep"], bar_empty=bars["empty"],
-        bar_console=bars["console"],
+        bar_console=bars["console"], input=run["input"], kafka=kafka_settings,
         store=store, sql=sql)
     if cfg.store["mode"] == "auto":
         cfg.store["mode"] = "replace" if cfg.replay else "append"
@@ -312,6 +347,9 @@ def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
     for p in cfg.replay:
         if not Path(p).exists():
             raise ConfigError(f"replay path {p!r} does not exist")
+    if cfg.replay and cfg.input == "kafka":
+        raise ConfigError("replay.paths and run.input=\"kafka\" both name the input; "
+                          "set one of them")
     if cfg.replay:
         return cfg
     names_run = run["venues"] or venues_given or list(DEFAULT_VENUES)

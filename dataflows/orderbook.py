@@ -16,6 +16,10 @@ Shape of the flow::
       --+--> summaries + statuses --> configured sinks (on the same worker)
         +--> alerts + statuses -----> console (stdout)
 
+The input is the venues' websockets, a replay of captures, or (``[run] input =
+"kafka"``) the raw topic a capture publishes (:mod:`dataflows.capture`,
+:mod:`dataflows.kafka_book`).
+
 Nothing crosses a process: placement (:mod:`sources.runtime.placement`) routes
 every product's key to the worker that reads its connection, and the sinks are
 dynamic sinks that write where the record is.
@@ -164,7 +168,7 @@ def planner(cfg: Config) -> Callable[[int], List[ConnectionPlan]]:
     return plan
 
 
-def _recorder(directory: str) -> Callable[[str, str, str], Recorder]:
+def recorders(directory: str) -> Callable[[str, str, str], Recorder]:
     """Makes each connection's recorder: new files per run and rotation, gzip,
     flushed every second, paused (not fatal) on write errors."""
 
@@ -206,58 +210,70 @@ def build_flow(cfg: Config, registry: Optional[Registry] = None,
     registry = registry or Registry()
     resync = resync or ResyncRequests()
     flow = Dataflow("lobstream")
+    step_type = BookStep
     if cfg.replay:
         source = ReplaySource(cfg.replay, speed=cfg.replay_speed, resync=resync,
                               registry=registry, clock_ms=clock_ms(cfg))
         source.check()
         registry.streams = source.streams()
         events = op.input("replay", flow, source)
+    elif cfg.input == "kafka":
+        from dataflows import kafka_book  # imported only when used: the kafka extra
+
+        events = kafka_book.kafka_input(flow, cfg, registry, resync)
+        step_type = kafka_book.KafkaBookStep
     else:
         universes = resolve_universes(cfg)
         events = op.input("feeds", flow, WebsocketSource(
             planner(cfg), resync=resync, registry=registry, exit_on_close=cfg.exit_on_close,
             silence_timeout=cfg.silence_timeout,
-            recorder=_recorder(cfg.record_dir) if cfg.record_dir else None,
+            recorder=recorders(cfg.record_dir) if cfg.record_dir else None,
             queue_frames=cfg.queue_frames, queue_bytes=cfg.queue_mb * 2**20,
             clock_ms=clock_ms(cfg), universes=universes))
     bars = BarSpec(cfg.bar_intervals, cfg.bar_lateness * 1000.0, cfg.bar_keep * 1000.0,
                    cfg.bar_empty) if cfg.bar_intervals else None
-    step = BookStep(cfg.depth, cfg.alert_bps, resync, registry, bars)
+    step = step_type(cfg.depth, cfg.alert_bps, resync, registry, bars)
     records = op.stateful("book", events, step)
     data = op.filter("data", records, lambda kv: kv[1]["type"] in DATA_TYPES)
     shown = frozenset(("alert", "status") + (("bar",) if cfg.bar_console else ()))
     console = op.filter("console", records, lambda kv: kv[1]["type"] in shown)
     op.output("console_out", console, ConsoleSink(json_stdout="stdout" in cfg.sinks))
     options = {"jsonl_dir": cfg.jsonl_dir, "jsonl_mode": cfg.jsonl_mode,
-               "jsonl_max_open": cfg.jsonl_max_open, "store": cfg.store, "sql": cfg.sql}
+               "jsonl_max_open": cfg.jsonl_max_open, "store": cfg.store, "sql": cfg.sql,
+               "kafka": cfg.kafka}
     for name in cfg.sinks:
         op.output(f"{name}_out", data, SINKS[name](options))
     return flow
 
 
-def _flow_from_environment() -> Dataflow:
-    """The flow ``python -m bytewax.run`` runs: configured from the environment,
-    with the scaling and recovery flags read from Bytewax's own command line, the
-    start banner, clean shutdown on signals, metrics and the status line; the
-    end-of-run table is printed when the interpreter exits (``lobstream run``
+def flow_from_environment(build: Callable[[Config, Registry], Dataflow]) -> Dataflow:
+    """The flow ``python -m bytewax.run`` runs: ``build`` configured from the
+    environment, with the scaling and recovery flags read from Bytewax's own command
+    line, the start banner, clean shutdown on signals, metrics and the status line;
+    the end-of-run table is printed when the interpreter exits (``lobstream run``
     prints it itself, and also sets the exit code)."""
     from dataflows.session import prepare  # (the session builds on this module)
 
-    session = prepare(os.environ, from_bytewax_argv(sys.argv[1:]))
+    session = prepare(os.environ, from_bytewax_argv(sys.argv[1:]), build=build)
     atexit.register(session.finish)
     return session.flow
 
 
-_flow: Optional[Dataflow] = None
+def lazy_flow(module: str, build: Callable[[Config, Registry], Dataflow]
+              ) -> Callable[[str], Dataflow]:
+    """A module ``__getattr__`` (PEP 562) that builds ``flow`` on first access, when
+    ``bytewax.run`` looks it up, so importing the module for its builder has no side
+    effects: no configuration read, no signal handlers, no status thread."""
+    built: List[Dataflow] = []
+
+    def getattr_(name: str) -> Dataflow:
+        if name != "flow":
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        if not built:
+            built.append(flow_from_environment(build))
+        return built[0]
+
+    return getattr_
 
 
-def __getattr__(name: str) -> Dataflow:
-    """``flow`` is built on first access (PEP 562), when ``bytewax.run`` looks it up,
-    so importing this module for :func:`build_flow` has no side effects: no
-    configuration read, no signal handlers, no status thread."""
-    global _flow
-    if name != "flow":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if _flow is None:
-        _flow = _flow_from_environment()
-    return _flow
+__getattr__ = lazy_flow(__name__, build_flow)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Mapping, Optional, TextIO
+from typing import Callable, Mapping, Optional, TextIO
 
 from bytewax.dataflow import Dataflow
 
@@ -28,6 +28,7 @@ from dataflows.orderbook import build_flow, planner
 from dataflows.monitoring import register_collector, serve_metrics, start_status_log
 from dataflows.report import closing, exit_code
 from dataflows.watch import Activity, products
+from sources.kafka.client import KafkaSetupError
 from sources.runtime import shutdown
 from sources.runtime.registry import Registry
 
@@ -49,7 +50,8 @@ class Session:
         self._finished = False
 
     def banner(self) -> str:
-        plans = [] if self.cfg.replay else planner(self.cfg)(self.launch.total_workers)
+        reads_feeds = not self.cfg.replay and self.cfg.input == "websocket"
+        plans = planner(self.cfg)(self.launch.total_workers) if reads_feeds else []
         return banner(self.cfg, self.launch, plans, self.registry.streams)
 
     def finish(self, out: TextIO = sys.stderr) -> int:
@@ -65,16 +67,22 @@ class Session:
 
 
 def prepare(env: Mapping[str, str], launch: Launch, *, err: TextIO = sys.stderr,
-            cfg: Optional[Config] = None) -> Session:
-    """Check the configuration, build the flow and start reporting on it.
+            cfg: Optional[Config] = None,
+            build: Callable[[Config, Registry], Dataflow] = build_flow) -> Session:
+    """Check the configuration, build the flow (the book flow, or another
+    ``build`` such as the Kafka capture's) and start reporting on it.
 
-    A configuration error exits with one line and status 2."""
+    A configuration error exits with one line and status 2; so does a Kafka
+    setup problem found while building (brokers unreachable, a topic missing)."""
     logging.basicConfig(level=logging.INFO, stream=err,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = Registry()
     try:
         cfg = cfg or load_config(env)
-        dataflow = build_flow(cfg, registry)
+        dataflow = build(cfg, registry)
+    except KafkaSetupError as ex:
+        err.write(f"lobstream: {ex}\n")
+        raise SystemExit(CONFIG_ERROR) from None
     except (ConfigError, ValueError, OSError) as ex:
         err.write(f"lobstream: configuration error: {ex}\n")
         raise SystemExit(CONFIG_ERROR) from None

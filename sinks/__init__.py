@@ -51,11 +51,18 @@ def _sql(options: Dict[str, Any]) -> Sink:
     return SqlBarSink(options["sql"]["dsn"], options["sql"]["table"])
 
 
+def _kafka(options: Dict[str, Any]) -> Sink:
+    from sinks.kafka import KafkaRecordSink  # imported only when used: the kafka extra
+
+    return KafkaRecordSink(options["kafka"])
+
+
 #: Sink name -> factory. ``options`` holds the ``jsonl_*`` settings and the
-#: ``[store]`` and ``[sql]`` tables.
+#: ``[store]``, ``[sql]`` and ``[kafka]`` tables.
 SINKS: Dict[str, SinkFactory] = {
     "jsonl": _jsonl,
     "stdout": lambda options: StdoutSink(),
     "store": _store,
     "sql": _sql,
+    "kafka": _kafka,
 }

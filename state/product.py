@@ -86,6 +86,16 @@ class ProductState:
         self.trades = data["trades"]
         self.bars = data["bars"]
 
+    def adopt_book(self, other: "ProductState") -> None:
+        """Take ``other``'s book and everything derived from it (validity, top of
+        book, depth window, spread-alert latch), keeping this state's counters,
+        trade ids and bars: a flow resumed from a Kafka topic rebuilds books in a
+        scratch state from frames whose records were already emitted
+        (:mod:`dataflows.kafka_book`). These are exactly the fields a snapshot
+        leaves out."""
+        self.book, self.window, self.valid = other.book, other.window, other.valid
+        self.top, self.wide = other.top, other.wide
+
     def snapshot(self) -> bytes:
         """An immutable copy for Bytewax (pickled now, so later changes cannot leak in)."""
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

@@ -82,7 +82,7 @@ def test_venue_table_alone_selects_that_venue(tmp_path):
      "venues: unknown value 'kraken'; valid choices: coinbase, deribit, coinbase_exchange, "
      "binance, binance_usdm, binance_coinm"),
     ({"LOBSTREAM_SINKS": "jsonl,parquet"},
-     "sinks: unknown value 'parquet'; valid choices: jsonl, stdout, store, sql"),
+     "sinks: unknown value 'parquet'; valid choices: jsonl, stdout, store, sql, kafka"),
     ({"LOBSTREAM_DERIBIT_INTERVAL": "1s"},
      "deribit.interval='1s'; valid choices: 100ms, agg2, raw"),
     ({"LOBSTREAM_DEPTH": "abc"}, "depth='abc': expected an integer in [1, 1000]"),
@@ -98,7 +98,7 @@ def test_venue_table_alone_selects_that_venue(tmp_path):
     ({"LOBSTREAM_COINBASE_URL": "https://advanced-trade-ws.coinbase.com"},
      "coinbase.url='https://advanced-trade-ws.coinbase.com': expected a ws:// or wss:// URL"),
     ({"LOBSTREAM_EXIT_ON_CLOSE": "maybe"}, "exit_on_close='maybe': expected true or false"),
-    ({"LOBSTREAM_SINKS": " , "}, "sinks is empty; valid choices: jsonl, stdout, store, sql"),
+    ({"LOBSTREAM_SINKS": " , "}, "sinks is empty; valid choices: jsonl, stdout, store, sql, kafka"),
     ({"LOBSTREAM_DERIBIT_PRODUCTS_PER_CONNECTION": "501"},
      "deribit.products_per_connection='501': must be in [1, 500]"),
     ({"LOBSTREAM_METRICS_ADDR": "localhost"},
@@ -174,11 +174,11 @@ def test_grouped_book_depth_bounds_the_imbalance_depth(tmp_path):
      "rules, instruments, refresh, rest_url, trades, tickers"),
     ("[replay]\npath = 'x'\n", "[replay]: unknown key 'path'; did you mean paths?"),
     ("[kraken]\nproducts = ['XBT/USD']\n",
-     "config file: unknown key 'kraken'; valid keys: run, replay, bars, store, sql, coinbase, "
-     "deribit, coinbase_exchange, binance, binance_usdm, binance_coinm"),
+     "config file: unknown key 'kraken'; valid keys: run, replay, bars, store, sql, kafka, "
+     "coinbase, deribit, coinbase_exchange, binance, binance_usdm, binance_coinm"),
     ("[run]\ndepth = 0\n", "depth=0: must be in [1, 1000]"),
     ('[run]\nsinks = ["console"]\n',
-     "sinks: unknown value 'console'; valid choices: jsonl, stdout, store, sql"),
+     "sinks: unknown value 'console'; valid choices: jsonl, stdout, store, sql, kafka"),
     ('[deribit]\nurl = "deribit.com"\n', "deribit.url='deribit.com': expected a ws:// or wss:// URL"),
     ('[deribit]\nproducts = ["BTC-PERPETUAL", "BTC-PERPETUAL"]\n',
      "deribit.products lists a product twice"),

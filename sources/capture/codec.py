@@ -30,7 +30,9 @@ import orjson
 
 FORMAT_VERSION = 1
 HEADER_KEY = "lobstream_capture"
-DIRECTIONS = ("recv", "send", "rest")
+#: ``event`` lines record what a connection did besides frames (see
+#: :mod:`sources.feed.captured`).
+DIRECTIONS = ("recv", "send", "rest", "event")
 
 #: Plausible capture times, epoch ms: 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z.
 #: A time outside is a unit mistake (seconds, ns) or garbage, and would wreck pacing.

@@ -17,8 +17,8 @@ Header (first line)
 
 Frame line (every other line), in lobstream's writers' exact layout::
 
-    {"ts":<number>,"venue":"<venue>","stream":"<stream>","dir":"recv"|"send"|"rest"[,"url":"<url>"],"msg":<frame JSON verbatim>}
-    {"ts":<number>,"venue":"<venue>","stream":"<stream>","dir":"recv"|"send"|"rest"[,"url":"<url>"],"raw":"<frame text>"}
+    {"ts":<number>,"venue":"<venue>","stream":"<stream>","dir":"recv"|"send"|"rest"|"event"[,"url":"<url>"],"msg":<frame JSON verbatim>}
+    {"ts":<number>,"venue":"<venue>","stream":"<stream>","dir":"recv"|"send"|"rest"|"event"[,"url":"<url>"],"raw":"<frame text>"}
 
 * ``ts``: local receive (``recv``, ``rest``) or send time, epoch milliseconds, a
   JSON number within 2000-01-01..2100-01-01 (946684800000 <= ts < 4102444800000).
@@ -32,8 +32,13 @@ Frame line (every other line), in lobstream's writers' exact layout::
   stream ``<venue>:<product>``.
 * ``dir``: ``recv`` (from the exchange), ``send`` (our subscribe messages),
   ``rest`` (a REST reply body, such as a Binance depth snapshot, at the moment it
-  arrived). Readers select frames by ``dir``; captures written before ``rest``
-  existed simply have none.
+  arrived), ``event`` (something the connection did that is not a frame, so that
+  a replay decides what the live feed decided: ``{"event":"open"}``,
+  ``{"event":"close","reason":..}``, ``{"event":"resync","product":..,"reason":..,
+  "detail":..}``, ``{"event":"overflow","dropped":..}``; written by the Kafka
+  capture, :mod:`sources.feed.captured`). Readers select frames by ``dir``;
+  captures written before ``rest`` or ``event`` existed simply have none (a reader
+  that predates ``event`` counts such lines as bad ``dir`` lines and skips them).
 * ``url``: only on ``rest`` lines: the request URL, query included.
 * ``msg``: the frame as the exchange sent it, embedded verbatim as JSON (no
   re-serialisation: a reader can slice the bytes out and decode them once).

@@ -123,7 +123,9 @@ class Feed:
         #: (a :class:`~state.events.Clock`) each time it moves by ``clock_ms``, so
         #: its bars close even while it is quiet; 0 turns that off.
         self.clock_ms = clock_ms
-        self._clock = float("-inf")
+        #: The exchange time of the last Clock sent; a replay that resumes mid-stream
+        #: restores it so its clocks tick on the same frames as the uninterrupted run.
+        self.clock_at = float("-inf")
         #: Why the connection is down (None while it is up, or before its first
         #: attempt), and how many attempts in a row failed: the status line shows
         #: a connection that keeps failing, which no per-connect counter does.
@@ -357,8 +359,8 @@ class Feed:
             ts = parsed.ts
             if ts is None and parsed.events and kind != REPLY:  # a reply's are a grant
                 ts = parsed.events[-1].ts_exchange
-            if ts is not None and ts >= self._clock + self.clock_ms:
-                self._clock = ts
+            if ts is not None and ts >= self.clock_at + self.clock_ms:
+                self.clock_at = ts
                 venue = self.venue.name
                 out.extend((s.key, Clock(venue, p, ts)) for p, s in self.books.items())
 

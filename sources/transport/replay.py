@@ -31,6 +31,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from sources.capture.format import (CaptureFrame, CaptureReport, StreamInfo, capture_files,
                                     list_streams, read_capture)
+from sources.feed.captured import deliver
 from sources.feed.feed import Feed, Keyed
 from sources.feed.reporting import BadInput, ErrorReplies
 from sources.runtime import shutdown
@@ -136,10 +137,7 @@ class _ReplayPartition(StatelessSourcePartition[Keyed]):
             if self._speed > 0.0 and not self._due(frame.ts):
                 self._pending = frame
                 break
-            if frame.dir == "recv":
-                feeds[frame.stream].on_frame(frame.raw, frame.ts, out)
-            elif frame.dir == "rest" and frame.url is not None:
-                feeds[frame.stream].on_rest(frame.url, frame.raw, frame.ts, out)
+            deliver(feeds[frame.stream], frame, out)
         for feed in feeds.values():
             feed.outbox.clear()  # a recording cannot be asked for a new snapshot
         if not feeds:

@@ -51,6 +51,8 @@ log = logging.getLogger("lobstream.websocket")
 Planner = Callable[[int], List[ConnectionPlan]]
 #: Makes the recorder of one connection stream (None: not recording).
 RecorderFactory = Callable[[str, str, str], Recorder]
+#: Makes each connection's feed; called like :class:`Feed`.
+FeedFactory = Callable[..., Feed]
 
 #: Feeds are ticked (overdue snapshots retried) at most this often, in ms.
 TICK_MS = 1000.0
@@ -63,14 +65,15 @@ class WebsocketSource(DynamicSource[Keyed]):
     1000) instead of reconnecting. Live exchanges never do that on purpose; the
     local simulator does at the end of a recording, which is how an offline run
     finishes by itself. ``queue_frames``/``queue_bytes`` bound each worker's
-    inbox.
+    inbox. ``feed_factory`` makes each connection's feed (a subclass may do more
+    with what it is handed, as the Kafka capture does: :mod:`sources.kafka.tap`).
     """
 
     def __init__(self, planner: Planner, *, resync: ResyncRequests, registry: Registry,
                  exit_on_close: bool = False, silence_timeout: float = 30.0,
                  recorder: Optional[RecorderFactory] = None, batch_size: int = 1000,
                  queue_frames: int = 100_000, queue_bytes: int = 256 * 2**20,
-                 clock_ms: float = 0.0,
+                 clock_ms: float = 0.0, feed_factory: FeedFactory = Feed,
                  universes: Sequence[VenueUniverse] = ()) -> None:
         self.planner = planner
         #: Venues whose products are re-resolved while running (``refresh`` > 0).
@@ -84,6 +87,7 @@ class WebsocketSource(DynamicSource[Keyed]):
         self.queue_frames = queue_frames
         self.queue_bytes = queue_bytes
         self.clock_ms = clock_ms
+        self.feed_factory = feed_factory
         self.bad = BadInput()
         self.errors = ErrorReplies()
 
@@ -135,8 +139,9 @@ class _WorkerPartition(StatelessSourcePartition[Keyed]):
             return keys.get(product) or routing_key(name, product, worker, workers)
 
         source = self._source
-        feed = Feed(plan.venue, plan.products, source.bad, plan.stream, settings=plan.settings,
-                    key=key, errors=source.errors, clock_ms=source.clock_ms)
+        feed = source.feed_factory(plan.venue, plan.products, source.bad, plan.stream,
+                                   settings=plan.settings, key=key, errors=source.errors,
+                                   clock_ms=source.clock_ms)
         source.registry.add_feed(feed)
         self._feeds.append(feed)
         self._plans.append(plan)
