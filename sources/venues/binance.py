@@ -182,27 +182,27 @@ def _parser(venue: str, futures: bool, units: Callable[[str], Tuple[str, float, 
                 raise FrameError("bad_seq", f"first update id {d.U} above last {d.u}", None,
                                  [d.s])
             return Parsed(BOOK, None, [ev])
+        # A broken print or mark is counted and skipped; it names no product, as
+        # it is no depth diff: the book it does not touch stays (a resync here
+        # would cost a REST snapshot per broken event).
         if kind == "aggTrade" or kind == "trade":
             try:
                 if kind == "aggTrade":
                     a = _AGG_TRADE.decode(data)
                     if a.l < a.f:
-                        raise FrameError("bad_trade", f"last trade id {a.l} below first {a.f}",
-                                         None, [a.s])
+                        raise FrameError("bad_trade", f"last trade id {a.l} below first {a.f}")
                     t = trade(a.s, f"a{a.a}", a.a, a.p, a.q, a.T, a.m, ts_recv, a.l - a.f + 1)
                 else:
                     r = _TRADE.decode(data)
                     t = trade(r.s, str(r.t), r.t, r.p, r.q, r.T, r.m, ts_recv, 1)
             except _DECODE_ERRORS as ex:
-                raise FrameError("bad_trade", f"{safe_text(stream, 60)}: {reason(ex)}", None,
-                                 _symbol(stream)) from None
+                raise FrameError("bad_trade", f"{safe_text(stream, 60)}: {reason(ex)}") from None
             return Parsed(TRADES, None, [t])
         if kind == "markPriceUpdate":
             try:
                 mp = _MARK_PRICE.decode(data)
             except _DECODE_ERRORS as ex:
-                raise FrameError("bad_ticker", f"{safe_text(stream, 60)}: {reason(ex)}", None,
-                                 _symbol(stream)) from None
+                raise FrameError("bad_ticker", f"{safe_text(stream, 60)}: {reason(ex)}") from None
             return Parsed(TICKER, None, [Ticker(venue, mp.s, mp.E, ts_recv, mp.p, mp.i, mp.r,
                                                 None)])
         if kind == "serverShutdown":
