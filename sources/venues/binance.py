@@ -33,7 +33,8 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from itertools import count
-from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Annotated, Any, Callable, Dict, List, Literal, Mapping, Optional,
+                    Sequence, Tuple, Union)
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -112,7 +113,8 @@ class _MarkPrice(Wire):
     E: Millis
     p: Price
     i: Optional[Price] = None
-    r: Optional[Funding] = None
+    #: COIN-M delivery contracts have no funding: their events carry ``"r": ""``.
+    r: Union[Funding, Literal[""], None] = None
 
 
 class _Depth(Wire):
@@ -203,7 +205,8 @@ def _parser(venue: str, futures: bool, units: Callable[[str], Tuple[str, float, 
                 mp = _MARK_PRICE.decode(data)
             except _DECODE_ERRORS as ex:
                 raise FrameError("bad_ticker", f"{safe_text(stream, 60)}: {reason(ex)}") from None
-            return Parsed(TICKER, None, [Ticker(venue, mp.s, mp.E, ts_recv, mp.p, mp.i, mp.r,
+            funding = None if mp.r == "" else mp.r
+            return Parsed(TICKER, None, [Ticker(venue, mp.s, mp.E, ts_recv, mp.p, mp.i, funding,
                                                 None)])
         if kind == "serverShutdown":
             return Parsed(RECONNECT, None, [], detail="the server announced a shutdown")
