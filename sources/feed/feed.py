@@ -297,7 +297,10 @@ class Feed:
             buffer.popleft()
             self.counts["dropped_buffer"] += 1
         buffer.append(ev)
-        if not state.fetching and state.awaiting_since is not None:
+        if len(buffer) == 1 and not state.fetching and state.awaiting_since is not None:
+            # The first diff since the book was lost: a snapshot fetched now is not
+            # older than every diff. Later diffs never ask: a request that failed
+            # is retried on the timer (:meth:`tick`), not at the next diff.
             self._ask_snapshot(ev.product, state)
 
     # -- inbound ---------------------------------------------------------------
