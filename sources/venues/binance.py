@@ -244,8 +244,9 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
                                       "not one lobstream sent")
     stream = msg.get("stream")
     if isinstance(stream, str):
-        raise FrameError("bad_frame", f"{safe_text(stream, 60)}: {reason(ex)}", None,
-                         _symbol(stream))
+        # It names no book: a trade or mark is not a diff, and had it been a diff
+        # the next one would not chain (as for an unreadable event type).
+        raise FrameError("bad_frame", f"{safe_text(stream, 60)}: {reason(ex)}")
     raise FrameError("unknown_type", f"unreadable message: {reason(ex)}")
 
 
