@@ -240,6 +240,10 @@ CRASHES = [
     ("binance_usdm", {"stream": "ethusdt@trade", "data": {
         "e": "trade", "E": BN_E, "T": BN_E, "s": "ETHUSDT", "t": 7, "p": True, "q": "1",
         "m": True}}, "bad_bad_trade", False),
+    # Found by the fuzz: a print of "-0" was a trade of size 0.
+    ("binance", {"stream": "btcusdt@trade", "data": {
+        "e": "trade", "E": BN_E, "T": BN_E, "s": "BTCUSDT", "t": 7, "p": "61830.0", "q": "-0",
+        "m": True}}, "bad_bad_trade", False),
     ("binance_coinm", {"stream": "ethusd_perp@aggTrade", "data": {
         "e": "aggTrade", "E": BN_E, "s": "ETHUSD_PERP", "a": 9, "p": "2682.18", "q": "1",
         "f": 12, "l": 11, "T": BN_E, "m": False}}, "bad_bad_trade", False),

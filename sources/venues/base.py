@@ -61,6 +61,8 @@ MAX_SEQ = 2**63 - 1
 Price = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_PRICE)]
 #: A level size: finite, non-negative (0 deletes the level), at most MAX_SIZE.
 Size = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_SIZE)]
+#: A trade's size: as a level's, but a print of nothing is no trade.
+TradeSize = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_SIZE)]
 #: A sequence number or id: an integer in [0, 2**63).
 SeqNo = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 #: A product name as a venue writes it in frames, bounded in length. Its syntax is

@@ -42,8 +42,8 @@ import msgspec
 from sources.instruments.model import BASE, CONTRACTS, amounts
 from sources.venues.base import (BOOK, ERROR, IGNORED, RECONNECT, REPLY, TICKER, TRADES,
                                  FrameError, Funding, Limits, Message, Millis, Parsed, Price,
-                                 ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, Venue,
-                                 Wire, check_name, loads, reason, safe_text, valid_product,
+                                 ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, TradeSize,
+                                 Venue, Wire, check_name, loads, reason, safe_text, valid_product,
                                  valid_seq)
 from sources.candles.model import Candle, CandleApi, check_candle
 from state.events import SNAPSHOT, UPDATE, BookEvent, Ticker, Trade
@@ -92,7 +92,7 @@ class _Trade(Wire):
     s: ProductId
     t: SeqNo
     p: Price
-    q: Size
+    q: TradeSize
     T: Millis
     m: bool
 
@@ -101,7 +101,7 @@ class _AggTrade(Wire):
     s: ProductId
     a: SeqNo
     p: Price
-    q: Size
+    q: TradeSize
     f: SeqNo
     l: SeqNo  # noqa: E741 (Binance's field name)
     T: Millis

@@ -34,9 +34,9 @@ import msgspec
 
 from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER,
                                  TRADES, FrameError, Limits, Message, Parsed, Price, ProductId,
-                                 Protocol, Raw, Reply, SeqNo, Setting, Size, TradeId, Venue, Wire,
-                                 check_name, iso_ms, loads, reason, safe_text, valid_product,
-                                 valid_seq)
+                                 Protocol, Raw, Reply, SeqNo, Setting, Size, TradeId, TradeSize,
+                                 Venue, Wire, check_name, iso_ms, loads, reason, safe_text,
+                                 valid_product, valid_seq)
 from sources.candles.model import Candle, CandleApi, check_candle
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
@@ -75,7 +75,7 @@ class _Trade(Wire):
     trade_id: TradeId
     product_id: ProductId
     price: Price
-    size: Size
+    size: TradeSize
     side: Literal["BUY", "SELL"]
     time: str
 
