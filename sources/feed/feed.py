@@ -161,10 +161,12 @@ class Feed:
             state = self.books[product]
             state.sync.invalidate()
             state.snapshot_next = False
-            state.fetching = False
             self._await(state, ts, reset=True)
             if self.rest:
-                state.buffer = deque()  # the snapshot is fetched once the first diff is in
+                # The snapshot is fetched once the first diff is in, unless a request
+                # is still in flight: its reply (the transport always gives one, or
+                # a failure) serves this connection's diffs as well as any.
+                state.buffer = deque()
         return self.protocol.open(wanted) if wanted else []
 
     def disconnected(self, ts: float, reason: str) -> List[Keyed]:
