@@ -31,6 +31,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional
 from sources.feed.reporting import BadInput, ErrorReplies
 from sources.venues.base import (BOOK, ERROR, RECONNECT, REPLY, TEST_REQUEST, TICKER, TRADES,
                                  FrameError, Message, Raw, Venue, valid_product)
+from state.bars import LeapGuard
 from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus, Clock, Ticker, Trade
 from state.sync import (BOGUS, DUPLICATE, GAP, OK, STALE, STUCK, STUCK_AFTER, UNSYNCED, BookSync,
                         ConnectionSequence)
@@ -124,6 +125,7 @@ class Feed:
         #: its bars close even while it is quiet; 0 turns that off.
         self.clock_ms = clock_ms
         self._clock = float("-inf")
+        self._leaps = LeapGuard()  # one forged time must not stop the clocks
         #: Why the connection is down (None while it is up, or before its first
         #: attempt), and how many attempts in a row failed: the status line shows
         #: a connection that keeps failing, which no per-connect counter does.
@@ -362,7 +364,8 @@ class Feed:
             ts = parsed.ts
             if ts is None and parsed.events and kind != REPLY:  # a reply's are a grant
                 ts = parsed.events[-1].ts_exchange
-            if ts is not None and ts >= self._clock + self.clock_ms:
+            if ts is not None and ts >= self._clock + self.clock_ms \
+                    and self._leaps.allows(self._clock, ts):
                 self._clock = ts
                 venue = self.venue.name
                 out.extend((s.key, Clock(venue, p, ts)) for p, s in self.books.items())
