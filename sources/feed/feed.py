@@ -256,6 +256,11 @@ class Feed:
                 # A reply for a product no longer followed (removed while in flight).
                 continue
             state.fetching = False
+            if state.buffer is None:
+                # The book is not waiting for a snapshot (another reply synced it):
+                # this one could only put an older book in place of the current one.
+                self.counts["rest_unneeded"] += 1
+                continue
             self._apply_snapshot(state, snapshot, out)
 
     def rest_failed(self, product: str, ts: float) -> None:
