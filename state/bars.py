@@ -201,27 +201,42 @@ class Series:
         if self.last_book_ts is None or ts >= self.last_book_ts:
             self.last_book_ts, self.spread = ts, spread_bps
 
-    def close_until(self, watermark: float, empty: bool) -> List[Bar]:
-        """Bars whose end the watermark passed and that were not emitted yet; with
+    def close_until(self, watermark: float, empty: bool
+                    ) -> List[Tuple[Bar, Optional[float]]]:
+        """Bars whose end the watermark passed and that were not emitted yet, each
+        with the close of the bar before it (for its ``log_return``); with
         ``empty``, also the windows in between that saw no trade (their prices are
-        the previous close, their volumes zero)."""
-        if empty and self.bars:
+        the previous close, their volumes zero). One pass over the bars: a jump of
+        the clock over thousands of windows costs thousands of steps, not their
+        square."""
+        bars = self.bars
+        if empty and bars:
             # (At most MAX_EMPTY_WINDOWS: after a longer silence the oldest are not
             # shown, so that no jump of the clock costs more than that.)
-            first = max(min(self.bars), (int(watermark) // self.interval - MAX_EMPTY_WINDOWS)
+            first = max(min(bars), (int(watermark) // self.interval - MAX_EMPTY_WINDOWS)
                         * self.interval)
-            for start in range(first, int(watermark) - self.interval + 1, self.interval):
-                if start not in self.bars:
-                    self.bar(start)
-        due = [b for b in self.bars.values() if b.end <= watermark and not b.emitted]
-        for bar in due:
-            self._accrue_to_end(bar)
-            bar.emitted = True  # closed, whether it is shown or not
-            bar.revision = 0
-            if bar.trades == 0:
-                close = self.close_of(bar)
-                bar.open = bar.high = bar.low = bar.close = close
-        return [b for b in due if empty or b.trades > 0]
+            missing = [start for start in range(first, int(watermark) - self.interval + 1,
+                                                self.interval) if start not in bars]
+            if missing:
+                for start in missing:
+                    bars[start] = Bar(start, start + self.interval)
+                bars = self.bars = dict(sorted(bars.items()))
+        out: List[Tuple[Bar, Optional[float]]] = []
+        prev = self.prev_close
+        for bar in bars.values():
+            if bar.end > watermark:
+                break
+            if not bar.emitted:
+                self._accrue_to_end(bar)
+                bar.emitted = True  # closed, whether it is shown or not
+                bar.revision = 0
+                if bar.trades == 0:
+                    bar.open = bar.high = bar.low = bar.close = prev
+                if empty or bar.trades > 0:
+                    out.append((bar, prev))
+            if bar.close is not None:
+                prev = bar.close
+        return out
 
     def _accrue_to_end(self, bar: Bar) -> None:
         since, value = self.last_book_ts, self.spread
@@ -323,8 +338,8 @@ class Bars:
         self.watermark = ts - self.lateness
         out: List[Record] = []
         for s in self.series:
-            for bar in s.close_until(self.watermark, self.empty):
-                out.append(bar.record(venue, product, s.interval, True, s.close_of(bar)))
+            for bar, prev_close in s.close_until(self.watermark, self.empty):
+                out.append(bar.record(venue, product, s.interval, True, prev_close))
             s.forget_before(self.watermark - self.keep)
         return out
 
