@@ -245,7 +245,10 @@ class Feed:
         try:
             parsed = self.venue.parse_rest(url, raw, ts)
         except FrameError as ex:
-            self._reject(ex, raw, ts, out)
+            # A reply that is no depth snapshot is a failed request: bad input, and
+            # asked for again on the timer. (Resyncing the book it names would ask
+            # again at once, as fast as the server can answer.)
+            self._count_bad(ex, raw)
             for product in ex.products or ():
                 if product in self.books:
                     self.books[product].fetching = False
@@ -527,9 +530,12 @@ class Feed:
         if product in self.books:
             self._gap(product, ts, reason, detail, out)
 
-    def _reject(self, ex: FrameError, raw: Raw, ts: float, out: List[Keyed]) -> None:
+    def _count_bad(self, ex: FrameError, raw: Raw) -> None:
         self.counts[f"bad_{ex.kind}"] += 1
         self.bad.report(self.venue.name, ex.kind, str(ex), self.venue.redact(raw))
+
+    def _reject(self, ex: FrameError, raw: Raw, ts: float, out: List[Keyed]) -> None:
+        self._count_bad(ex, raw)
         if ex.seq is not None and self.conn_seq is not None \
                 and not self._connection_seq(ex.seq, [], ts, out):
             return
