@@ -33,9 +33,9 @@ from sources.feed.reporting import MAX_KINDS, BadInput
 from sources.runtime.registry import Registry
 from sources.transport.inbox import Connected, Frame, Inbox, Overflowed
 from sources.venues import VENUE_NAMES, get_venue
-from sources.venues.base import MAX_PRICE, MAX_SIZE, Protocol
-from state.events import SNAPSHOT, UPDATE, BookEvent, BookStatus, Ticker, Trade
-from state.product import ProductState
+from sources.venues.base import MAX_PRICE, MAX_SIZE, MIN_PRICE, Protocol
+from state.events import SNAPSHOT, UPDATE, BookEvent, BookStatus, Clock, Ticker, Trade
+from state.product import BarSpec, ProductState
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "recordings"
@@ -240,7 +240,11 @@ CRASHES = [
     ("binance_usdm", {"stream": "ethusdt@trade", "data": {
         "e": "trade", "E": BN_E, "T": BN_E, "s": "ETHUSDT", "t": 7, "p": True, "q": "1",
         "m": True}}, "bad_bad_trade", False),
-    # Found by the fuzz: a print of "-0" was a trade of size 0.
+    # Found by the fuzz: a print of "-0" was a trade of size 0, one at 5e-324 a
+    # trade of notional 0.
+    ("binance_usdm", {"stream": "ethusdt@trade", "data": {
+        "e": "trade", "E": BN_E, "T": BN_E, "s": "ETHUSDT", "t": 7, "p": "5e-324", "q": "0.018",
+        "m": True}}, "bad_bad_trade", False),
     ("binance", {"stream": "btcusdt@trade", "data": {
         "e": "trade", "E": BN_E, "T": BN_E, "s": "BTCUSDT", "t": 7, "p": "61830.0", "q": "-0",
         "m": True}}, "bad_bad_trade", False),
@@ -289,6 +293,58 @@ def test_a_coinm_delivery_contracts_mark_price_without_funding_is_a_ticker():
                        b'"E":1723161255208,"s":"ETHUSD_PERP","p":"2690.51","r":'
                        + funding.encode() + b"}}"])
     assert feed.counts["bad_bad_ticker"] == 4
+
+
+def bn_trade(t: Any, price: str = "61830.0", when: float = BN_E) -> Dict:
+    return {"stream": "btcusdt@trade", "data": {"e": "trade", "E": when, "T": when,
+                                                "s": "BTCUSDT", "t": t, "p": price, "q": "0.5",
+                                                "m": False}}
+
+
+@pytest.mark.parametrize("forged", [946_684_800_001.0, 4_102_444_799_000.0, BN_E + 2**40],
+                         ids=["2000", "2099", "2**40-ahead"])
+def test_a_forged_exchange_time_neither_hangs_nor_freezes_the_bars(forged):
+    """Found by the fuzz: one trade timed 2099 (or 2**40 ms ahead) moved the bar
+    clock past every real time, so each later trade was too late and no bar came
+    again; with empty bars on it also made every 1 s window up to 2099 (2.4e9
+    bars: the book step hung), and a trade timed 2000 did the same from 2000 on.
+    The connection's clock stopped too. Now the forged time makes at most its own
+    bar, and the real ones go on."""
+    feed = Feed(get_venue("binance"), None, BadInput(), clock_ms=1000.0)
+    state = ProductState(BarSpec((1000,), 0.0, 5000.0, True))
+    frames = [bn_trade(10**6 + i, when=BN_E + 250.0 * i) for i in range(20)]
+    frames.append(bn_trade(10**6 + 20, when=forged))
+    frames += [bn_trade(10**6 + i, when=BN_E + 250.0 * i) for i in range(21, 80)]
+    out = deliver(feed, frames)
+    records = _book_records(out, state) + state.finish("binance", "BTCUSDT")
+    bars = [r for r in records if r["type"] == "bar"]
+    real = {r["start"] for r in bars if r["trades"] and r["start"] < BN_E + 30_000}
+    assert real == {(int(BN_E) // 1000 + i) * 1000 for i in range(20)}, sorted(real)
+    assert len(bars) < 40 and state.counts["trades"] == 80
+    clocks = [item.ts_exchange for _, item in out if isinstance(item, Clock)]
+    assert clocks and max(clocks) < BN_E + 30_000 and len(clocks) >= 15
+
+
+
+
+@pytest.mark.parametrize("forged", [2**53 + 1, 2**63 - 1, 10**6 + 5000])
+def test_a_forged_trade_id_never_freezes_the_trade_count(forged):
+    """Found by the fuzz: one trade carrying t = 2**53 + 1 made every later trade
+    of BTCUSDT a "duplicate" (older than the newest counted): no trade counted,
+    and no bar, for the rest of the run. The forged trade counts once (it is a
+    print with an id of its own); every real trade after it counts, none twice."""
+    feed = feed_for("binance")
+    state = ProductState()
+    frames = [bn_trade(10**6 + i) for i in range(10)] + [bn_trade(forged)] + [
+        bn_trade(10**6 + i) for i in range(5, 400)]
+    records = _book_records(deliver(feed, frames), state)
+    counted = [r["trade_id"] for r in records if r["type"] == "trade"]
+    assert counted == [str(10**6 + i) for i in range(10)] + [str(forged)] + [
+        str(10**6 + i) for i in range(10, 400)]
+    assert state.counts["trade_duplicates"] == 5
+    # A jump past MAX_JUMP is no gap of 2**53 trades.
+    gaps = [r for r in records if r["type"] == "status" and r["reason"] == "trade_gap"]
+    assert len(gaps) == (1 if forged - 10**6 < 2**40 else 0)
 
 
 @pytest.mark.parametrize("fixed", [False, True], ids=["replay", "fixed"])
@@ -836,6 +892,63 @@ def test_snapshot_requests_are_bounded(venue, answer):
     assert 15 <= len(times) <= 25, len(times)
 
 
+@pytest.mark.parametrize("venue", BINANCE)
+def test_an_unreadable_snapshot_reply_is_a_failed_request(venue):
+    """Found by the fuzz: a REST reply that was no depth snapshot resynced its
+    book like a lost diff: a status for a book that was not synced, and, when no
+    other request was in flight (a capture's reply), a new request at once. It
+    is now bad input and a failed request: retried on the feed's timer."""
+    product = BN_SYMBOL[venue]
+    feed = feed_for(venue, [product])
+    feed.connected(T0)
+    deliver(feed, [update(venue, product, 1)])
+    assert feed.requests == [product]
+    feed.requests = []
+    for body in (b"<html>", bn_depth()[:30], b'{"lastUpdateId":[1],"bids":[],"asks":[]}'):
+        assert bn_rest(feed, product, body) == [] and feed.requests == []
+    assert bad_total(feed) == 3
+    deliver(feed, [update(venue, product, 2)])
+    assert feed.requests == []
+    feed.tick(T0 + SNAPSHOT_TIMEOUT_MS)
+    assert feed.requests == [product]
+
+
+@pytest.mark.parametrize("venue", BINANCE)
+def test_a_snapshot_request_in_flight_serves_the_next_connection(venue):
+    """Found by the fuzz: ``connected()`` forgot the request in flight, so the new
+    connection's first diff asked again (two outstanding); the old reply, when it
+    came, was taken for the answer, and the diffs after it asked a third time.
+    The reply in flight (the transport always gives one, or a failure) now serves
+    the new connection's diffs."""
+    product = BN_SYMBOL[venue]
+    feed = feed_for(venue, [product])
+    feed.connected(T0)
+    deliver(feed, [update(venue, product, 1)])
+    assert feed.requests == [product]
+    feed.requests = []
+    feed.disconnected(T0, "test")
+    feed.connected(T0)
+    deliver(feed, [update(venue, product, n) for n in (2, 3)])
+    assert feed.requests == []
+    out = bn_rest(feed, product, bn_depth(BN_LAST + 1))
+    assert [e.kind for e in events(out)] == [SNAPSHOT, UPDATE, UPDATE] and not feed.requests
+
+
+@pytest.mark.parametrize("venue", BINANCE)
+def test_a_snapshot_reply_for_a_synced_book_is_not_applied(venue):
+    """Found by the fuzz: a REST reply that came when the book was synced already
+    (a second reply, in a capture or after two requests) replaced the book with
+    its older levels, and the summaries came from that book until the next diff
+    failed to chain onto it. A book not waiting for a snapshot keeps its own."""
+    feed, product = synced(venue)
+    out = deliver(feed, [update(venue, product, n) for n in (1, 2, 3)])
+    assert [e.kind for e in events(out)] == [UPDATE] * 3
+    out = bn_rest(feed, product, bn_depth(BN_LAST, bids=[("99", "5")]))
+    assert out == [] and feed.counts["rest_unneeded"] == 1
+    out = deliver(feed, [update(venue, product, 4)])
+    assert [e.kind for e in events(out)] == [UPDATE] and statuses(out) == []
+
+
 # ------------------------------------------------------------------ prices and sizes
 
 
@@ -902,7 +1015,7 @@ def test_prices_and_sizes_accept_only_plain_finite_plausible_numbers(venue, fiel
         assert statuses(out)[0].reason in ("bad_input", "gap"), value
 
 
-prices = st.floats(min_value=0.0, max_value=MAX_PRICE, exclude_min=True)
+prices = st.floats(min_value=MIN_PRICE, max_value=MAX_PRICE)
 sizes = st.floats(min_value=0.0, max_value=MAX_SIZE, exclude_min=True)
 
 
