@@ -206,6 +206,12 @@ CRASHES = [
     ("coinbase", cb_l2(2, "update", {"p": BTC}, [("bid", "1", "1")]), "bad_bad_level", True),
     ("coinbase", dict(cb_l2(2, "update", BTC, []), events=[{"type": ["update"]}]),
      "bad_unknown_type", True),
+    # Found by the fuzz: a ticker's list of tickers that was a number raised TypeError.
+    ("coinbase", {"channel": "ticker", "timestamp": ISO, "sequence_num": 2,
+                  "events": [{"type": "update", "tickers": True}]}, "bad_bad_ticker", False),
+    ("coinbase", {"channel": "market_trades", "timestamp": ISO, "sequence_num": 2,
+                  "events": [{"type": "update", "trades": 5}, {"trades": [{"x": 1}]}]},
+     "bad_bad_trade", False),
     ("deribit", db_book(PERP, "11", 10), "bad_bad_level", True),
     ("deribit", db_book(PERP, 11, "10"), "bad_bad_level", True),
     ("deribit", db_book(["X"], 11, 10), "bad_bad_level", False),  # the chain will tell
