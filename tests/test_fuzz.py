@@ -1061,7 +1061,7 @@ class Session:
 
     def _serve_later(self, product: str, url: str, asked: bool) -> None:
         self.rest_order += 1
-        heapq.heappush(self.rest_queue, (self.index + self.rng.choice((0, 1, 3, 10, 40, 300)),
+        heapq.heappush(self.rest_queue, (self.index + self.rng.choice((0, 1, 3, 10, 40, 150)),
                                          self.rest_order, "serve", product, url, None,
                                          self.connection, asked))
 

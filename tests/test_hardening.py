@@ -656,10 +656,13 @@ def test_a_rebased_counter_resyncs_the_books_that_missed_the_frames_taken_for_du
     """Found by the fuzz: ETH's snapshot came with sequence_num 1e5 (read as 100000:
     a gap, and ETH synced from it); the real frames after it were dropped as
     duplicates until BTC's snapshot re-based the counter, and ETH went on from a
-    book that had missed all their updates."""
+    book that had missed all their updates. (Here a second corrupt number follows
+    on from it, so the real frames are not taken for the gap's skipped ones, see
+    the next test.)"""
     feed = feed_for("coinbase", [BTC, ETH])
     feed.connected(T0)
-    deliver(feed, [cb_l2(0, "snapshot", BTC, CB_BOOK), cb_l2(10**5, "snapshot", ETH, CB_BOOK)])
+    deliver(feed, [cb_l2(0, "snapshot", BTC, CB_BOOK), cb_l2(10**5, "snapshot", ETH, CB_BOOK),
+                   cb_heartbeat(10**5 + 1)])
     assert feed.books[ETH].sync.synced and not feed.books[BTC].sync.synced
     out = deliver(feed, [cb_l2(2 + i, "update", ETH, [("bid", f"100.{i}", "1")]) for i in range(3)])
     assert events(out) == [] and feed.counts["duplicates"] == 3
@@ -668,6 +671,25 @@ def test_a_rebased_counter_resyncs_the_books_that_missed_the_frames_taken_for_du
     assert [(e.product, e.kind) for e in events(out)] == [(BTC, SNAPSHOT)]
     assert [(s.product, s.reason) for s in statuses(out)] == [(ETH, "gap")]
     assert "3 frames were taken for duplicates" in statuses(out)[0].detail
+
+
+def test_a_gap_whose_skipped_frames_arrive_was_a_corrupt_number():
+    """Found by the fuzz: ETH's snapshot frame came numbered 65 ahead (a gap: both
+    books resynced, ETH from that very snapshot); the 64 real frames it skipped
+    then came, each a "duplicate", and were dropped while ETH stayed synced, so
+    its book missed their updates and went on from there. Frames a gap skipped
+    never arrive later on a websocket: the first that does shows the gap was a
+    corrupt number, and the counter goes on from it, nothing dropped."""
+    feed = feed_for("coinbase", [BTC, ETH])
+    feed.connected(T0)
+    deliver(feed, [cb_l2(0, "snapshot", BTC, CB_BOOK)])
+    out = deliver(feed, [cb_l2(65, "snapshot", ETH, CB_BOOK)])  # really frame 1
+    assert [(s.product, s.reason) for s in statuses(out)] == [(BTC, "gap"), (ETH, "gap")]
+    assert feed.books[ETH].sync.synced
+    out = deliver(feed, [cb_l2(2 + i, "update", ETH, [("bid", f"100.{i}", "1")])
+                         for i in range(70)])
+    assert [e.seq for e in events(out)] == list(range(2, 72)) and statuses(out) == []
+    assert feed.counts["rebased"] == 1 and feed.counts["duplicates"] == 0
 
 
 def test_coinbase_corrupt_number_on_a_snapshot_is_found_at_the_next_frame():

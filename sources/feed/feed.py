@@ -33,8 +33,8 @@ from sources.venues.base import (BOOK, ERROR, RECONNECT, REPLY, TEST_REQUEST, TI
                                  FrameError, Message, Raw, Venue, valid_product)
 from state.bars import LeapGuard
 from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus, Clock, Ticker, Trade
-from state.sync import (BOGUS, DUPLICATE, GAP, OK, STALE, STUCK, STUCK_AFTER, UNSYNCED, BookSync,
-                        ConnectionSequence)
+from state.sync import (BOGUS, DUPLICATE, GAP, OK, REBASED, STALE, STUCK, STUCK_AFTER, UNSYNCED,
+                        BookSync, ConnectionSequence)
 
 log = logging.getLogger("lobstream.feed")
 
@@ -454,6 +454,10 @@ class Feed:
         last = conn_seq.last
         verdict = conn_seq.check(seq)
         if verdict is OK:
+            return True
+        if verdict is REBASED:
+            # The gap before was a corrupt number, not lost frames: none was lost.
+            self.counts["rebased"] += 1
             return True
         if verdict is DUPLICATE:
             if self._brings_awaited_snapshot(events):
