@@ -17,6 +17,9 @@ time), minus ``lateness``. A bar ``[start, end)`` is emitted when the watermark
 passes ``end``, so replays at any speed give the same bars, and a quiet product's
 bar still closes while the connection's other traffic moves the clock. Nothing
 reads the local clock.
+A time far behind the kept bars makes no bar, and one far ahead moves no clock
+until the next confirms it (:class:`LeapGuard`): one forged time must not close
+every bar to come, nor make a year of empty bars.
 
 Revisions: a trade whose bar was already emitted updates it and the bar is
 emitted again with ``revision + 1`` (downstream upserts keep the highest), for
@@ -37,6 +40,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from state.events import Ticker, Trade
 
 Record = Dict[str, Any]
+
+#: The largest step of the exchange clock taken from one time alone (see LeapGuard).
+MAX_LEAP_MS = 3_600_000.0
+#: Empty windows emitted at most per interval when the watermark moves (bar_empty).
+MAX_EMPTY_WINDOWS = 10_000
 
 #: Bar fields, in output order (the README documents each).
 BAR_FIELDS = (
@@ -151,6 +159,10 @@ class Series:
         self.spread: Optional[float] = None
         self.last_book_ts: Optional[float] = None
 
+    def ended_before(self, ts: float, horizon: float) -> bool:
+        """Whether the window holding ``ts`` ended before ``horizon``."""
+        return int(ts // self.interval) * self.interval + self.interval < horizon
+
     def bar(self, ts: float) -> Bar:
         start = int(ts // self.interval) * self.interval
         bar = self.bars.get(start)
@@ -189,24 +201,42 @@ class Series:
         if self.last_book_ts is None or ts >= self.last_book_ts:
             self.last_book_ts, self.spread = ts, spread_bps
 
-    def close_until(self, watermark: float, empty: bool) -> List[Bar]:
-        """Bars whose end the watermark passed and that were not emitted yet; with
+    def close_until(self, watermark: float, empty: bool
+                    ) -> List[Tuple[Bar, Optional[float]]]:
+        """Bars whose end the watermark passed and that were not emitted yet, each
+        with the close of the bar before it (for its ``log_return``); with
         ``empty``, also the windows in between that saw no trade (their prices are
-        the previous close, their volumes zero)."""
-        if empty and self.bars:
-            first = min(self.bars)
-            for start in range(first, int(watermark) - self.interval + 1, self.interval):
-                if start not in self.bars:
-                    self.bar(start)
-        due = [b for b in self.bars.values() if b.end <= watermark and not b.emitted]
-        for bar in due:
-            self._accrue_to_end(bar)
-            bar.emitted = True  # closed, whether it is shown or not
-            bar.revision = 0
-            if bar.trades == 0:
-                close = self.close_of(bar)
-                bar.open = bar.high = bar.low = bar.close = close
-        return [b for b in due if empty or b.trades > 0]
+        the previous close, their volumes zero). One pass over the bars: a jump of
+        the clock over thousands of windows costs thousands of steps, not their
+        square."""
+        bars = self.bars
+        if empty and bars:
+            # (At most MAX_EMPTY_WINDOWS: after a longer silence the oldest are not
+            # shown, so that no jump of the clock costs more than that.)
+            first = max(min(bars), (int(watermark) // self.interval - MAX_EMPTY_WINDOWS)
+                        * self.interval)
+            missing = [start for start in range(first, int(watermark) - self.interval + 1,
+                                                self.interval) if start not in bars]
+            if missing:
+                for start in missing:
+                    bars[start] = Bar(start, start + self.interval)
+                bars = self.bars = dict(sorted(bars.items()))
+        out: List[Tuple[Bar, Optional[float]]] = []
+        prev = self.prev_close
+        for bar in bars.values():
+            if bar.end > watermark:
+                break
+            if not bar.emitted:
+                self._accrue_to_end(bar)
+                bar.emitted = True  # closed, whether it is shown or not
+                bar.revision = 0
+                if bar.trades == 0:
+                    bar.open = bar.high = bar.low = bar.close = prev
+                if empty or bar.trades > 0:
+                    out.append((bar, prev))
+            if bar.close is not None:
+                prev = bar.close
+        return out
 
     def _accrue_to_end(self, bar: Bar) -> None:
         since, value = self.last_book_ts, self.spread
@@ -224,10 +254,34 @@ class Series:
         return before[-1].close if before else self.prev_close
 
 
+class LeapGuard:
+    """Exchange time moves forward, but not by one value alone.
+
+    Exchange times are untrusted: the parsers bound them to 2000-2100, and one
+    frame carrying 2099 (or 2**40 ms ahead) would otherwise move a clock past
+    every real time to come. A time more than :data:`MAX_LEAP_MS` ahead of the
+    clock is taken only when the next one confirms it (is within MAX_LEAP_MS of
+    it), as the frames after a real outage do."""
+
+    __slots__ = ("candidate",)
+
+    def __init__(self) -> None:
+        self.candidate: Optional[float] = None
+
+    def allows(self, clock: float, ts: float) -> bool:
+        """Whether the clock at ``clock`` may move to ``ts`` (a later time)."""
+        if ts - clock <= MAX_LEAP_MS or clock == -math.inf:
+            self.candidate = None
+            return True
+        candidate, self.candidate = self.candidate, ts
+        return candidate is not None and abs(ts - candidate) <= MAX_LEAP_MS
+
+
 class Bars:
     """Every interval's bars for one product; see the module docstring."""
 
-    __slots__ = ("series", "lateness", "keep", "empty", "watermark", "clock", "too_late")
+    __slots__ = ("series", "lateness", "keep", "empty", "watermark", "clock", "too_late",
+                 "leaps")
 
     def __init__(self, intervals_ms: Sequence[int], lateness_ms: float, keep_ms: float,
                  empty: bool = False) -> None:
@@ -239,14 +293,15 @@ class Bars:
         self.clock = -math.inf
         self.watermark = -math.inf
         self.too_late = 0
+        self.leaps = LeapGuard()
 
     def on_trade(self, t: Trade, missing: int, venue: str, product: str) -> List[Record]:
         out: List[Record] = []
         for s in self.series:
-            bar = s.bar(t.ts_exchange)
-            if bar.end < self.watermark - self.keep:
+            if s.ended_before(t.ts_exchange, self.watermark - self.keep):
                 self.too_late += 1
                 continue
+            bar = s.bar(t.ts_exchange)
             shown = bar.emitted and bar.trades > 0
             bar.add_trade(t, missing)
             if bar.emitted:
@@ -256,11 +311,15 @@ class Bars:
         return out + self.advance(t.ts_exchange, venue, product)
 
     def on_book(self, ts: float, summary: Record) -> None:
+        # (Like a trade's, a window older than the kept ones is not made again.)
         for s in self.series:
-            s.on_book(ts, summary["mid"], summary["spread_bps"], summary["ofi"])
+            if not s.ended_before(ts, self.watermark - self.keep):
+                s.on_book(ts, summary["mid"], summary["spread_bps"], summary["ofi"])
 
     def on_ticker(self, t: Ticker) -> None:
         for s in self.series:
+            if s.ended_before(t.ts_exchange, self.watermark - self.keep):
+                continue
             bar = s.bar(t.ts_exchange)
             if bar.emitted:
                 continue
@@ -273,14 +332,14 @@ class Bars:
 
     def advance(self, ts: float, venue: str, product: str) -> List[Record]:
         """Move the clock to exchange time ``ts``; emit the bars the watermark passed."""
-        if ts <= self.clock:
+        if ts <= self.clock or not self.leaps.allows(self.clock, ts):
             return []
         self.clock = ts
         self.watermark = ts - self.lateness
         out: List[Record] = []
         for s in self.series:
-            for bar in s.close_until(self.watermark, self.empty):
-                out.append(bar.record(venue, product, s.interval, True, s.close_of(bar)))
+            for bar, prev_close in s.close_until(self.watermark, self.empty):
+                out.append(bar.record(venue, product, s.interval, True, prev_close))
             s.forget_before(self.watermark - self.keep)
         return out
 

@@ -29,7 +29,7 @@ moves.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from state.events import REFRESH, SNAPSHOT, BookEvent
 
@@ -43,6 +43,10 @@ STALE = "stale"
 BOGUS = "bogus"
 #: Too many consecutive duplicates: the sequence's reference point is wrong.
 STUCK = "stuck"
+#: A "duplicate" inside the hole of the last gap: the frames the gap said were
+#: lost are arriving, so the number that made the gap was the wrong one, and the
+#: counter goes on from this frame.
+REBASED = "rebased"
 
 #: The largest forward jump of a sequence number that is taken for lost messages.
 #: Deribit change ids grow by at most tens of thousands between the updates of one
@@ -98,25 +102,38 @@ def chain_binance_futures(ev: BookEvent, last: int, fresh: bool) -> str:
 class ConnectionSequence:
     """A counter that must rise by exactly one per message on a connection."""
 
-    __slots__ = ("last", "_duplicates")
+    __slots__ = ("last", "_duplicates", "_hole")
 
     def __init__(self) -> None:
         self.last: Optional[int] = None
         self._duplicates = 0
+        #: The numbers the last gap skipped, ``(after, before)`` exclusive.
+        self._hole: Optional[Tuple[int, int]] = None
 
     def check(self, seq: int) -> str:
-        """Classify ``seq`` and advance: OK, DUPLICATE, GAP, BOGUS or STUCK.
+        """Classify ``seq`` and advance: OK, DUPLICATE, GAP, BOGUS, STUCK or REBASED.
 
         BOGUS is a jump of more than MAX_JUMP either way. After BOGUS or STUCK
         the counter forgets its reference: the next number is taken as the new
         start (the caller resyncs every book on the connection, so nothing is
-        applied on the strength of it)."""
+        applied on the strength of it). REBASED is a number inside the hole of a
+        gap just seen: frames a gap skipped never come later on a websocket, so the
+        number that made the gap was corrupt (one frame numbered 65 ahead made
+        the next 64 real frames "duplicates", dropped while the books they were
+        about stayed synced); the counter goes on from ``seq``."""
         last = self.last
         if last is None or seq == last + 1:
             self.last = seq
             self._duplicates = 0
+            self._hole = None  # (the frames after a real gap go on from it)
             return OK
         if seq <= last:
+            hole = self._hole
+            if hole is not None and hole[0] < seq < hole[1]:
+                self.last = seq
+                self._duplicates = 0
+                self._hole = None
+                return REBASED
             if last - seq > MAX_JUMP:
                 self.reset()
                 return BOGUS
@@ -129,6 +146,7 @@ class ConnectionSequence:
         if seq - last > MAX_JUMP:
             self.last = None
             return BOGUS
+        self._hole = (last, seq)
         self.last = seq
         return GAP
 
@@ -140,12 +158,14 @@ class ConnectionSequence:
         dropped = max(0, self._duplicates - 1)
         self.last = seq
         self._duplicates = 0
+        self._hole = None
         return dropped
 
     def reset(self) -> None:
         """Forget the counter: a new connection starts its own."""
         self.last = None
         self._duplicates = 0
+        self._hole = None
 
 
 class BookSync:

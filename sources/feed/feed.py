@@ -31,9 +31,10 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional
 from sources.feed.reporting import BadInput, ErrorReplies
 from sources.venues.base import (BOOK, ERROR, RECONNECT, REPLY, TEST_REQUEST, TICKER, TRADES,
                                  FrameError, Message, Raw, Venue, valid_product)
+from state.bars import LeapGuard
 from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus, Clock, Ticker, Trade
-from state.sync import (BOGUS, DUPLICATE, GAP, OK, STALE, STUCK, STUCK_AFTER, UNSYNCED, BookSync,
-                        ConnectionSequence)
+from state.sync import (BOGUS, DUPLICATE, GAP, OK, REBASED, STALE, STUCK, STUCK_AFTER, UNSYNCED,
+                        BookSync, ConnectionSequence)
 
 log = logging.getLogger("lobstream.feed")
 
@@ -126,6 +127,7 @@ class Feed:
         #: The exchange time of the last Clock sent; a replay that resumes mid-stream
         #: restores it so its clocks tick on the same frames as the uninterrupted run.
         self.clock_at = float("-inf")
+        self._leaps = LeapGuard()  # one forged time must not stop the clocks
         #: Why the connection is down (None while it is up, or before its first
         #: attempt), and how many attempts in a row failed: the status line shows
         #: a connection that keeps failing, which no per-connect counter does.
@@ -163,10 +165,12 @@ class Feed:
             state = self.books[product]
             state.sync.invalidate()
             state.snapshot_next = False
-            state.fetching = False
             self._await(state, ts, reset=True)
             if self.rest:
-                state.buffer = deque()  # the snapshot is fetched once the first diff is in
+                # The snapshot is fetched once the first diff is in, unless a request
+                # is still in flight: its reply (the transport always gives one, or
+                # a failure) serves this connection's diffs as well as any.
+                state.buffer = deque()
         return self.protocol.open(wanted) if wanted else []
 
     def disconnected(self, ts: float, reason: str) -> List[Keyed]:
@@ -243,7 +247,10 @@ class Feed:
         try:
             parsed = self.venue.parse_rest(url, raw, ts)
         except FrameError as ex:
-            self._reject(ex, raw, ts, out)
+            # A reply that is no depth snapshot is a failed request: bad input, and
+            # asked for again on the timer. (Resyncing the book it names would ask
+            # again at once, as fast as the server can answer.)
+            self._count_bad(ex, raw)
             for product in ex.products or ():
                 if product in self.books:
                     self.books[product].fetching = False
@@ -254,6 +261,11 @@ class Feed:
                 # A reply for a product no longer followed (removed while in flight).
                 continue
             state.fetching = False
+            if state.buffer is None:
+                # The book is not waiting for a snapshot (another reply synced it):
+                # this one could only put an older book in place of the current one.
+                self.counts["rest_unneeded"] += 1
+                continue
             self._apply_snapshot(state, snapshot, out)
 
     def rest_failed(self, product: str, ts: float) -> None:
@@ -299,7 +311,10 @@ class Feed:
             buffer.popleft()
             self.counts["dropped_buffer"] += 1
         buffer.append(ev)
-        if not state.fetching and state.awaiting_since is not None:
+        if len(buffer) == 1 and not state.fetching and state.awaiting_since is not None:
+            # The first diff since the book was lost: a snapshot fetched now is not
+            # older than every diff. Later diffs never ask: a request that failed
+            # is retried on the timer (:meth:`tick`), not at the next diff.
             self._ask_snapshot(ev.product, state)
 
     # -- inbound ---------------------------------------------------------------
@@ -359,7 +374,8 @@ class Feed:
             ts = parsed.ts
             if ts is None and parsed.events and kind != REPLY:  # a reply's are a grant
                 ts = parsed.events[-1].ts_exchange
-            if ts is not None and ts >= self.clock_at + self.clock_ms:
+            if ts is not None and ts >= self.clock_at + self.clock_ms \
+                    and self._leaps.allows(self.clock_at, ts):
                 self.clock_at = ts
                 venue = self.venue.name
                 out.extend((s.key, Clock(venue, p, ts)) for p, s in self.books.items())
@@ -441,6 +457,10 @@ class Feed:
         verdict = conn_seq.check(seq)
         if verdict is OK:
             return True
+        if verdict is REBASED:
+            # The gap before was a corrupt number, not lost frames: none was lost.
+            self.counts["rebased"] += 1
+            return True
         if verdict is DUPLICATE:
             if self._brings_awaited_snapshot(events):
                 # A fresh snapshot re-bases the counter: a corrupt number seen
@@ -516,9 +536,12 @@ class Feed:
         if product in self.books:
             self._gap(product, ts, reason, detail, out)
 
-    def _reject(self, ex: FrameError, raw: Raw, ts: float, out: List[Keyed]) -> None:
+    def _count_bad(self, ex: FrameError, raw: Raw) -> None:
         self.counts[f"bad_{ex.kind}"] += 1
         self.bad.report(self.venue.name, ex.kind, str(ex), self.venue.redact(raw))
+
+    def _reject(self, ex: FrameError, raw: Raw, ts: float, out: List[Keyed]) -> None:
+        self._count_bad(ex, raw)
         if ex.seq is not None and self.conn_seq is not None \
                 and not self._connection_seq(ex.seq, [], ts, out):
             return

@@ -51,16 +51,22 @@ TICKER = "ticker"          # carries Ticker events
 #: The largest price accepted: prices of real instruments are far below it, and
 #: anything above would overflow mid, microprice and depth sums towards infinity.
 MAX_PRICE = 1e12
+#: The smallest price and trade size accepted: real ones are orders of magnitude
+#: above (ticks and lots of 1e-8 at the finest), and a product of two subnormal
+#: numbers (5e-324 × 0.018) underflows a trade's notional to 0.
+MIN_PRICE = MIN_TRADE_SIZE = 1e-12
 #: The largest size: Deribit quotes inverse contracts in USD (1e9 is huge there),
 #: meme coins trade in 1e12 units; 1e15 bounds every product of size × price.
 MAX_SIZE = 1e15
 #: Sequence numbers and ids are non-negative integers that fit in a signed 64-bit int.
 MAX_SEQ = 2**63 - 1
 
-#: A price: finite, strictly positive, at most MAX_PRICE.
-Price = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_PRICE)]
+#: A price: finite, in [MIN_PRICE, MAX_PRICE].
+Price = Annotated[float, msgspec.Meta(ge=MIN_PRICE, le=MAX_PRICE)]
 #: A level size: finite, non-negative (0 deletes the level), at most MAX_SIZE.
 Size = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_SIZE)]
+#: A trade's size: as a level's, but a print of nothing is no trade.
+TradeSize = Annotated[float, msgspec.Meta(ge=MIN_TRADE_SIZE, le=MAX_SIZE)]
 #: A sequence number or id: an integer in [0, 2**63).
 SeqNo = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 #: A product name as a venue writes it in frames, bounded in length. Its syntax is

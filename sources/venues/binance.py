@@ -33,7 +33,8 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from itertools import count
-from typing import Annotated, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Annotated, Any, Callable, Dict, List, Literal, Mapping, Optional,
+                    Sequence, Tuple, Union)
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -41,8 +42,8 @@ import msgspec
 from sources.instruments.model import BASE, CONTRACTS, amounts
 from sources.venues.base import (BOOK, ERROR, IGNORED, RECONNECT, REPLY, TICKER, TRADES,
                                  FrameError, Funding, Limits, Message, Millis, Parsed, Price,
-                                 ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, Venue,
-                                 Wire, check_name, loads, reason, safe_text, valid_product,
+                                 ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size, TradeSize,
+                                 Venue, Wire, check_name, loads, reason, safe_text, valid_product,
                                  valid_seq)
 from sources.candles.model import Candle, CandleApi, check_candle
 from state.events import SNAPSHOT, UPDATE, BookEvent, Ticker, Trade
@@ -91,7 +92,7 @@ class _Trade(Wire):
     s: ProductId
     t: SeqNo
     p: Price
-    q: Size
+    q: TradeSize
     T: Millis
     m: bool
 
@@ -100,7 +101,7 @@ class _AggTrade(Wire):
     s: ProductId
     a: SeqNo
     p: Price
-    q: Size
+    q: TradeSize
     f: SeqNo
     l: SeqNo  # noqa: E741 (Binance's field name)
     T: Millis
@@ -112,7 +113,8 @@ class _MarkPrice(Wire):
     E: Millis
     p: Price
     i: Optional[Price] = None
-    r: Optional[Funding] = None
+    #: COIN-M delivery contracts have no funding: their events carry ``"r": ""``.
+    r: Union[Funding, Literal[""], None] = None
 
 
 class _Depth(Wire):
@@ -182,28 +184,29 @@ def _parser(venue: str, futures: bool, units: Callable[[str], Tuple[str, float, 
                 raise FrameError("bad_seq", f"first update id {d.U} above last {d.u}", None,
                                  [d.s])
             return Parsed(BOOK, None, [ev])
+        # A broken print or mark is counted and skipped; it names no product, as
+        # it is no depth diff: the book it does not touch stays (a resync here
+        # would cost a REST snapshot per broken event).
         if kind == "aggTrade" or kind == "trade":
             try:
                 if kind == "aggTrade":
                     a = _AGG_TRADE.decode(data)
                     if a.l < a.f:
-                        raise FrameError("bad_trade", f"last trade id {a.l} below first {a.f}",
-                                         None, [a.s])
+                        raise FrameError("bad_trade", f"last trade id {a.l} below first {a.f}")
                     t = trade(a.s, f"a{a.a}", a.a, a.p, a.q, a.T, a.m, ts_recv, a.l - a.f + 1)
                 else:
                     r = _TRADE.decode(data)
                     t = trade(r.s, str(r.t), r.t, r.p, r.q, r.T, r.m, ts_recv, 1)
             except _DECODE_ERRORS as ex:
-                raise FrameError("bad_trade", f"{safe_text(stream, 60)}: {reason(ex)}", None,
-                                 _symbol(stream)) from None
+                raise FrameError("bad_trade", f"{safe_text(stream, 60)}: {reason(ex)}") from None
             return Parsed(TRADES, None, [t])
         if kind == "markPriceUpdate":
             try:
                 mp = _MARK_PRICE.decode(data)
             except _DECODE_ERRORS as ex:
-                raise FrameError("bad_ticker", f"{safe_text(stream, 60)}: {reason(ex)}", None,
-                                 _symbol(stream)) from None
-            return Parsed(TICKER, None, [Ticker(venue, mp.s, mp.E, ts_recv, mp.p, mp.i, mp.r,
+                raise FrameError("bad_ticker", f"{safe_text(stream, 60)}: {reason(ex)}") from None
+            funding = None if mp.r == "" else mp.r
+            return Parsed(TICKER, None, [Ticker(venue, mp.s, mp.E, ts_recv, mp.p, mp.i, funding,
                                                 None)])
         if kind == "serverShutdown":
             return Parsed(RECONNECT, None, [], detail="the server announced a shutdown")
@@ -241,8 +244,9 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
                                       "not one lobstream sent")
     stream = msg.get("stream")
     if isinstance(stream, str):
-        raise FrameError("bad_frame", f"{safe_text(stream, 60)}: {reason(ex)}", None,
-                         _symbol(stream))
+        # It names no book: a trade or mark is not a diff, and had it been a diff
+        # the next one would not chain (as for an unreadable event type).
+        raise FrameError("bad_frame", f"{safe_text(stream, 60)}: {reason(ex)}")
     raise FrameError("unknown_type", f"unreadable message: {reason(ex)}")
 
 

@@ -34,9 +34,9 @@ import msgspec
 
 from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TICKER,
                                  TRADES, FrameError, Limits, Message, Parsed, Price, ProductId,
-                                 Protocol, Raw, Reply, SeqNo, Setting, Size, TradeId, Venue, Wire,
-                                 check_name, iso_ms, loads, reason, safe_text, valid_product,
-                                 valid_seq)
+                                 Protocol, Raw, Reply, SeqNo, Setting, Size, TradeId, TradeSize,
+                                 Venue, Wire, check_name, iso_ms, loads, reason, safe_text,
+                                 valid_product, valid_seq)
 from sources.candles.model import Candle, CandleApi, check_candle
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
@@ -75,7 +75,7 @@ class _Trade(Wire):
     trade_id: TradeId
     product_id: ProductId
     price: Price
-    size: Size
+    size: TradeSize
     side: Literal["BUY", "SELL"]
     time: str
 
@@ -237,8 +237,9 @@ def _explain(raw: Raw, ex: Exception) -> Parsed:
     if channel in ("market_trades", "ticker", "ticker_batch"):
         events = msg.get("events")
         events = [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
-        items = [i for e in events for i in (e.get("trades") or e.get("tickers") or [])
-                 if isinstance(i, dict)] if events else []
+        lists = [e.get("trades") or e.get("tickers") for e in events]
+        items = [i for items in lists if isinstance(items, list) for i in items
+                 if isinstance(i, dict)]
         products = list(dict.fromkeys(p for p in (valid_product(i.get("product_id"))
                                                   for i in items) if p))
         raise FrameError("bad_trade" if channel == "market_trades" else "bad_ticker",

@@ -49,8 +49,8 @@ import msgspec
 from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, MAX_MS, MIN_MS,
                                  REPLY, TICKER, TRADES, CredentialField, FrameError, Limits,
                                  Message, Parsed, Price, ProductId, Protocol, Raw, Reply, SeqNo,
-                                 Setting, Size, Venue, Wire, check_name, loads, reason, safe_text,
-                                 valid_product)
+                                 Setting, Size, TradeSize, Venue, Wire, check_name, loads, reason,
+                                 safe_text, valid_product)
 from sources.venues.credentials import Credentials, Redaction, credentials
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
@@ -89,7 +89,7 @@ class _Match(_Message, tag="match"):
     product_id: ProductId
     time: UtcTime
     price: Price
-    size: Size
+    size: TradeSize
     side: Literal["buy", "sell"]
 
 

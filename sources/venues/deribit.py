@@ -55,8 +55,8 @@ from sources.instruments.model import BASE, QUOTE, amounts
 from sources.venues.base import (BOOK, ERROR, HEARTBEAT, IGNORED, REPLY, TEST_REQUEST, TICKER,
                                  TRADES, FrameError, Funding, Limits, Message, Millis, Parsed,
                                  Price, ProductId, Protocol, Raw, Reply, SeqNo, Setting, Size,
-                                 TradeId, Venue, CredentialField, Wire, check_name, loads, reason,
-                                 safe_text, valid_product, valid_seq)
+                                 TradeSize, TradeId, Venue, CredentialField, Wire, check_name,
+                                 loads, reason, safe_text, valid_product, valid_seq)
 from sources.candles.model import Candle, CandleApi, check_candle
 from sources.venues.credentials import Redaction, Secret, credentials
 from state.events import REFRESH, SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
@@ -134,7 +134,7 @@ class _Trade(Wire):
     instrument_name: ProductId
     timestamp: Millis
     price: Price
-    amount: Size
+    amount: TradeSize
     direction: Literal["buy", "sell"]
 
 
