@@ -43,10 +43,10 @@ STALE = "stale"
 BOGUS = "bogus"
 #: Too many consecutive duplicates: the sequence's reference point is wrong.
 STUCK = "stuck"
-#: A "duplicate" inside the hole of the last gap: the frames the gap said were
-#: lost are arriving, so the number that made the gap was the wrong one, and the
-#: counter goes on from this frame.
-REBASED = "rebased"
+#: A number inside the hole of the last gap: either the number that made the gap
+#: was corrupt (and this is a real frame after it) or the frame comes late. Both
+#: are dropped; a book synced since the gap may have missed it.
+LATE = "late"
 
 #: The largest forward jump of a sequence number that is taken for lost messages.
 #: Deribit change ids grow by at most tens of thousands between the updates of one
@@ -111,16 +111,20 @@ class ConnectionSequence:
         self._hole: Optional[Tuple[int, int]] = None
 
     def check(self, seq: int) -> str:
-        """Classify ``seq`` and advance: OK, DUPLICATE, GAP, BOGUS, STUCK or REBASED.
+        """Classify ``seq`` and advance: OK, DUPLICATE, GAP, BOGUS, STUCK or LATE.
 
         BOGUS is a jump of more than MAX_JUMP either way. After BOGUS or STUCK
         the counter forgets its reference: the next number is taken as the new
         start (the caller resyncs every book on the connection, so nothing is
-        applied on the strength of it). REBASED is a number inside the hole of a
-        gap just seen: frames a gap skipped never come later on a websocket, so the
-        number that made the gap was corrupt (one frame numbered 65 ahead made
-        the next 64 real frames "duplicates", dropped while the books they were
-        about stayed synced); the counter goes on from ``seq``."""
+        applied on the strength of it). LATE is a number inside the hole of the
+        gap just seen. It is one of two things the counter cannot tell apart: a
+        frame that comes late (the simulator's ``swap``: applying it would put an
+        old update on a newer book), or a real frame after a corrupt number (one
+        frame numbered 65 ahead, a snapshot, made the next 64 real frames
+        "duplicates", and the book synced from that snapshot went on without
+        their updates). Either way the frame is dropped and the counter keeps
+        its reference, and the caller resyncs the books synced since the gap,
+        which are the only ones the frame could have been about."""
         last = self.last
         if last is None or seq == last + 1:
             self.last = seq
@@ -130,10 +134,8 @@ class ConnectionSequence:
         if seq <= last:
             hole = self._hole
             if hole is not None and hole[0] < seq < hole[1]:
-                self.last = seq
-                self._duplicates = 0
-                self._hole = None
-                return REBASED
+                self._hole = None  # (the books it concerns are resynced once)
+                return LATE
             if last - seq > MAX_JUMP:
                 self.reset()
                 return BOGUS

@@ -283,5 +283,5 @@ def test_429_then_418_from_depth_is_waited_out_and_the_book_resyncs(tmp_path):
         print(f"429 then 418: {symbol} out for {resynced_ms - lost_ms:.0f} ms "
               f"(Retry-After 2 s + 3 s; requests {banned - limited:.2f} s and "
               f"{served - banned:.2f} s apart); {len(first)} + {len(again)} summaries; "
-              f"{feed.counts['rest_failures']} failed snapshot attempts (the 418, then "
-              f"one per diff refused locally during the ban)")
+              f"{feed.counts['rest_failures']} failed snapshot attempts (the 429 and the "
+              f"418, each retried 1 s later, then 2 s, by the feed's timer)")

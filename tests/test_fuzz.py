@@ -1415,7 +1415,7 @@ class Session:
                 _check_bar(rec)
                 self.stats.counts["bar"] += 1
         counts = self.stats.counts
-        for name in ("gaps", "resyncs", "rebased", "snapshot_retries", "duplicates",
+        for name in ("gaps", "resyncs", "rebased", "late", "snapshot_retries", "duplicates",
                      "stale_snapshots"):
             counts[name] += self.feed.counts[name]
 
@@ -1477,7 +1477,8 @@ def test_mutated_real_frames_never_escape_or_corrupt_a_book(corpora, fuzz_frames
             print(f"  {venue}: {s.frames:,} frames, {s.mutated:,} mutated, {c['bad']:,} bad, "
                   f"{c['snapshots']:,} snapshots applied, {c['updates']:,} updates, "
                   f"{c['summary']:,} summaries, {c['gaps']:,} gaps, {c['resyncs']:,} resyncs, "
-                  f"{c['crossed']:,} crossed, {c['rebased']:,} rebased, {c['trade']:,} trades, "
+                  f"{c['crossed']:,} crossed, {c['rebased']:,} rebased, {c['late']:,} late, "
+                  f"{c['trade']:,} trades, "
                   f"{c['ticker']:,} tickers, {c['bar']:,} bars"
                   + (f", {c['rest_requests']:,} snapshot requests ({c['rest_failures']:,} "
                      f"failed, {c['rest_mutated']:,} replies mutated, {c['stale_snapshots']:,} "

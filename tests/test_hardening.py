@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from dataflows.config import REPLAY_KEYS, RUN_KEYS, Config, ConfigError, load_config
 from dataflows.orderbook import build_flow
 from sources.capture.format import FORMAT_VERSION, read_capture
-from sources.feed.feed import SNAPSHOT_TIMEOUT_MS, Feed, Keyed
+from sources.feed.feed import (FAILED_RETRY_MS, SNAPSHOT_RETRY_CAP_MS, SNAPSHOT_TIMEOUT_MS, Feed,
+                               Keyed)
 from sources.feed.reporting import MAX_KINDS, BadInput
 from sources.runtime.registry import Registry
 from sources.transport.inbox import Connected, Frame, Inbox, Overflowed
@@ -673,13 +674,13 @@ def test_a_rebased_counter_resyncs_the_books_that_missed_the_frames_taken_for_du
     assert "3 frames were taken for duplicates" in statuses(out)[0].detail
 
 
-def test_a_gap_whose_skipped_frames_arrive_was_a_corrupt_number():
+def test_a_gap_whose_skipped_frames_arrive_resyncs_the_books_synced_since():
     """Found by the fuzz: ETH's snapshot frame came numbered 65 ahead (a gap: both
     books resynced, ETH from that very snapshot); the 64 real frames it skipped
     then came, each a "duplicate", and were dropped while ETH stayed synced, so
-    its book missed their updates and went on from there. Frames a gap skipped
-    never arrive later on a websocket: the first that does shows the gap was a
-    corrupt number, and the counter goes on from it, nothing dropped."""
+    its book missed their updates and went on from there. The first frame inside
+    the gap's hole resyncs the books synced since the gap; it is dropped, as a
+    late frame must be (the simulator's swap, below)."""
     feed = feed_for("coinbase", [BTC, ETH])
     feed.connected(T0)
     deliver(feed, [cb_l2(0, "snapshot", BTC, CB_BOOK)])
@@ -687,9 +688,29 @@ def test_a_gap_whose_skipped_frames_arrive_was_a_corrupt_number():
     assert [(s.product, s.reason) for s in statuses(out)] == [(BTC, "gap"), (ETH, "gap")]
     assert feed.books[ETH].sync.synced
     out = deliver(feed, [cb_l2(2 + i, "update", ETH, [("bid", f"100.{i}", "1")])
-                         for i in range(70)])
-    assert [e.seq for e in events(out)] == list(range(2, 72)) and statuses(out) == []
-    assert feed.counts["rebased"] == 1 and feed.counts["duplicates"] == 0
+                         for i in range(10)])
+    assert events(out) == []
+    assert [(s.product, s.reason) for s in statuses(out)] == [(ETH, "gap")]
+    assert "sequence_num 2 arrived after the jump to 65" in statuses(out)[0].detail
+    assert not feed.books[ETH].sync.synced
+    assert feed.counts["late"] == 1 and feed.counts["duplicates"] == 9
+
+
+def test_a_late_frame_after_a_gap_is_dropped_and_the_counter_goes_on():
+    """The simulator's swap: frame 3 is held back and sent after 4. The gap at 4
+    resyncs the book; 3 then comes late and is dropped (never applied over the
+    newer book); 5 follows 4, no second gap."""
+    feed = feed_for("coinbase", [BTC])
+    feed.connected(T0)
+    deliver(feed, [cb_l2(0, "snapshot", BTC, CB_BOOK),
+                   cb_l2(1, "update", BTC, [("bid", "100.1", "1")]),
+                   cb_l2(2, "update", BTC, [("bid", "100.2", "1")])])
+    out = deliver(feed, [cb_l2(4, "update", BTC, [("bid", "100.4", "1")])])
+    assert [s.reason for s in statuses(out)] == ["gap"]
+    out = deliver(feed, [cb_l2(3, "update", BTC, [("bid", "100.3", "1")]),
+                         cb_l2(5, "update", BTC, [("bid", "100.5", "1")])])
+    assert events(out) == [] and statuses(out) == []
+    assert (feed.counts["late"], feed.counts["gaps"]) == (1, 1)
 
 
 def test_coinbase_corrupt_number_on_a_snapshot_is_found_at_the_next_frame():
@@ -890,9 +911,9 @@ def test_snapshot_requests_are_bounded(venue, answer):
     server that fails every request at once (a ban), or answers each with a body
     that is no depth snapshot, while the diffs stream on at 10 a second for an
     hour: at most one request per product is outstanding, and a failed one is
-    retried on the feed's timer (15 s after the book was lost, doubling up to 4
-    minutes), not at the next diff (36,000 requests an hour) nor straight after
-    the failure."""
+    retried on the feed's timer (1 s after the failure, doubling with each failure
+    in a row up to 4 minutes), not at the next diff (36,000 requests an hour)
+    nor straight after the failure."""
     product = BN_SYMBOL[venue]
     feed = feed_for(venue, [product])
     feed.connected(T0)
@@ -914,10 +935,14 @@ def test_snapshot_requests_are_bounded(venue, answer):
             fail(feed, product, now)
             assert not feed.requests, "retried straight after the failure"
     assert feed.outbox == [] and not feed.books[product].sync.synced
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert gaps and min(gaps) >= SNAPSHOT_TIMEOUT_MS - 1000.0, gaps[:10]
-    # The timer backs off to 4 minutes: an hour takes about 19 attempts, no fewer.
-    assert 15 <= len(times) <= 25, len(times)
+    # Each wait (from the failure, 300 ms after the request, to the feed's tick
+    # once a second) at least doubles the one before, up to the 4-minute cap.
+    waits = [b - a - 300.0 for a, b in zip(times, times[1:])]
+    assert waits and waits[0] >= FAILED_RETRY_MS, waits[:10]
+    for before, after in zip(waits, waits[1:]):
+        assert after >= min(2 * before - 1000.0, SNAPSHOT_RETRY_CAP_MS - 1000.0), waits
+    # An hour takes about 20 attempts, no fewer.
+    assert 15 <= len(times) <= 30, len(times)
 
 
 @pytest.mark.parametrize("venue", BINANCE)

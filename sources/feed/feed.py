@@ -33,7 +33,7 @@ from sources.venues.base import (BOOK, ERROR, RECONNECT, REPLY, TEST_REQUEST, TI
                                  FrameError, Message, Raw, Venue, valid_product)
 from state.bars import LeapGuard
 from state.events import REFRESH, SNAPSHOT, BookEvent, BookStatus, Clock, Ticker, Trade
-from state.sync import (BOGUS, DUPLICATE, GAP, OK, REBASED, STALE, STUCK, STUCK_AFTER, UNSYNCED,
+from state.sync import (BOGUS, DUPLICATE, GAP, LATE, OK, STALE, STUCK, STUCK_AFTER, UNSYNCED,
                         BookSync, ConnectionSequence)
 
 log = logging.getLogger("lobstream.feed")
@@ -54,6 +54,12 @@ DEFAULT_HINT = ("lobstream does not retry a refused subscription; check the prod
 #: cause a storm of 5 MB snapshots.
 SNAPSHOT_TIMEOUT_MS = 15_000.0
 SNAPSHOT_RETRY_CAP_MS = 240_000.0
+#: A failed snapshot request is asked for again after this long, doubling with each
+#: failure in a row up to the snapshot timeout: soon after a 429 or a ban (the REST
+#: client refuses locally until a ban's Retry-After has passed, so a retry during
+#: one sends nothing), never a request per diff, never a loop against a venue that
+#: keeps failing.
+FAILED_RETRY_MS = 1000.0
 #: Diffs buffered per product while its REST snapshot is on the way (100 ms diffs:
 #: over 8 minutes). Beyond it the oldest are dropped and counted: the snapshot that
 #: finally comes is then checked against the oldest diff kept.
@@ -73,7 +79,7 @@ class _Product:
     """One product's state on a connection."""
 
     __slots__ = ("key", "sync", "awaiting_since", "retry_ms", "snapshot_next", "refused",
-                 "buffer", "fetching")
+                 "buffer", "fetching", "failed")
 
     def __init__(self, key: str, sync: BookSync) -> None:
         self.key = key
@@ -90,6 +96,8 @@ class _Product:
         self.buffer: Optional[Deque[BookEvent]] = None
         #: A snapshot request for this product is on its way.
         self.fetching = False
+        #: Snapshot requests failed in a row (reset by a snapshot applied).
+        self.failed = 0
 
 
 class Feed:
@@ -270,11 +278,16 @@ class Feed:
 
     def rest_failed(self, product: str, ts: float) -> None:
         """A snapshot request gave up (the REST client logged why): it is asked
-        for again when the product's retry timer runs out."""
+        for again after :data:`FAILED_RETRY_MS`, doubling with each failure."""
         state = self.books.get(product)
         if state is not None:
             state.fetching = False
             self.counts["rest_failures"] += 1
+            if state.awaiting_since is not None:
+                # :meth:`tick` asks again once awaiting_since + retry_ms has passed.
+                delay = min(FAILED_RETRY_MS * 2.0 ** state.failed, state.retry_ms)
+                state.awaiting_since = ts - state.retry_ms + delay
+            state.failed += 1
 
     def _apply_snapshot(self, state: _Product, snapshot: BookEvent, out: List[Keyed]) -> None:
         """The snapshot and the buffered diffs that chain onto it, all or nothing."""
@@ -299,6 +312,7 @@ class Feed:
         state.buffer = None
         state.awaiting_since = None
         state.retry_ms = SNAPSHOT_TIMEOUT_MS
+        state.failed = 0
         self.counts["snapshots"] += 1
         self.counts["updates"] += len(applied) - 1
         out.extend((state.key, ev) for ev in applied)
@@ -457,10 +471,13 @@ class Feed:
         verdict = conn_seq.check(seq)
         if verdict is OK:
             return True
-        if verdict is REBASED:
-            # The gap before was a corrupt number, not lost frames: none was lost.
-            self.counts["rebased"] += 1
-            return True
+        if verdict is LATE:
+            self.counts["late"] += 1
+            for product, state in list(self.books.items()):
+                if state.sync.synced:
+                    self._gap(product, ts, "gap", f"sequence_num {seq} arrived after the "
+                              f"jump to {last} that skipped it", out)
+            return False
         if verdict is DUPLICATE:
             if self._brings_awaited_snapshot(events):
                 # A fresh snapshot re-bases the counter: a corrupt number seen
