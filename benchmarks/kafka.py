@@ -208,7 +208,8 @@ def _rebuild_row(bench: Any, inp: core.Inputs, settings: Any) -> None:
               rebuild_seconds=seconds, rebuilt_offsets=[begin, end],
               frames_since_snapshot=frames, restart_seconds=second.wall,
               restart_cpu_s=second.cpu, restart_summaries=second.summaries,
-              first_run_seconds=first.wall, recorded_frames_per_s=recorded,
+              first_run_seconds=first.wall, first_run_cpu_s=first.cpu,
+              recorded_frames_per_s=recorded,
               hour_of_deltas_seconds=3600 * recorded / rate,
               what="the Kafka flow (python -m bytewax.run, LOBSTREAM_INPUT=kafka, tail off) "
                    f"over the long capture's topic with recovery (-r, -s {SNAPSHOT_INTERVAL}), "

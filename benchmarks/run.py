@@ -13,7 +13,8 @@ cryptofeed, naive), profile, snapshot, scale, latency, trades, storage, kafka.
 The machine is assumed shared and noisy: compared programs run in fresh
 processes, alternating, and each ratio is the median of ratios taken within
 rounds of runs seconds apart (see :mod:`benchmarks.core`). The full run takes
-about 9 minutes on 2 cores, the smoke run under a minute.
+about 11 minutes on 2 cores (the Kafka group 2 to 3 of them), the smoke run
+about 2 minutes.
 
 Groups that need something missing are reported as skipped rows with the
 reason: cryptofeed without a Python it supports, the step profile without
