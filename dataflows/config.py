@@ -309,6 +309,7 @@ def typed_table(tables: Mapping[str, Mapping[str, Any]], name: str) -> Dict[str,
 
 def load_config(env: Optional[Mapping[str, str]] = None) -> Config:
     """Build the configuration from ``LOBSTREAM_CONFIG`` (if set) and the environment."""
+    env = os.environ if env is None else env  # the credentials loader reads it too
     tables = read_layers(env).tables
     venues_given = [v for v in VENUE_NAMES if tables[v]]
     run, replay, bars, store, sql, kafka = (typed_table(tables, name) for name in TABLE_KEYS)

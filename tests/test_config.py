@@ -1,5 +1,7 @@
 """dataflows.config.load_config: defaults, TOML file, environment, one-line errors."""
 
+import os
+
 import pytest
 
 from dataflows.config import Config, ConfigError, VenueConfig, load_config
@@ -32,6 +34,21 @@ def test_defaults():
                                        DERIBIT_DEFAULTS, 100, instruments="check")},
         replay=[], replay_speed=0.0, depth=10, alert_bps=10.0, sinks=["jsonl"], jsonl_dir="out",
         record_dir=None, exit_on_close=False, silence_timeout=30.0)
+
+
+def test_process_environment_is_read_when_no_env_is_given(tmp_path, monkeypatch):
+    """``load_config()`` (the Kafka tools call it so) reads ``os.environ``, also for
+    credentials: Deribit, a venue with an API key, is in the defaults."""
+    for name in [n for n in os.environ if n.startswith("LOBSTREAM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LOBSTREAM_CONFIG", _toml(tmp_path, "[run]\ndepth = 7\n"))
+    monkeypatch.setenv("LOBSTREAM_DERIBIT_CLIENT_ID", "id")
+    monkeypatch.setenv("LOBSTREAM_DERIBIT_CLIENT_SECRET", "secret")
+    monkeypatch.setenv("LOBSTREAM_DERIBIT_INTERVAL", "raw")
+    cfg = load_config()
+    assert cfg.depth == 7
+    assert cfg.venues["deribit"].settings["interval"] == "raw"
+    assert cfg.venues["deribit"].credentials is not None
 
 
 def test_toml_file_and_environment_override(tmp_path):
