@@ -24,6 +24,7 @@ from sources.kafka.tap import CaptureContext, TappedFeed
 from sources.runtime.registry import Registry
 from sources.runtime.resync import ResyncRequests
 from sources.venues import VENUES
+from sources.venues.credentials import CREDENTIALS, Credentials
 from state.events import BookEvent, BookStatus
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
@@ -288,3 +289,29 @@ def test_kafka_settings_errors_are_one_line(env, expected):
     with pytest.raises(ConfigError) as ex:
         load_config(env)
     assert expected in str(ex.value) and "\n" not in str(ex.value)
+
+
+def test_capture_lines_carry_no_secret():
+    """The raw topic is a capture: the authentication request the capture sends
+    and the grant it receives go into it redacted, as a capture file's do."""
+    secret, client = "s3cr3t-value-never-shown", "client-id-7"
+    creds = Credentials("deribit", {"client_id": client, "client_secret": secret}, "test")
+    feed = TappedFeed(VENUES["deribit"], ["BTC-PERPETUAL"], BadInput(), "deribit:test",
+                      settings={"interval": "raw", CREDENTIALS: creds},
+                      context=CaptureContext(600_000.0))
+    lines: List[Any] = []
+    messages = feed.connected(1.7e12)
+    (auth,) = [m for m in messages if m["method"] == "public/auth"]
+    assert auth["params"]["client_secret"] == secret  # what goes on the socket
+    feed.outbox = []  # the transport takes them: send lines
+    grant = orjson.dumps({"jsonrpc": "2.0", "id": auth["id"], "result": {
+        "access_token": "AT-granted-token", "refresh_token": "RT-granted-token",
+        "expires_in": 900, "token_type": "bearer", "scope": "session:x"}})
+    feed.on_frame(grant, 1.7e12 + 5.0, lines)
+    feed.outbox = []
+    got = parsed(lines)
+    assert {f.dir for f in got} >= {"send", "recv"}
+    topic = b"\n".join(line for _, line in lines)
+    for needle in (secret, "AT-granted-token", "RT-granted-token"):
+        assert needle.encode() not in topic, needle
+    assert b"<redacted>" in topic

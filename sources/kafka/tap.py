@@ -175,8 +175,11 @@ class TappedFeed(Feed):
 
     # -- lines ----------------------------------------------------------------------
     def _line(self, ts: float, direction: str, raw: Raw, url: Optional[str] = None) -> Line:
-        return (self.stream, encode_line(ts, self.venue.name, self.stream, raw, direction,
-                                         url)[:-1])
+        """One capture line, redacted as the file recorder redacts: the raw topic
+        is a capture too, and an authentication request or reply sent through it
+        would hand the API secret or a token to every consumer of the topic."""
+        return (self.stream, encode_line(ts, self.venue.name, self.stream,
+                                         self.venue.redact(raw), direction, url)[:-1])
 
     def _send_lines(self, messages: List[Message], ts: float) -> List[Line]:
         return [self._line(ts, "send", orjson.dumps(m)) for m in messages]
