@@ -181,12 +181,10 @@ def _book_event(ev: Union[_L2Snapshot, _L2Update], frame: _L2Data,
         else:
             asks.append((u.price_level, u.new_quantity))
     first = updates[0].event_time if updates else ""
-    if not first or first.startswith(_EPOCH_PLACEHOLDER):
-        ts_exchange = _frame_time(frame)
-    else:
-        ts_exchange = _frame_time(frame, first)
-    return BookEvent(UPDATE, VENUE, ev.product_id, ts_exchange, ts_recv, frame.sequence_num,
-                     None, bids, asks)
+    placeholder = not first or first.startswith(_EPOCH_PLACEHOLDER)
+    return BookEvent(UPDATE, VENUE, ev.product_id,
+                     _frame_time(frame, None if placeholder else first), ts_recv,
+                     frame.sequence_num, None, bids, asks)
 
 
 def _snapshot_sides(levels: List[_Level]) -> Tuple[Dict[float, float], Dict[float, float]]:
