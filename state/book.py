@@ -21,13 +21,13 @@ _del = dict.__delitem__
 
 def _positive(levels: Levels) -> Dict[float, float]:
     """``price -> size`` of the levels with a size above zero (a later level at a
-    price overrides an earlier one). A dict whose sizes are all positive (what a
-    parser that builds dicts gives) is taken as it is: one pass in C."""
+    price overrides an earlier one). A dict is a parser's ready snapshot side,
+    which holds no zero size by its contract (:data:`state.events.Levels`), and is
+    taken as it is: checking its 46,000 sizes again (``min`` over them) cost 7.5 of
+    the 17 million instructions of building BTC-USD's book (callgrind)."""
     if type(levels) is dict:
-        if not levels or min(levels.values()) > 0.0:
-            return levels
-        return {p: s for p, s in levels.items() if s > 0.0}
-    return {p: s for p, s in levels if s > 0.0}  # type: ignore[misc]
+        return levels
+    return {p: s for p, s in levels if s > 0.0}
 
 
 class OrderBook:

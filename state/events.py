@@ -17,8 +17,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 #: that price (never a delta); ``0.0`` removes the level.
 Level = Tuple[float, float]
 #: One side of a book event: level changes in wire order, or (a snapshot only) a
-#: ready ``price -> size`` dict, which a parser builds where that saves a tuple per
-#: level (Coinbase's 46,000-level snapshots).
+#: ready ``price -> size`` dict holding no zero size, which a parser builds where
+#: that saves a tuple per level (Coinbase's 46,000-level snapshots).
 Levels = Union[List[Level], Dict[float, float]]
 
 SNAPSHOT = "snapshot"
