@@ -14,6 +14,7 @@ sink write: with the stdout sink, JSON lines and nothing else.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -34,6 +35,9 @@ from sources.runtime.registry import Registry
 
 #: Exit status of a configuration error (as argparse uses for usage errors).
 CONFIG_ERROR = 2
+#: Allocations (net of frees) between young garbage collections (Python's default:
+#: 700); see :func:`tune_gc`.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class Session:
@@ -101,4 +105,23 @@ def prepare(env: Mapping[str, str], launch: Launch, *, err: TextIO = sys.stderr,
             raise SystemExit(CONFIG_ERROR) from None
     if cfg.status_interval > 0:
         start_status_log(registry, cfg.status_interval, activity)
+    tune_gc()
     return session
+
+
+def tune_gc() -> None:
+    """Collect garbage less eagerly in a flow process.
+
+    The flow allocates a few hundred tracked objects per frame (records, lists,
+    tuples), nearly all freed by reference counting within the batch, yet with the
+    default threshold of 700 they trigger a young collection every few frames and,
+    through them, full collections that traverse every object alive. Everything
+    built at start-up (modules, configuration, the flow) is moved out of the
+    generations (``gc.freeze``), and young collections run every
+    :data:`GC_YOUNG_THRESHOLD` allocations. Measured with callgrind over the
+    Coinbase recording's repeated passes (marginal instructions per frame, whole
+    ``python -m bytewax.run`` flow): 222,000 -> 216,000 with the freeze, 212,700
+    with the threshold too (50,000 gives no more). Cycles are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -9,14 +9,25 @@ which on a 46,000-level book is slower than the feed itself.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from sortedcontainers import SortedDict
 
-from state.events import Level
+from state.events import Level, Levels
 
 _set = dict.__setitem__
 _del = dict.__delitem__
+
+
+def _positive(levels: Levels) -> Dict[float, float]:
+    """``price -> size`` of the levels with a size above zero (a later level at a
+    price overrides an earlier one). A dict is a parser's ready snapshot side,
+    which holds no zero size by its contract (:data:`state.events.Levels`), and is
+    taken as it is: checking its 46,000 sizes again (``min`` over them) cost 7.5 of
+    the 17 million instructions of building BTC-USD's book (callgrind)."""
+    if type(levels) is dict:
+        return levels
+    return {p: s for p, s in levels if s > 0.0}
 
 
 class OrderBook:
@@ -28,15 +39,15 @@ class OrderBook:
         self.bids: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
 
-    def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+    def replace(self, bids: Levels, asks: Levels) -> None:
         """Make the book exactly the given snapshot; nothing of the old book survives.
 
         Building a fresh ``SortedDict`` from a dict sorts once (O(n log n) in C)
         instead of inserting 46,000 levels one by one. Zero sizes in a snapshot are
         dropped, so a snapshot can never plant an empty level.
         """
-        self.bids = SortedDict({p: s for p, s in bids if s > 0.0})
-        self.asks = SortedDict({p: s for p, s in asks if s > 0.0})
+        self.bids = SortedDict(_positive(bids))
+        self.asks = SortedDict(_positive(asks))
 
     def apply(self, bids: Sequence[Level], asks: Sequence[Level]) -> int:
         """Apply level changes in order; return how many were applied.

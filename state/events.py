@@ -11,11 +11,15 @@ distinct, and it is an order of magnitude cheaper than ``Decimal`` on the hot pa
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 #: A price level: ``(price, size)``. ``size`` is the new absolute total resting at
 #: that price (never a delta); ``0.0`` removes the level.
 Level = Tuple[float, float]
+#: One side of a book event: level changes in wire order, or (a snapshot only) a
+#: ready ``price -> size`` dict holding no zero size, which a parser builds where
+#: that saves a tuple per level (Coinbase's 46,000-level snapshots).
+Levels = Union[List[Level], Dict[float, float]]
 
 SNAPSHOT = "snapshot"
 UPDATE = "update"
@@ -34,6 +38,8 @@ class BookEvent(NamedTuple):
     counter for Coinbase Advanced Trade (``sequence_num``, with ``prev_seq`` None).
     The checks themselves live in :mod:`state.sync`. ``depth_limit`` is N when the
     venue only sends the N best levels per side (a depth-limited book), else None.
+    ``bids``/``asks`` are lists of level changes, except that a snapshot's may be
+    ``price -> size`` dicts (:data:`Levels`).
     """
 
     kind: str
@@ -43,8 +49,8 @@ class BookEvent(NamedTuple):
     ts_recv: float
     seq: Optional[int]
     prev_seq: Optional[int]
-    bids: List[Level]
-    asks: List[Level]
+    bids: Levels
+    asks: Levels
     first_seq: Optional[int] = None
     depth_limit: Optional[int] = None
 

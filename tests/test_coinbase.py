@@ -83,9 +83,10 @@ def test_snapshot_level_counts_and_offer_side(frames, parsed):
     # the recording spells the ask side "offer" only
     raw = _l2(frames, "snapshot", "BTC-USD").msg["events"][0]["updates"]
     assert {u["side"] for u in raw} == {"bid", "offer"}
-    assert max(p for p, _ in btc.bids) == 65083.66
-    assert btc.bids[0] == (65083.66, 0.20371215)
-    assert min(p for p, _ in btc.asks) > 65083.66
+    # a snapshot's sides are price -> size dicts, in wire order
+    assert max(btc.bids) == 65083.66
+    assert next(iter(btc.bids.items())) == (65083.66, 0.20371215)
+    assert min(btc.asks) > 65083.66
     assert btc.seq == 13
     assert btc.ts_exchange == iso_ms("2026-08-09T21:05:48.483587501Z")
 

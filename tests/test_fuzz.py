@@ -1374,10 +1374,10 @@ class Session:
             raise Violation(f"sequence {ev.seq!r}")
         if ev.ts_exchange is not None and not MIN_MS <= ev.ts_exchange <= MAX_MS:
             raise Violation(f"exchange time {ev.ts_exchange!r}")
-        for level in ev.bids:
-            _check_level(level, f"{key} bid")
-        for level in ev.asks:
-            _check_level(level, f"{key} ask")
+        for side, levels in (("bid", ev.bids), ("ask", ev.asks)):
+            # a snapshot's side may be a price -> size dict (state.events.Levels)
+            for level in levels.items() if isinstance(levels, dict) else levels:
+                _check_level(level, f"{key} {side}")
         self.stats.counts["events"] += 1
         self.stats.counts[f"{ev.kind}s"] += 1
 
