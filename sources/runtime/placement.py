@@ -42,6 +42,20 @@ def _rotl(x: int, b: int) -> int:
     return ((x << b) | (x >> (64 - b))) & _MASK
 
 
+def _sipround(v0: int, v1: int, v2: int, v3: int) -> Tuple[int, int, int, int]:
+    """One SipRound over the four state words."""
+    v0 = (v0 + v1) & _MASK
+    v1 = _rotl(v1, 13) ^ v0
+    v0 = _rotl(v0, 32)
+    v2 = (v2 + v3) & _MASK
+    v3 = _rotl(v3, 16) ^ v2
+    v0 = (v0 + v3) & _MASK
+    v3 = _rotl(v3, 21) ^ v0
+    v2 = (v2 + v1) & _MASK
+    v1 = _rotl(v1, 17) ^ v2
+    return v0, v1, _rotl(v2, 32), v3
+
+
 def siphash13(data: bytes) -> int:
     """SipHash-1-3 of ``data`` with the key (0, 0), as Rust's ``DefaultHasher``."""
     v0, v1, v2, v3 = (0x736F6D6570736575, 0x646F72616E646F6D,
@@ -52,29 +66,11 @@ def siphash13(data: bytes) -> int:
     last = int.from_bytes(data[tail:], "little") | ((n & 0xFF) << 56)
     for m in (*words, last):
         v3 ^= m
-        v0 = (v0 + v1) & _MASK
-        v1 = _rotl(v1, 13) ^ v0
-        v0 = _rotl(v0, 32)
-        v2 = (v2 + v3) & _MASK
-        v3 = _rotl(v3, 16) ^ v2
-        v0 = (v0 + v3) & _MASK
-        v3 = _rotl(v3, 21) ^ v0
-        v2 = (v2 + v1) & _MASK
-        v1 = _rotl(v1, 17) ^ v2
-        v2 = _rotl(v2, 32)
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)  # one compression round (the "1")
         v0 ^= m
     v2 ^= 0xFF
-    for _ in range(3):
-        v0 = (v0 + v1) & _MASK
-        v1 = _rotl(v1, 13) ^ v0
-        v0 = _rotl(v0, 32)
-        v2 = (v2 + v3) & _MASK
-        v3 = _rotl(v3, 16) ^ v2
-        v0 = (v0 + v3) & _MASK
-        v3 = _rotl(v3, 21) ^ v0
-        v2 = (v2 + v1) & _MASK
-        v1 = _rotl(v1, 17) ^ v2
-        v2 = _rotl(v2, 32)
+    for _ in range(3):  # three finalisation rounds (the "3")
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     return v0 ^ v1 ^ v2 ^ v3
 
 

@@ -348,6 +348,11 @@ class CoinbaseProtocol(Protocol):
         self._pending.clear()
 
 
+#: Coinbase product ids, ``BASE-QUOTE`` (Coinbase Exchange uses the same).
+CHECK_PRODUCT = check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"),
+                           "BASE-QUOTE product ids such as BTC-USD")
+
+
 VENUE_SPEC = Venue(
     name=VENUE,
     title="Coinbase Advanced Trade",
@@ -361,8 +366,7 @@ VENUE_SPEC = Venue(
     limits=Limits(max_connections=None, connects_per_second=4.0, products_per_connection=1,
                   max_products_per_connection=100, messages_per_second=4.0),
     default_products=("BTC-USD", "ETH-USD"),
-    check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"),
-                             "BASE-QUOTE product ids such as BTC-USD"),
+    check_product=CHECK_PRODUCT,
     connection_sequence=True,
     settings=(
         Setting("trades", True, "also follow market_trades (trade prints, bars)"),

@@ -37,7 +37,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import re
 import time
 from collections import deque
 from datetime import datetime
@@ -49,8 +48,9 @@ import msgspec
 from sources.venues.base import (ANY_PRODUCT, BOOK, ERROR, HEARTBEAT, IGNORED, MAX_MS, MIN_MS,
                                  REPLY, TICKER, TRADES, CredentialField, FrameError, Limits,
                                  Message, Parsed, Price, ProductId, Protocol, Raw, Reply, SeqNo,
-                                 Setting, Size, TradeSize, Venue, Wire, check_name, loads, reason,
+                                 Setting, Size, TradeSize, Venue, Wire, loads, reason,
                                  safe_text, valid_product)
+from sources.venues.coinbase import CHECK_PRODUCT
 from sources.venues.credentials import Credentials, Redaction, credentials
 from state.events import SNAPSHOT, UPDATE, BookEvent, Level, Ticker, Trade
 
@@ -303,8 +303,7 @@ VENUE_SPEC = Venue(
     limits=Limits(max_connections=None, connects_per_second=4.0, products_per_connection=10,
                   max_products_per_connection=100, messages_per_second=4.0),
     default_products=("BTC-USD", "ETH-USD"),
-    check_product=check_name(re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"),
-                             "BASE-QUOTE product ids such as BTC-USD"),
+    check_product=CHECK_PRODUCT,  # Advanced Trade's product ids
     settings=(Setting("channel", DEFAULT_CHANNEL, "book channel (level2 needs credentials)",
                       (DEFAULT_CHANNEL, AUTH_CHANNEL), needs_credentials=(AUTH_CHANNEL,)),
               Setting("trades", True, "also follow matches (trade prints, bars)"),

@@ -268,13 +268,19 @@ def _notification(params: msgspec.Raw, ts_recv: float) -> Parsed:
     return Parsed(BOOK, None, [event])
 
 
+def _decode(decoder: Any, note: _Notification, parts: List[str], kind: str) -> Any:
+    """``note.data`` decoded by ``decoder``, or a FrameError of ``kind`` naming the
+    channel and the products the frame was about."""
+    try:
+        return decoder.decode(note.data)
+    except _DECODE_ERRORS as ex:
+        raise FrameError(kind, f"{safe_text(note.channel, 80)}: {reason(ex)}", None,
+                         _products(note.data, parts)) from None
+
+
 def _trades(note: _Notification, parts: List[str], ts_recv: float) -> Parsed:
     """``trades.{instrument}.{interval}``: ``direction`` is the taker's side."""
-    try:
-        trades = _TRADES.decode(note.data)
-    except _DECODE_ERRORS as ex:
-        raise FrameError("bad_trade", f"{safe_text(note.channel, 80)}: {reason(ex)}", None,
-                         _products(note.data, parts)) from None
+    trades = _decode(_TRADES, note, parts, "bad_trade")
     out = []
     for t in trades:
         base, notional = amounts(*units(t.instrument_name), t.amount, t.price)
@@ -284,11 +290,7 @@ def _trades(note: _Notification, parts: List[str], ts_recv: float) -> Parsed:
 
 
 def _ticker(note: _Notification, parts: List[str], ts_recv: float) -> Parsed:
-    try:
-        t = _TICKER.decode(note.data)
-    except _DECODE_ERRORS as ex:
-        raise FrameError("bad_ticker", f"{safe_text(note.channel, 80)}: {reason(ex)}", None,
-                         _products(note.data, parts)) from None
+    t = _decode(_TICKER, note, parts, "bad_ticker")
     return Parsed(TICKER, None, [Ticker(VENUE, t.instrument_name, t.timestamp, ts_recv,
                                         t.mark_price, t.index_price, t.current_funding,
                                         t.last_price)])
