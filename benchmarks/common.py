@@ -20,9 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
 
@@ -89,6 +90,29 @@ def run_module(module: str, args: Sequence[str], out: Path, log: Path, timeout: 
     if code != 0:
         raise RuntimeError(f"{module} failed ({code}):\n{log.read_text(errors='replace')[-3000:]}")
     return orjson.loads(out.read_bytes())
+
+
+@contextmanager
+def simulator(args: Sequence[str], log: Path) -> Iterator[Tuple[str, subprocess.Popen]]:
+    """``python -m sources.simulator --port 0 args`` in its own process, stderr to
+    ``log``; yields its base URL (``ws://127.0.0.1:PORT``) and the process, and
+    stops it on the way out."""
+    with open(log, "wb") as err:
+        sim = subprocess.Popen([PYTHON, "-m", "sources.simulator", "--port", "0", *args],
+                               cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=err)
+        try:
+            assert sim.stdout is not None
+            line = sim.stdout.readline().decode()
+            if "listening on" not in line:
+                raise RuntimeError(f"simulator did not start: {line!r}")
+            yield line.strip().rsplit(" ", 1)[-1], sim
+        finally:
+            sim.terminate()
+            try:
+                sim.wait(10)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+                sim.wait(10)
 
 
 def loadavg() -> List[float]:

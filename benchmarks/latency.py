@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from benchmarks import data
-from benchmarks.common import PYTHON, ROOT, child_env, percentile, run_module
+from benchmarks.common import percentile, run_module, simulator
 from benchmarks.flows import StampingSink, bench_flow, read_stats
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
@@ -37,29 +36,13 @@ def measure(rec: data.CoinbaseRecording, work: Path, total_rate: int,
     meta = data.build_per_product(rec, work / f"{name}_captures", frames_per_product)
     send_log = work / f"{name}_send_log.csv"
     per_connection = total_rate / len(PRODUCTS)
-    args = [PYTHON, "-m", "sources.simulator", "--port", "0", "--rate", f"{per_connection:g}",
-            "--send-log", str(send_log)]
+    args = ["--rate", f"{per_connection:g}", "--send-log", str(send_log)]
     for c in sorted(Path(meta["dir"]).glob("*.jsonl")):
         args += ["--capture", str(c)]
     out = work / name
-    with open(work / f"{name}_simulator.log", "wb") as sim_log:
-        sim = subprocess.Popen(args, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
-                               stderr=sim_log)
-        try:
-            assert sim.stdout is not None
-            line = sim.stdout.readline().decode()
-            if "listening on" not in line:
-                raise RuntimeError(f"simulator did not start: {line!r}")
-            url = line.strip().rsplit(" ", 1)[-1]
-            run_module("benchmarks.latency", ["--url", url], out / "child.json",
-                       work / f"{name}_flow.log", 600)
-        finally:
-            sim.terminate()
-            try:
-                sim.wait(10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait(10)
+    with simulator(args, work / f"{name}_simulator.log") as (url, _):
+        run_module("benchmarks.latency", ["--url", url], out / "child.json",
+                   work / f"{name}_flow.log", 600)
     sent: Dict[Tuple[str, str, int], float] = {}
     with open(send_log) as f:
         for r in csv.DictReader(f):

@@ -8,7 +8,8 @@ every row's details as JSON (default ``out/benchmarks/results.json``, git-ignore
 ``--json benchmarks/results.json`` publishes a run). ``--smoke`` runs every row
 at a tiny scale, for CI: the numbers mean nothing, but every program runs and
 every check is made. ``--only`` runs some groups: core (floor, full flow,
-cryptofeed, naive), profile, snapshot, scale, latency, trades, storage, kafka.
+cryptofeed, naive), profile, snapshot, scale, latency, trades, storage, kafka,
+binance, idle.
 
 The machine is assumed shared and noisy: compared programs run in fresh
 processes, alternating, and each ratio is the median of ratios taken within
@@ -42,7 +43,7 @@ for _name in [n for n in os.environ if n.startswith("LOBSTREAM_")]:
 
 import orjson  # noqa: E402
 
-from benchmarks import core, data, kafka, latency, scale, storage  # noqa: E402
+from benchmarks import binance, core, data, idle, kafka, latency, scale, storage  # noqa: E402
 from benchmarks.common import ROOT, loadavg, machine_info, run_module  # noqa: E402
 
 #: Deribit instruments of the 2-process row, one stream each: placement gives two
@@ -77,10 +78,14 @@ class Scale:
     trade_passes: int
     snapshot_repeats: int
     store_servers: bool        # PostgreSQL and MariaDB, when installed
+    binance_rounds: int
+    idle_seconds: Tuple[float, float]  # warm-up, sampled window
 
 
-FULL = Scale(2, 200, 5, (1_000, 40_000), (1_000, 40_000), 5, (5_000, 30_000), 100, 9, True)
-SMOKE = Scale(2, 6, 1, (800, 1_600), (400, 1_200), 1, (600, 3_000), 2, 3, False)
+FULL = Scale(2, 200, 5, (1_000, 40_000), (1_000, 40_000), 5, (5_000, 30_000), 100, 9, True,
+             3, (10.0, 20.0))
+SMOKE = Scale(2, 6, 1, (800, 1_600), (400, 1_200), 1, (600, 3_000), 2, 3, False,
+              1, (4.0, 2.0))
 
 
 class Bench:
@@ -191,6 +196,27 @@ def group_trades(b: Bench) -> None:
                     "BookStep (dedup, trade record, bars at the default intervals)")
 
 
+def group_binance(b: Bench) -> None:
+    for market, r in binance.measure(b.work / "binance", b.scale.binance_rounds).items():
+        b.row(f"binance_flow_{market}", f"Full flow, Binance {market} recording (marginal)",
+              r["frames_per_s"], "frames/s",
+              notes=f"{r['frames']:,} frames; {r['us_per_frame']:.1f} µs/frame", **r,
+              what="python -m bytewax.run over the recording minus a run over the smallest "
+                   "bundled capture, CPU seconds over the recording's received frames (diffs, "
+                   "trades, markPrice); median over rounds; see benchmarks/binance.py")
+
+
+def group_idle(b: Bench) -> None:
+    warmup, window = b.scale.idle_seconds
+    r = idle.measure(b.work / "idle", warmup, window)
+    b.row("idle_cpu", "Idle CPU, quiet feed (share of one core)", 100.0 * r["core_share"], "%",
+          notes=f"{r['flow_cpu_s']:.2f} CPU s over {r['window_s']:.0f} s after "
+                f"{r['warmup_s']:.0f} s of warm-up; 1-minute bars on", **r,
+          what="the simulator pacing the Coinbase recording at 1/1000 speed, the flow "
+               "subscribed to it; the flow's CPU from /proc over the window; see "
+               "benchmarks/idle.py")
+
+
 def group_storage(b: Bench) -> None:
     """Tick store write rate and a day's DuckDB query; bar upserts into SQLite, and
     into PostgreSQL and MariaDB when their binaries are installed (not --smoke)."""
@@ -217,7 +243,8 @@ def group_kafka(b: Bench) -> None:
 GROUPS: Dict[str, Callable[[Bench], None]] = {
     "core": group_core, "profile": group_profile, "snapshot": group_snapshot,
     "scale": group_scale, "latency": group_latency, "trades": group_trades,
-    "storage": group_storage, "kafka": group_kafka,
+    "storage": group_storage, "kafka": group_kafka, "binance": group_binance,
+    "idle": group_idle,
 }
 
 

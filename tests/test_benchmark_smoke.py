@@ -31,6 +31,8 @@ MEASURED = ("floor", "naive", "snapshot", "bytes_per_level", "latency_1k", "late
             "trades", "store_write", "store_day_query", "sql_upsert")
 #: Rows that are differences of two runs: finite.
 DIFFERENCES = ("full_flow", "two_process_coinbase", "two_process_deribit")
+BINANCE = ("binance_flow_spot", "binance_flow_spot_10pairs", "binance_flow_usdm",
+           "binance_flow_coinm")
 #: Rows that may be skipped, with a reason, where their tools are missing.
 OPTIONAL = ("cryptofeed",)
 KAFKA = ("kafka_flow_1w", "kafka_rebuild")
@@ -90,6 +92,12 @@ def test_smoke_benchmark_writes_every_row(tmp_path):
         assert len(steps) >= 8
         assert abs(sum(r["ratio"] for r in steps.values()) - 1.0) < 1e-9
     assert rows["trades"]["details"]["records"]["trade"] == rows["trades"]["details"]["trades"]
+    for key in BINANCE:  # a difference of two runs; frames/s only where it came out positive
+        details = rows[key]["details"]
+        assert details["frames"] > 4000 and finite(details["us_per_frame"]), (key, details)
+    idle = rows["idle_cpu"]
+    assert finite(idle["value"]) and 0 <= idle["value"] <= 100, idle
+    assert idle["details"]["window_s"] > 1.5, idle
     check_kafka(rows)
 
     # The markdown table went to stdout, one line per row.
