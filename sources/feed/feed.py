@@ -78,14 +78,16 @@ def default_key(venue: str) -> Callable[[str], str]:
 class _Product:
     """One product's state on a connection."""
 
-    __slots__ = ("key", "sync", "awaiting_since", "retry_ms", "snapshot_next", "refused",
+    __slots__ = ("key", "sync", "retry_at", "retry_ms", "snapshot_next", "refused",
                  "buffer", "fetching", "failed")
 
     def __init__(self, key: str, sync: BookSync) -> None:
         self.key = key
         self.sync = sync
-        #: Receive time (ms) since which a snapshot is awaited; None when synced or idle.
-        self.awaiting_since: Optional[float] = None
+        #: While a snapshot is awaited, the receive time (ms) at which it is asked for
+        #: again; None when synced or idle.
+        self.retry_at: Optional[float] = None
+        #: How long the next wait for a snapshot lasts before it is asked for again.
         self.retry_ms = SNAPSHOT_TIMEOUT_MS
         #: The exchange confirmed a subscription, so its next book message must be
         #: the snapshot (JSON-RPC venues answer before they send data).
@@ -189,7 +191,7 @@ class Feed:
         self.failures += 1
         out: List[Keyed] = []
         for product, state in self.books.items():
-            state.awaiting_since = None
+            state.retry_at = None
             if state.sync.synced:
                 state.sync.invalidate()
                 out.append(self._status(product, ts, "disconnected", reason))
@@ -227,12 +229,12 @@ class Feed:
         snapshots that are overdue (see :data:`SNAPSHOT_TIMEOUT_MS`)."""
         self.outbox.extend(self.protocol.due(now))
         for product, state in self.books.items():
-            since = state.awaiting_since
-            if since is not None and now - since >= state.retry_ms and state.refused is None \
+            due = state.retry_at
+            if due is not None and now >= due and state.refused is None \
                     and not state.fetching:
                 self.counts["snapshot_retries"] += 1
                 state.retry_ms = min(state.retry_ms * 2.0, SNAPSHOT_RETRY_CAP_MS)
-                state.awaiting_since = now
+                state.retry_at = now + state.retry_ms
                 self._ask_snapshot(product, state)
 
     def _ask_snapshot(self, product: str, state: _Product) -> None:
@@ -283,10 +285,8 @@ class Feed:
         if state is not None:
             state.fetching = False
             self.counts["rest_failures"] += 1
-            if state.awaiting_since is not None:
-                # :meth:`tick` asks again once awaiting_since + retry_ms has passed.
-                delay = min(FAILED_RETRY_MS * 2.0 ** state.failed, state.retry_ms)
-                state.awaiting_since = ts - state.retry_ms + delay
+            if state.retry_at is not None:
+                state.retry_at = ts + min(FAILED_RETRY_MS * 2.0 ** state.failed, state.retry_ms)
             state.failed += 1
 
     def _apply_snapshot(self, state: _Product, snapshot: BookEvent, out: List[Keyed]) -> None:
@@ -310,7 +310,7 @@ class Feed:
                 self._ask_snapshot(snapshot.product, state)
                 return
         state.buffer = None
-        state.awaiting_since = None
+        state.retry_at = None
         state.retry_ms = SNAPSHOT_TIMEOUT_MS
         state.failed = 0
         self.counts["snapshots"] += 1
@@ -325,7 +325,7 @@ class Feed:
             buffer.popleft()
             self.counts["dropped_buffer"] += 1
         buffer.append(ev)
-        if len(buffer) == 1 and not state.fetching and state.awaiting_since is not None:
+        if len(buffer) == 1 and not state.fetching and state.retry_at is not None:
             # The first diff since the book was lost: a snapshot fetched now is not
             # older than every diff. Later diffs never ask: a request that failed
             # is retried on the timer (:meth:`tick`), not at the next diff.
@@ -427,7 +427,7 @@ class Feed:
             out.append((state.key, ev))
             if ev.kind is SNAPSHOT or ev.kind is REFRESH:
                 self.counts["snapshots"] += 1
-                state.awaiting_since = None
+                state.retry_at = None
                 state.retry_ms = SNAPSHOT_TIMEOUT_MS
                 state.snapshot_next = False
             else:
@@ -515,15 +515,15 @@ class Feed:
             if type(ev) is not BookEvent or ev.kind is not SNAPSHOT:
                 continue
             state = self.books.get(ev.product)
-            if state is not None and state.awaiting_since is not None:
+            if state is not None and state.retry_at is not None:
                 return True
         return False
 
     def _await(self, state: _Product, ts: float, reset: bool = False) -> None:
-        if reset or state.awaiting_since is None:
-            state.awaiting_since = ts
         if reset:
             state.retry_ms = SNAPSHOT_TIMEOUT_MS
+        if reset or state.retry_at is None:
+            state.retry_at = ts + state.retry_ms
 
     def _gap(self, product: str, ts: float, reason: str, detail: str, out: List[Keyed],
              force: bool = False) -> None:
@@ -534,11 +534,11 @@ class Feed:
         never comes), unless ``force``: the frames lost may have been that snapshot."""
         state = self.books[product]
         if force:
-            state.awaiting_since = None
+            state.retry_at = None
         state.sync.invalidate()
         self.counts["gaps" if reason == "gap" else f"invalid_{reason}"] += 1
         out.append(self._status(product, ts, reason, detail))
-        if state.refused is not None or state.awaiting_since is not None:
+        if state.refused is not None or state.retry_at is not None:
             return
         self.counts["resyncs"] += 1
         self._await(state, ts)
@@ -575,7 +575,7 @@ class Feed:
         snapshot its (re)subscription brings is resubscribed too (``force``): the
         broken frame may be that snapshot, and no other would come."""
         state = self.books.get(product)
-        if state is not None and (state.sync.synced or state.awaiting_since is not None):
+        if state is not None and (state.sync.synced or state.retry_at is not None):
             self._gap(product, ts, "bad_input", detail, out, force=force)
 
     def _unattributed(self, numbered: bool, ts: float, detail: str, out: List[Keyed]) -> None:
@@ -608,7 +608,7 @@ class Feed:
             state = self.books[product]
             if state.refused is None:
                 state.refused = detail
-                state.awaiting_since = None
+                state.retry_at = None
                 state.sync.invalidate()
                 out.append(self._status(product, ts, "refused", detail))
 
