@@ -79,6 +79,16 @@ def wait(proc: subprocess.Popen, timeout: float) -> Tuple[int, float]:
         time.sleep(0.005)
 
 
+def terminate(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM ``proc`` and reap it, SIGKILL if it is still there after ``grace`` s."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def run_module(module: str, args: Sequence[str], out: Path, log: Path, timeout: float,
                python: str = PYTHON, env: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Run ``python -m module args --out out`` from the checkout; return the JSON it
@@ -107,12 +117,7 @@ def simulator(args: Sequence[str], log: Path) -> Iterator[Tuple[str, subprocess.
                 raise RuntimeError(f"simulator did not start: {line!r}")
             yield line.strip().rsplit(" ", 1)[-1], sim
         finally:
-            sim.terminate()
-            try:
-                sim.wait(10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait(10)
+            terminate(sim, 10)
 
 
 def loadavg() -> List[float]:

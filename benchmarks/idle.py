@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from benchmarks.common import PYTHON, ROOT, child_env, simulator
+from benchmarks.common import PYTHON, ROOT, child_env, simulator, terminate
 from benchmarks.flowrun import FLOW
 
 CAPTURE = ROOT / "recordings" / "coinbase_advanced_btc_eth.jsonl.gz"
@@ -51,12 +51,7 @@ def measure(work: Path, warmup: float, window: float) -> Dict[str, Any]:
             time.sleep(window)
             flow1, sim1, t1 = cpu_seconds(flow.pid), cpu_seconds(sim.pid), time.monotonic()
         finally:
-            flow.terminate()
-            try:
-                flow.wait(20)
-            except subprocess.TimeoutExpired:
-                flow.kill()
-                flow.wait(10)
+            terminate(flow, 20)
     elapsed = t1 - t0
     return {"core_share": (flow1 - flow0) / elapsed, "flow_cpu_s": flow1 - flow0,
             "simulator_cpu_s": sim1 - sim0, "window_s": elapsed, "warmup_s": warmup}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Awaitable, Dict, Iterable, List, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, TypeVar
 
 import orjson
 from websockets.asyncio.client import ClientConnection
@@ -86,3 +86,28 @@ def websocket_source(venue: str, products: List[str], url: str,
     return WebsocketSource(lambda workers: plan_connections([run], workers),
                            resync=options.pop("resync", ResyncRequests()),
                            registry=options.pop("registry", Registry()), **options)
+
+
+def crossing(product: str, update: int,
+             connection: Optional[int] = None) -> Callable[[str, int], Any]:
+    """A simulator ``frame_filters`` hook that adds, to Coinbase ``product``'s
+    ``update``-th book update, a bid far above every ask: the book crosses although
+    every sequence check passes. ``connection``: only on that connection number
+    (None: on every Coinbase connection, counting the product's updates across them)."""
+    seen = [0]
+
+    async def cross(frame: Any) -> Sequence[Any]:
+        if frame.product != product or frame.kind != "book":
+            return [frame]
+        seen[0] += 1
+        if seen[0] != update:
+            return [frame]
+        msg = orjson.loads(orjson.dumps(frame.msg))
+        event = msg["events"][0]
+        event["updates"].append({"side": "bid", "event_time": event["updates"][0]["event_time"],
+                                 "price_level": "9999999", "new_quantity": "0.5"})
+        frame.msg = msg
+        return [frame]
+
+    return lambda venue, number: cross if venue == "coinbase" and connection in (None, number) \
+        else None

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import orjson
 import pytest
@@ -30,7 +30,7 @@ from sources.kafka.tansu import Tansu, free_ports
 from sources.kafka.topics import create_topics
 from sources.simulator import SimulatorThread
 from sources.simulator.market import load_recording
-from tests.helpers import read_dir
+from tests.helpers import crossing, read_dir
 from tests.kafka_support import (RECORDINGS, ROOT, Proxy, broker,  # noqa: F401
                                  consume, cycled_coinbase, env, jsonl,
                                  resume_epoch, split_capture, stream_partitions, topics,
@@ -222,28 +222,6 @@ def test_kill_9_of_the_analytics_resumes_with_exact_books(broker, tmp_path, laun
 
 # ------------------------------------------------------------------ the capture
 
-def crossing(product: str, update: int) -> Any:
-    """A simulator frame filter adding to ``product``'s ``update``-th book update, on
-    the first connection, a bid far above every ask: the book crosses although
-    every sequence check passes."""
-    seen = [0]
-
-    async def cross(frame: Any) -> Sequence[Any]:
-        if frame.product != product or frame.kind != "book":
-            return [frame]
-        seen[0] += 1
-        if seen[0] != update:
-            return [frame]
-        msg = orjson.loads(orjson.dumps(frame.msg))
-        ev = msg["events"][0]
-        ev["updates"].append({"side": "bid", "event_time": ev["updates"][0]["event_time"],
-                              "price_level": "9999999", "new_quantity": "0.5"})
-        frame.msg = msg
-        return [frame]
-
-    return lambda venue, number: cross if venue == "coinbase" and number == 0 else None
-
-
 def test_crossed_book_asks_the_capture_through_kafka_and_a_killed_capture_is_seen(
         broker, tmp_path, launch):
     """The analytics find BTC-USD crossed; the request goes over the control topic;
@@ -254,7 +232,7 @@ def test_crossed_book_asks_the_capture_through_kafka_and_a_killed_capture_is_see
     recording = load_recording([COINBASE])
     out = tmp_path / "out"
     btc = out / "coinbase_BTC-USD.jsonl"
-    with SimulatorThread(recording, rate=40, frame_filters=crossing("BTC-USD", 60)) as sim:
+    with SimulatorThread(recording, rate=40, frame_filters=crossing("BTC-USD", 60, connection=0)) as sim:
         cap = launch("capture1", CAPTURE, capture_env(settings, sim.url))
         ana = launch("analytics", ANALYTICS, analytics_env(settings, out))
         wait_until(lambda: statuses(jsonl(btc)) == [

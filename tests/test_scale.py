@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import orjson
 import pytest
@@ -26,8 +26,7 @@ from sources.runtime.registry import Registry
 from sources.runtime.resync import ResyncRequests
 from sources.simulator import SimulatorThread
 from sources.simulator.market import load_recording
-from sources.simulator.outbox import OutFrame
-from tests.helpers import read_dir, websocket_source
+from tests.helpers import crossing, read_dir, websocket_source
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "recordings"
@@ -109,26 +108,9 @@ def test_two_processes_keep_every_book_with_its_socket_and_resync_a_crossed_one(
     is resubscribed by its own process: invalid, then synced again from a new
     snapshot."""
     recording = load_recording([COINBASE])
-    crossed_at = 150
-    seen = [0]
-
-    async def cross(frame: OutFrame) -> Sequence[OutFrame]:
-        if frame.product != "BTC-USD" or frame.kind != "book":
-            return [frame]
-        seen[0] += 1
-        if seen[0] != crossed_at:
-            return [frame]
-        msg = orjson.loads(orjson.dumps(frame.msg))
-        event = msg["events"][0]
-        event["updates"].append({"side": "bid", "event_time": event["updates"][0]["event_time"],
-                                 "price_level": "99999999", "new_quantity": "0.5"})
-        frame.msg = msg
-        return [frame]
-
     addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
     with SimulatorThread(recording, rate=200, retime="none",
-                         frame_filters=lambda venue, n: cross if venue == "coinbase" else None) \
-            as sim:
+                         frame_filters=crossing("BTC-USD", 150)) as sim:
         base = dict(os.environ, LOBSTREAM_VENUES="coinbase",
                     LOBSTREAM_COINBASE_PRODUCTS="BTC-USD,ETH-USD",
                     LOBSTREAM_COINBASE_URL=sim.url + "/coinbase",
